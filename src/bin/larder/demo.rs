@@ -1,0 +1,154 @@
+//! `larder demo`: a Zipf workload against an embedded cache, with a progress bar
+//! on a terminal and a summary table at the end.
+
+use crate::CliResult;
+use indicatif::{ProgressBar, ProgressStyle};
+use larder::{Bytes, Cache};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, Zipf};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Requests to run (each a get, followed by an insert on a miss).
+    #[arg(long, default_value_t = 4_000_000)]
+    requests: u64,
+    /// Distinct keys the workload draws from.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Zipf exponent of the key popularity.
+    #[arg(long, default_value_t = 0.99)]
+    zipf: f64,
+    /// Memory capacity in MiB.
+    #[arg(long, default_value_t = 32)]
+    memory_mib: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: u64,
+    /// Seed of the key stream.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// Every this many requests a worker times one and reports progress.
+const SAMPLE_EVERY: u64 = 16;
+
+pub(crate) fn run(args: Args) -> CliResult {
+    if args.keys == 0 || args.requests == 0 || args.threads == 0 {
+        return Err("--keys, --requests and --threads must be at least 1".into());
+    }
+    let zipf = Zipf::new(args.keys as f64, args.zipf).map_err(|e| {
+        format!(
+            "bad Zipf parameters (--keys {}, --zipf {}): {e}",
+            args.keys, args.zipf
+        )
+    })?;
+    let cache = Cache::builder()
+        .memory_capacity(args.memory_mib.saturating_mul(1 << 20))
+        .build()?;
+    let value = Bytes::from(vec![0x5a; args.value_size]);
+
+    println!(
+        "larder demo: {} requests, Zipf({}) over {} keys, {}-byte values, {} MiB memory tier, {} threads",
+        args.requests, args.zipf, args.keys, args.value_size, args.memory_mib, args.threads
+    );
+    let bar = ProgressBar::new(args.requests).with_style(
+        ProgressStyle::with_template("{bar:40} {percent:>3}% {per_sec:>14} eta {eta}")
+            .expect("static template"),
+    );
+    let started = Instant::now();
+    let mut latencies: Vec<u32> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..args.threads)
+            .map(|t| {
+                let (cache, value, bar) = (&cache, &value, &bar);
+                let share =
+                    args.requests / args.threads + u64::from(t < args.requests % args.threads);
+                s.spawn(move || {
+                    let mut rng = StdRng::seed_from_u64(args.seed.wrapping_add(t));
+                    worker(cache, value, bar, &zipf, &mut rng, share)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("demo worker panicked"))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    latencies.sort_unstable();
+    print_summary(&cache, elapsed, args.requests, &latencies);
+    Ok(())
+}
+
+fn worker(
+    cache: &Cache,
+    value: &Bytes,
+    bar: &ProgressBar,
+    zipf: &Zipf<f64>,
+    rng: &mut impl Rng,
+    requests: u64,
+) -> Vec<u32> {
+    let mut latencies = Vec::with_capacity((requests / SAMPLE_EVERY) as usize + 1);
+    for i in 0..requests {
+        let key = (zipf.sample(rng) as u64).to_le_bytes();
+        let timed = i % SAMPLE_EVERY == 0;
+        let t0 = timed.then(Instant::now);
+        if cache.get(&key).is_none() {
+            cache.insert(&key, value.clone()).expect("demo entries fit");
+        }
+        if let Some(t0) = t0 {
+            latencies.push(t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+            bar.inc(SAMPLE_EVERY.min(requests - i));
+        }
+    }
+    latencies
+}
+
+fn print_summary(cache: &Cache, elapsed: Duration, requests: u64, latencies: &[u32]) {
+    let s = cache.stats();
+    let pct = |p: f64| -> String {
+        if latencies.is_empty() {
+            return "-".into();
+        }
+        let i = ((latencies.len() - 1) as f64 * p).round() as usize;
+        format!("{:.2} µs", f64::from(latencies[i]) / 1000.0)
+    };
+    let rows = [
+        ("requests", requests.to_string()),
+        ("hits", s.hits.to_string()),
+        ("misses", s.misses.to_string()),
+        ("hit ratio", format!("{:.2}%", s.hit_ratio() * 100.0)),
+        (
+            "throughput",
+            format!(
+                "{:.2} M requests/s",
+                requests as f64 / elapsed.as_secs_f64() / 1e6
+            ),
+        ),
+        ("latency p50", pct(0.50)),
+        ("latency p99", pct(0.99)),
+        ("latency p99.9", pct(0.999)),
+        (
+            "L1 memory",
+            format!(
+                "{} entries ({} hot, {} ghosts), {:.1} of {:.1} MiB, {} shards",
+                s.memory.entries,
+                s.hot_entries,
+                s.ghost_entries,
+                s.memory.weight as f64 / 1048576.0,
+                s.memory.capacity as f64 / 1048576.0,
+                s.shards
+            ),
+        ),
+        ("L1 evictions", s.memory.evictions.to_string()),
+    ];
+    println!("{:-<64}", "");
+    for (k, v) in rows {
+        println!("{k:<14} {v}");
+    }
+    println!("{:-<64}", "");
+}

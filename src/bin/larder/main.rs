@@ -1,0 +1,41 @@
+//! The `larder` command-line tool: `demo` shows the engine at work, `replay`
+//! measures the policy on a trace.
+
+mod demo;
+mod replay;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "larder", version, about = "An embedded, tiered cache engine", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a synthetic Zipf workload against an embedded cache and print a summary.
+    Demo(demo::Args),
+    /// Replay a trace (one key per line) and report hits and misses.
+    Replay(replay::Args),
+}
+
+/// Errors the tool reports to a person: a message, exit status 1.
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: CliResult = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Replay(args) => replay::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("larder: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! [`CacheBuilder`]: every setting, its default, and its validation.
+
+use crate::cache::Cache;
+use crate::error::BuildError;
+use crate::memory::MemoryTier;
+use crate::time::{Clock, ManualClock};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The largest shard count accepted.
+pub const MAX_SHARDS: usize = 1 << 16;
+
+/// Fixed memory, in bytes, that the default weigher charges per entry on top of
+/// its key and value: the resident slot (88 bytes) plus its share of the table.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// The fewest entries a shard should hold under the default shard count. Keys
+/// spread over shards binomially, so small shards overflow unevenly: with 125
+/// entries a shard, a loop 1% larger than the cache misses 2.7x as often as one
+/// shard does (`loop` trace, docs/design.md). Small caches gain nothing from
+/// more shards anyway.
+const MIN_DEFAULT_SHARD_ENTRIES: u64 = 256;
+
+/// A user's weigher function.
+type WeighFn = dyn Fn(&[u8], &Bytes) -> u64 + Send + Sync;
+
+/// How an entry's weight is computed.
+#[derive(Clone)]
+pub(crate) enum Weigher {
+    /// `key.len() + value.len() + ENTRY_OVERHEAD`.
+    Bytes,
+    /// 1 per entry: the capacity counts entries.
+    Unit,
+    /// A user function (clamped to at least 1).
+    Custom(Arc<WeighFn>),
+}
+
+impl Weigher {
+    #[inline]
+    pub(crate) fn weigh(&self, key: &[u8], value: &Bytes) -> u64 {
+        match self {
+            Weigher::Bytes => key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD,
+            Weigher::Unit => 1,
+            Weigher::Custom(f) => f(key, value).max(1),
+        }
+    }
+
+    /// A small entry's weight, for sizing shards: 1 unit, or 128 bytes.
+    fn typical_entry_weight(&self) -> u64 {
+        match self {
+            Weigher::Bytes => ENTRY_OVERHEAD + 32,
+            Weigher::Unit | Weigher::Custom(_) => 1,
+        }
+    }
+}
+
+/// Builds a [`Cache`]; start with [`Cache::builder`].
+///
+/// ```
+/// use larder::Cache;
+///
+/// let cache = Cache::builder()
+///     .memory_capacity(64 << 20) // 64 MiB of keys, values and per-entry overhead
+///     .build()?;
+/// cache.insert(b"greeting", "hello")?;
+/// assert_eq!(cache.get(b"greeting").as_deref(), Some(&b"hello"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+#[derive(Clone)]
+pub struct CacheBuilder {
+    capacity: Option<u64>,
+    shards: Option<usize>,
+    weigher: Weigher,
+    clock: Clock,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            capacity: None,
+            shards: None,
+            weigher: Weigher::Bytes,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// The memory tier's capacity in weight units: bytes with the default weigher,
+    /// entries with [`unit_weight`](Self::unit_weight). Required; must be > 0.
+    pub fn memory_capacity(mut self, capacity: u64) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// The number of shards (a power of two, at most [`MAX_SHARDS`]).
+    ///
+    /// Default: four per available core, rounded up to a power of two, halved
+    /// while a shard would hold fewer than about 256 entries (256 weight units,
+    /// or 32 KiB with the default byte weigher).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Weigh every entry as 1, so that the capacity counts entries.
+    pub fn unit_weight(mut self) -> Self {
+        self.weigher = Weigher::Unit;
+        self
+    }
+
+    /// Weigh entries with `f(key, value)` (a result of 0 counts as 1).
+    ///
+    /// The default weigher charges `key.len() + value.len() + ENTRY_OVERHEAD` bytes.
+    /// `f` runs outside every lock, once per insert.
+    pub fn weigher(mut self, f: impl Fn(&[u8], &Bytes) -> u64 + Send + Sync + 'static) -> Self {
+        self.weigher = Weigher::Custom(Arc::new(f));
+        self
+    }
+
+    /// Drive TTLs from a [`ManualClock`] instead of the system's monotonic clock.
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Clock::Manual(clock);
+        self
+    }
+
+    /// Checks the configuration and builds the cache.
+    pub fn build(self) -> Result<Cache, BuildError> {
+        let capacity = self.capacity.ok_or(BuildError::MissingCapacity)?;
+        if capacity == 0 {
+            return Err(BuildError::ZeroCapacity);
+        }
+        let shards = match self.shards {
+            Some(n) if n == 0 || !n.is_power_of_two() || n > MAX_SHARDS => {
+                return Err(BuildError::InvalidShards {
+                    shards: n,
+                    max: MAX_SHARDS,
+                });
+            }
+            Some(n) if n as u64 > capacity => {
+                return Err(BuildError::CapacityBelowShards {
+                    capacity,
+                    shards: n,
+                });
+            }
+            Some(n) => n,
+            None => default_shards(capacity, self.weigher.typical_entry_weight()),
+        };
+        let memory = MemoryTier::new(capacity, shards, self.clock, None);
+        Ok(Cache::from_parts(memory, self.weigher))
+    }
+}
+
+fn default_shards(capacity: u64, entry_weight: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shards = (cores * 4).next_power_of_two().min(MAX_SHARDS);
+    let min_shard = MIN_DEFAULT_SHARD_ENTRIES * entry_weight;
+    while shards > 1 && capacity / (shards as u64) < min_shard {
+        shards /= 2;
+    }
+    shards
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_shards_keep_shards_useful() {
+        assert_eq!(default_shards(1, 1), 1);
+        assert_eq!(default_shards(511, 1), 1);
+        assert!(default_shards(1000, 1) <= 2);
+        assert!(default_shards(1 << 30, 128).is_power_of_two());
+        assert_eq!(default_shards(64 << 10, 128), 2);
+    }
+}

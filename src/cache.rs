@@ -1,0 +1,237 @@
+//! [`Cache`]: the public handle.
+
+use crate::builder::{CacheBuilder, Weigher};
+use crate::error::{Error, LoadError};
+use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
+use crate::memory::MemoryTier;
+use crate::patterns::single_flight::{Flights, Role};
+use crate::stats::{Stats, TierStats};
+use crate::sync::{Arc, AtomicU64, Ordering};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// A thread-safe, sharded cache of byte keys to [`Bytes`] values, evicting with
+/// CLOCK-Pro. Cloning the handle is cheap and shares the cache.
+///
+/// ```
+/// use larder::Cache;
+///
+/// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+/// cache.insert(b"k", "v")?;
+/// assert!(cache.contains(b"k"));
+/// assert_eq!(cache.remove(b"k").as_deref(), Some(&b"v"[..]));
+/// assert!(cache.get(b"k").is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    memory: MemoryTier,
+    weigher: Weigher,
+    max_weight: u64,
+    flights: Flights,
+    loads: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Starts configuring a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    pub(crate) fn from_parts(memory: MemoryTier, weigher: Weigher) -> Self {
+        let max_weight = memory.max_weight();
+        let flights = Flights::new(memory.shard_count());
+        Cache {
+            inner: Arc::new(Inner {
+                memory,
+                weigher,
+                max_weight,
+                flights,
+                loads: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The value for `key`, if it is cached and not expired. A hit marks the entry
+    /// as referenced for CLOCK-Pro; it takes only a shared lock.
+    ///
+    /// Keys that could never be stored (empty or too long) are simply not found.
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.inner.memory.get(hash_key(key), key)
+    }
+
+    /// Whether `key` is cached and not expired. Unlike [`get`](Self::get) this is
+    /// not an access: it neither counts as a hit or miss nor marks the entry.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.inner.memory.contains(hash_key(key), key)
+    }
+
+    /// Caches `value` under `key`, replacing any previous value (and its TTL).
+    ///
+    /// Errors, changing nothing, if the key is empty or over
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), the value is over
+    /// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN), or the entry weighs more than
+    /// one shard can hold.
+    pub fn insert(&self, key: &[u8], value: impl Into<Bytes>) -> Result<(), Error> {
+        self.insert_inner(key, value.into(), None)
+    }
+
+    /// Like [`insert`](Self::insert), but the entry expires after `ttl`: from then
+    /// on it is never returned. `ttl` must not be zero.
+    pub fn insert_with_ttl(
+        &self,
+        key: &[u8],
+        value: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        if ttl.is_zero() {
+            return Err(Error::ZeroTtl);
+        }
+        self.insert_inner(key, value.into(), Some(ttl))
+    }
+
+    fn insert_inner(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<(), Error> {
+        let weight = self.check_entry(key, &value)?;
+        let deadline = ttl.map_or(0, |t| self.inner.memory.clock().deadline(t));
+        self.inner
+            .memory
+            .insert(hash_key(key), key, value, weight, deadline);
+        Ok(())
+    }
+
+    /// Validates an entry and computes its weight, before any lock is taken.
+    fn check_entry(&self, key: &[u8], value: &Bytes) -> Result<u32, Error> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLong {
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        let weight = self.inner.weigher.weigh(key, value);
+        if weight > self.inner.max_weight {
+            return Err(Error::EntryTooHeavy {
+                weight,
+                max: self.inner.max_weight,
+            });
+        }
+        // `max_weight` fits in a u32.
+        Ok(weight as u32)
+    }
+
+    /// Removes `key`; returns its value if it was cached and not expired.
+    pub fn remove(&self, key: &[u8]) -> Option<Bytes> {
+        self.inner.memory.remove(hash_key(key), key)
+    }
+
+    /// The value for `key`, loading and caching it with `load` on a miss.
+    ///
+    /// Single-flight: when several threads miss on the same key at once, one runs
+    /// its loader and the others wait for and share that value. If the leader's
+    /// loader panics, a waiter takes over with its own loader.
+    ///
+    /// ```
+    /// use larder::Cache;
+    ///
+    /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+    /// let v = cache.get_or_insert_with(b"user:42", || "loaded from the database".into())?;
+    /// assert_eq!(v, "loaded from the database");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_or_insert_with(
+        &self,
+        key: &[u8],
+        load: impl FnOnce() -> Bytes,
+    ) -> Result<Bytes, Error> {
+        self.try_get_or_insert_with(key, || Ok::<_, std::convert::Infallible>(load()))
+            .map_err(|e| match e {
+                LoadError::Cache(e) => e,
+                LoadError::Loader(never) => match never {},
+            })
+    }
+
+    /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a fallible loader.
+    ///
+    /// A loader error is returned to the caller whose loader failed; nothing is
+    /// cached, and callers that were waiting retry (one of them loads next), so a
+    /// failure never poisons the key.
+    pub fn try_get_or_insert_with<E>(
+        &self,
+        key: &[u8],
+        load: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, LoadError<E>> {
+        check_key(key)?;
+        let hash = hash_key(key);
+        let memory = &self.inner.memory;
+        if let Some(v) = memory.get(hash, key) {
+            return Ok(v);
+        }
+        loop {
+            match self.inner.flights.join(hash, key) {
+                Role::Shared(v) => return Ok(v),
+                Role::Retry => {
+                    if let Some(v) = memory.peek(hash, key) {
+                        return Ok(v);
+                    }
+                }
+                Role::Leader(leader) => {
+                    // A flight that finished between our miss and our joining left its value.
+                    if let Some(v) = memory.peek(hash, key) {
+                        leader.finish(v.clone());
+                        return Ok(v);
+                    }
+                    self.inner.loads.fetch_add(1, Ordering::Relaxed);
+                    let value = load().map_err(LoadError::Loader)?;
+                    let weight = self.check_entry(key, &value)?;
+                    memory.insert(hash, key, value.clone(), weight, 0);
+                    leader.finish(value.clone());
+                    return Ok(value);
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the counters and occupancy.
+    pub fn stats(&self) -> Stats {
+        let s = self.inner.memory.snapshot();
+        Stats {
+            hits: s.hits,
+            misses: s.misses,
+            inserts: s.inserts,
+            updates: s.updates,
+            removes: s.removes,
+            expirations: s.expirations,
+            loads: self.inner.loads.load(Ordering::Relaxed),
+            memory: TierStats {
+                hits: s.hits,
+                entries: s.counts.resident as u64,
+                weight: s.counts.resident_weight,
+                capacity: s.capacity,
+                evictions: s.evictions,
+            },
+            hot_entries: s.counts.hot as u64,
+            ghost_entries: s.counts.ghosts as u64,
+            shards: self.inner.memory.shard_count(),
+        }
+    }
+
+    /// Checks every internal invariant of every shard; panics on a violation.
+    /// Compiled for tests and fuzzing (feature `validate`) only.
+    #[cfg(any(test, fuzzing, feature = "validate"))]
+    pub fn validate(&self) {
+        self.inner.memory.validate();
+    }
+}

@@ -1,0 +1,89 @@
+//! Typed errors: one enum for building a cache, one for operating on it.
+
+use thiserror::Error;
+
+/// Why [`CacheBuilder::build`](crate::CacheBuilder::build) refused a configuration.
+///
+/// Nothing is allocated or started when this is returned.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No memory capacity was given; call `memory_capacity(..)` on the builder.
+    #[error("memory capacity is not set: call `memory_capacity(..)` on the builder")]
+    MissingCapacity,
+    /// The memory capacity was zero.
+    #[error("memory capacity must be greater than zero")]
+    ZeroCapacity,
+    /// The shard count was zero, not a power of two, or above the maximum.
+    #[error("shard count {shards} is invalid: it must be a power of two between 1 and {max}")]
+    InvalidShards {
+        /// The rejected shard count.
+        shards: usize,
+        /// The largest shard count larder accepts.
+        max: usize,
+    },
+    /// The capacity cannot be split over the shards: each shard needs at least one unit.
+    #[error(
+        "memory capacity {capacity} is smaller than the shard count {shards}: \
+         use fewer shards or a larger capacity"
+    )]
+    CapacityBelowShards {
+        /// The requested capacity.
+        capacity: u64,
+        /// The requested shard count.
+        shards: usize,
+    },
+}
+
+/// Why an operation on a [`Cache`](crate::Cache) was refused.
+///
+/// A refused operation changes nothing: the cache is exactly as it was before the call.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Keys must hold at least one byte.
+    #[error("the key is empty: keys must hold at least one byte")]
+    EmptyKey,
+    /// The key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    #[error("the key is {len} bytes long; the maximum is {max}")]
+    KeyTooLong {
+        /// Length of the rejected key.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is longer than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    #[error("the value is {len} bytes long; the maximum is {max}")]
+    ValueTooLong {
+        /// Length of the rejected value.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The entry weighs more than one shard of the memory tier can hold.
+    #[error(
+        "the entry weighs {weight}, more than one shard can hold ({max}); \
+         raise the capacity or lower the shard count"
+    )]
+    EntryTooHeavy {
+        /// The entry's weight as the weigher computed it.
+        weight: u64,
+        /// The largest weight one shard accepts.
+        max: u64,
+    },
+    /// A time-to-live of zero was given; the entry would be expired on arrival.
+    #[error("the time-to-live is zero: the entry would expire before it could be read")]
+    ZeroTtl,
+}
+
+/// The error of [`Cache::try_get_or_insert_with`](crate::Cache::try_get_or_insert_with):
+/// either the loader failed or the cache refused the key or the loaded value.
+#[derive(Debug, Error)]
+pub enum LoadError<E> {
+    /// The loader returned this error; nothing was cached and the key is not poisoned.
+    #[error("the loader failed: {0}")]
+    Loader(E),
+    /// The cache refused the key or the loaded value.
+    #[error(transparent)]
+    Cache(#[from] Error),
+}

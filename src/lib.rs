@@ -1,0 +1,75 @@
+//! # larder
+//!
+//! A persistent, embedded, tiered cache engine. This release holds the memory
+//! tier (L1); the log-structured disk tier (L2) and warm restart build on the
+//! seams described below.
+//!
+//! ```
+//! use larder::Cache;
+//! use std::time::Duration;
+//!
+//! let cache = Cache::builder().memory_capacity(256 << 20).build()?;
+//! cache.insert(b"session:1", "alice")?;
+//! cache.insert_with_ttl(b"otp:1", "492817", Duration::from_secs(30))?;
+//! assert_eq!(cache.get(b"session:1").as_deref(), Some(&b"alice"[..]));
+//!
+//! // Cache-aside with stampede protection: one loader per key at a time.
+//! let profile = cache.get_or_insert_with(b"profile:1", || "loaded".into())?;
+//! assert_eq!(profile, "loaded");
+//! println!("hit ratio {:.2}", cache.stats().hit_ratio());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Design in brief
+//! * **Keys** are non-empty byte strings of at most [`MAX_KEY_LEN`] bytes, hashed
+//!   with xxh3-64 ([`hash_key`]), which is stable across runs and platforms.
+//!   **Values** are [`bytes::Bytes`] of at most [`MAX_VALUE_LEN`] bytes; a hit
+//!   returns a cheap reference-counted clone.
+//! * **Shards.** The memory tier is a power-of-two array of shards, each a
+//!   `parking_lot::RwLock` over plain data. A hit takes the read lock and sets
+//!   one atomic reference bit; inserts and removes take the write lock. Evicted
+//!   values are dropped after the lock is released.
+//! * **Policy.** Each shard runs size-aware CLOCK-Pro with an adaptive cold
+//!   allocation: scans and one-off keys pass through the cold space without
+//!   disturbing the hot set; keys re-referenced within their test period are
+//!   promoted. Capacity is a weight: bytes by default
+//!   (`key + value +` [`ENTRY_OVERHEAD`]), entries with
+//!   [`CacheBuilder::unit_weight`], or any [`CacheBuilder::weigher`].
+//! * **TTL.** Entries inserted with a time-to-live are never returned after it
+//!   (nanosecond deadlines on a monotonic clock).
+//! * **Errors** are typed: [`BuildError`] for configuration, [`Error`] for
+//!   operations; a refused operation changes nothing.
+//!
+//! ## Memory per entry
+//! A resident entry costs an 88-byte slot (24 bytes of policy metadata, a
+//! 24-byte key buffer holding keys of up to 22 bytes inline, the 32-byte `Bytes`
+//! handle and an 8-byte deadline), about 5–10 bytes of hash table, and the
+//! value's own allocation. A remembered non-resident key (a CLOCK-Pro ghost)
+//! costs 24 bytes plus its table slot; ghosts are bounded by the number of
+//! resident entries. See `docs/design.md` and `docs/benchmarks.md`.
+//!
+//! ## Cargo features
+//! | feature | what it does |
+//! |---|---|
+//! | `validate` | compiles `Cache::validate`, the invariant checker used by tests and fuzzing |
+
+#![warn(missing_docs)]
+
+mod builder;
+mod cache;
+mod error;
+mod key;
+mod memory;
+mod patterns;
+mod policy;
+mod stats;
+mod sync;
+mod time;
+
+pub use builder::{CacheBuilder, ENTRY_OVERHEAD, MAX_SHARDS};
+pub use bytes::Bytes;
+pub use cache::Cache;
+pub use error::{BuildError, Error, LoadError};
+pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
+pub use stats::{Stats, TierStats};
+pub use time::ManualClock;

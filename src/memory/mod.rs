@@ -1,0 +1,259 @@
+//! L1, the memory tier: a power-of-two array of lock-striped shards.
+//!
+//! Each shard is a [`parking_lot::RwLock`] over a [`Shard`] (plain data and the
+//! CLOCK-Pro algorithm, no threads inside). The shard is picked from the middle
+//! bits of the key hash, which the shard's own table does not use.
+//!
+//! * A hit takes the read lock and only sets the entry's atomic reference bit.
+//! * Inserts and removes take the write lock. Whatever leaves the shard (evicted
+//!   entries, overwritten values) is collected under the lock and dropped, or
+//!   handed to the demotion hook, after the lock is released: no destructor, no
+//!   callback and no I/O runs under a shard lock.
+
+mod shard;
+
+pub(crate) use shard::DIRTY;
+use shard::{Departed, Lookup, Shard};
+
+use crate::policy::Counts;
+use crate::sync::{AtomicU64, Ordering, RwLock};
+use crate::time::Clock;
+use bytes::Bytes;
+use crossbeam_utils::CachePadded;
+
+/// The hook an evicted entry is handed to, after the shard lock is released.
+///
+/// This is the seam for the disk tier: L1 eviction offers the entry to L2. The
+/// memory-only cache has no hook, so evicted entries are simply dropped.
+pub(crate) trait Demote: Send + Sync {
+    /// `dirty`: the entry's bytes are not in the lower tier yet.
+    /// `proved_reuse`: the entry was hot or referenced since it last moved.
+    fn demote(&self, key: &[u8], value: Bytes, deadline: u64, dirty: bool, proved_reuse: bool);
+}
+
+/// Per-shard event counters, kept beside the shard's lock.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) inserts: AtomicU64,
+    pub(crate) updates: AtomicU64,
+    pub(crate) removes: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) expirations: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Cell {
+    shard: RwLock<Shard>,
+    counters: Counters,
+}
+
+/// A snapshot of the memory tier's counters and occupancy.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) inserts: u64,
+    pub(crate) updates: u64,
+    pub(crate) removes: u64,
+    pub(crate) evictions: u64,
+    pub(crate) expirations: u64,
+    pub(crate) counts: Counts,
+    pub(crate) capacity: u64,
+}
+
+/// The memory tier.
+pub(crate) struct MemoryTier {
+    cells: Box<[CachePadded<Cell>]>,
+    mask: usize,
+    clock: Clock,
+    demote: Option<Box<dyn Demote>>,
+}
+
+impl MemoryTier {
+    /// `shards` must be a power of two no larger than `capacity`.
+    pub(crate) fn new(
+        capacity: u64,
+        shards: usize,
+        clock: Clock,
+        demote: Option<Box<dyn Demote>>,
+    ) -> Self {
+        debug_assert!(shards.is_power_of_two() && capacity >= shards as u64);
+        let per = capacity / shards as u64;
+        let extra = capacity % shards as u64;
+        let cells = (0..shards as u64)
+            .map(|i| {
+                CachePadded::new(Cell {
+                    shard: RwLock::new(Shard::new(per + u64::from(i < extra))),
+                    counters: Counters::default(),
+                })
+            })
+            .collect();
+        MemoryTier {
+            cells,
+            mask: shards - 1,
+            clock,
+            demote,
+        }
+    }
+
+    #[inline]
+    fn cell(&self, hash: u64) -> &Cell {
+        &self.cells[(hash >> 32) as usize & self.mask]
+    }
+
+    /// The largest weight one shard accepts.
+    pub(crate) fn max_weight(&self) -> u64 {
+        self.cells
+            .iter()
+            .map(|c| c.shard.read().capacity())
+            .min()
+            .unwrap_or(0)
+            .min(u64::from(u32::MAX))
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        let cell = self.cell(hash);
+        let found = cell.shard.read().get(hash, key, || self.clock.now());
+        match found {
+            Lookup::Hit(v) => {
+                bump(&cell.counters.hits);
+                Some(v)
+            }
+            Lookup::Miss => {
+                bump(&cell.counters.misses);
+                None
+            }
+            Lookup::Expired => {
+                let gone = cell
+                    .shard
+                    .write()
+                    .remove_expired(hash, key, || self.clock.now());
+                if gone.is_some() {
+                    bump(&cell.counters.expirations);
+                }
+                drop(gone);
+                bump(&cell.counters.misses);
+                None
+            }
+        }
+    }
+
+    /// Like [`get`](Self::get) but not counted and not an access.
+    pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        match self
+            .cell(hash)
+            .shard
+            .read()
+            .get(hash, key, || self.clock.now())
+        {
+            Lookup::Hit(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        self.cell(hash)
+            .shard
+            .read()
+            .contains(hash, key, || self.clock.now())
+    }
+
+    /// Inserts or overwrites. `weight` must not exceed [`max_weight`](Self::max_weight).
+    pub(crate) fn insert(&self, hash: u64, key: &[u8], value: Bytes, weight: u32, deadline: u64) {
+        let cell = self.cell(hash);
+        let mut departed = Departed::new();
+        let old = cell
+            .shard
+            .write()
+            .insert(hash, key, value, weight, deadline, &mut departed);
+        bump(if old.is_some() {
+            &cell.counters.updates
+        } else {
+            &cell.counters.inserts
+        });
+        drop(old);
+        self.depart(cell, departed);
+    }
+
+    /// Hands entries that left a shard to the demotion hook, or drops them. Lock released.
+    fn depart(&self, cell: &Cell, departed: Departed) {
+        if departed.is_empty() {
+            return;
+        }
+        cell.counters
+            .evictions
+            .fetch_add(departed.len() as u64, Ordering::Relaxed);
+        let Some(hook) = &self.demote else {
+            return;
+        };
+        let now = self.clock.now();
+        for e in departed {
+            let p = e.payload;
+            if !p.is_expired(|| now) {
+                let dirty = e.tag & DIRTY != 0;
+                hook.demote(p.key.as_slice(), p.value, p.deadline, dirty, e.proved_reuse);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        let cell = self.cell(hash);
+        let gone = cell.shard.write().remove(hash, key)?;
+        bump(&cell.counters.removes);
+        if gone.is_expired(|| self.clock.now()) {
+            return None;
+        }
+        Some(gone.value)
+    }
+
+    /// Marks `key` clean if `value` is still its current value (used by a lower tier).
+    #[allow(dead_code)] // The seam the disk tier will call once its write lands.
+    pub(crate) fn mark_clean(&self, hash: u64, key: &[u8], value: &Bytes) -> bool {
+        self.cell(hash).shard.write().mark_clean(hash, key, value)
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for cell in self.cells.iter() {
+            let c = &cell.counters;
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.hits += load(&c.hits);
+            s.misses += load(&c.misses);
+            s.inserts += load(&c.inserts);
+            s.updates += load(&c.updates);
+            s.removes += load(&c.removes);
+            s.evictions += load(&c.evictions);
+            s.expirations += load(&c.expirations);
+            let shard = cell.shard.read();
+            let n = shard.counts();
+            s.capacity += shard.capacity();
+            s.counts.resident += n.resident;
+            s.counts.resident_weight += n.resident_weight;
+            s.counts.hot += n.hot;
+            s.counts.hot_weight += n.hot_weight;
+            s.counts.ghosts += n.ghosts;
+        }
+        s
+    }
+
+    #[cfg(any(test, fuzzing, feature = "validate"))]
+    pub(crate) fn validate(&self) {
+        for cell in self.cells.iter() {
+            cell.shard.read().validate();
+        }
+    }
+}

@@ -1,0 +1,909 @@
+//! Size-aware CLOCK-Pro (Jiang, Chen, Zhang, USENIX ATC 2005) for one shard.
+//!
+//! Plain data and algorithm: no threads, no locks, no I/O. The memory tier wraps
+//! one `ClockPro` per shard in a lock.
+//!
+//! # The clock
+//! All entries the policy knows sit on one circular list in insertion order:
+//! *resident hot*, *resident cold* (optionally in their test period) and
+//! *non-resident cold* entries (ghosts, always in their test period: they keep
+//! only the hash and the weight). New and moved entries are linked in at the
+//! *head*; the three hands sweep from the oldest entry towards the head:
+//!
+//! * `HAND_cold` looks for a resident cold entry to evict. An unreferenced one
+//!   (or one whose test period is over) is evicted; if it is in its test period
+//!   its ghost stays on the clock. A referenced one in its test period proved a
+//!   short reuse distance and is promoted to hot (or re-tested, depending on the
+//!   adaptation credits below).
+//! * `HAND_hot` turns the oldest unreferenced hot entry cold, clearing reference
+//!   bits on the way. Whenever it passes `HAND_test`, it pushes that hand on.
+//! * `HAND_test` ends test periods; it removes ghosts whose test period ended
+//!   and keeps the number of ghosts within the bound.
+//!
+//! # Adaptation
+//! The split between hot and cold space adapts through *credits* (in weight
+//! units): a ghost hit (a re-reference within the test period) adds the entry's
+//! weight, a ghost expiring unused subtracts it. Positive credits let `HAND_cold`
+//! grow the cold space (demote a hot entry without promoting), negative credits
+//! shrink it (promote without demoting). The cold space stays within 1%..99% of
+//! the capacity. This follows the adaptive variant of the authors' simulator.
+//!
+//! # Warm-up
+//! While the shard has room, new entries are admitted hot until only the
+//! minimum cold space is left, then cold in their test period.
+//!
+//! # Weights
+//! Every figure above is in weight units (bytes by default), so one large entry
+//! counts as much as many small ones. With unit weights the algorithm is exactly
+//! the page-based one.
+
+use crate::sync::{AtomicBool, Ordering};
+use hashbrown::HashTable;
+
+/// An entry index: a resident slot, or a ghost slot with [`GHOST`] set.
+pub(crate) type Idx = u32;
+const NIL: Idx = u32::MAX;
+const GHOST: Idx = 1 << 31;
+
+// `Meta::state` bits.
+const HOT: u8 = 1;
+const TEST: u8 = 2;
+const FREE: u8 = 0x80;
+
+/// The smallest cold allocation, in weight units, whatever the capacity.
+const LOWEST_COLD: u64 = 2;
+
+/// Per-entry policy metadata, shared by resident entries and ghosts.
+pub(crate) struct Meta {
+    hash: u64,
+    /// The entry the hands visited just before this one.
+    prev: Idx,
+    /// The entry the hands visit next.
+    next: Idx,
+    weight: u32,
+    state: u8,
+    /// Bits owned by the tier that stores the entry (the policy never reads them).
+    pub(crate) tag: u8,
+    referenced: AtomicBool,
+}
+
+impl Meta {
+    fn new(hash: u64, weight: u32, state: u8) -> Self {
+        Meta {
+            hash,
+            prev: NIL,
+            next: NIL,
+            weight,
+            state,
+            tag: 0,
+            referenced: AtomicBool::new(false),
+        }
+    }
+
+    fn is_hot(&self) -> bool {
+        self.state & HOT != 0
+    }
+
+    fn in_test(&self) -> bool {
+        self.state & TEST != 0
+    }
+
+    fn referenced(&self) -> bool {
+        self.referenced.load(Ordering::Relaxed)
+    }
+
+    fn clear_referenced(&mut self) {
+        *self.referenced.get_mut() = false;
+    }
+}
+
+/// A resident entry: its policy metadata and the tier's payload.
+pub(crate) struct Resident<P> {
+    pub(crate) meta: Meta,
+    pub(crate) payload: P,
+}
+
+impl<P> Resident<P> {
+    /// Sets the reference bit: the whole cost of a hit. Safe under a shared lock.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        // Read first so a hot entry's cache line is not dirtied on every hit.
+        if !self.meta.referenced.load(Ordering::Relaxed) {
+            self.meta.referenced.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Slot<P> {
+    Used(Resident<P>),
+    Free(Idx),
+}
+
+/// What the policy hands back when it evicts a resident entry.
+pub(crate) struct Evicted<P> {
+    pub(crate) payload: P,
+    pub(crate) tag: u8,
+    /// The entry was hot, or was referenced since it last moved: it proved reuse.
+    pub(crate) proved_reuse: bool,
+}
+
+/// What one run of `HAND_hot` did.
+#[derive(Clone, Copy)]
+struct HotRun {
+    /// The hand reached the cold entry that started it.
+    met: bool,
+    /// Weight of the hot entry turned cold, if any.
+    demoted: u64,
+}
+
+/// Counts of what a shard's policy holds (see [`ClockPro::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) resident: usize,
+    pub(crate) resident_weight: u64,
+    pub(crate) hot: usize,
+    pub(crate) hot_weight: u64,
+    pub(crate) ghosts: usize,
+}
+
+/// One shard's CLOCK-Pro: the clock, its entries, and the hash → entry table.
+pub(crate) struct ClockPro<P> {
+    table: HashTable<Idx>,
+    residents: Vec<Slot<P>>,
+    free_resident: Idx,
+    ghosts: Vec<Meta>,
+    free_ghost: Idx,
+    head: Idx,
+    hand_hot: Idx,
+    hand_cold: Idx,
+    hand_test: Idx,
+    capacity: u64,
+    min_cold: u64,
+    max_cold: u64,
+    counts: Counts,
+    credits: i64,
+    /// The entry admitted last: a hit on it before the next admission is a
+    /// correlated reference (the same request repeated) and does not mark it.
+    last_admitted: Idx,
+}
+
+impl<P> ClockPro<P> {
+    /// A shard of `capacity` weight units (at least 1).
+    pub(crate) fn new(capacity: u64) -> Self {
+        let capacity = capacity.max(1);
+        let min_cold = (capacity / 100).max(LOWEST_COLD);
+        let max_cold = (capacity / 100 * 99 + capacity % 100 * 99 / 100).max(LOWEST_COLD);
+        ClockPro {
+            table: HashTable::new(),
+            residents: Vec::new(),
+            free_resident: NIL,
+            ghosts: Vec::new(),
+            free_ghost: NIL,
+            head: NIL,
+            hand_hot: NIL,
+            hand_cold: NIL,
+            hand_test: NIL,
+            capacity,
+            min_cold,
+            max_cold,
+            counts: Counts::default(),
+            credits: 0,
+            last_admitted: NIL,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    // ----- lookups -------------------------------------------------------------
+
+    /// The resident entry for `hash`, if any.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64) -> Option<&Resident<P>> {
+        let idx = self.find(hash)?;
+        self.resident(idx)
+    }
+
+    /// Records a hit on `r` (found by [`get`](Self::get)): sets its reference bit,
+    /// unless `r` was the last entry admitted (a correlated re-reference).
+    /// Safe under a shared lock: `last_admitted` only changes under an exclusive one.
+    #[inline]
+    pub(crate) fn touch(&self, r: &Resident<P>) {
+        if self.last_admitted != NIL && std::ptr::eq(self.meta(self.last_admitted), &r.meta) {
+            return;
+        }
+        r.touch();
+    }
+
+    /// The resident entry for `hash`, mutably.
+    pub(crate) fn get_mut(&mut self, hash: u64) -> Option<&mut Resident<P>> {
+        let idx = self.find(hash)?;
+        if idx & GHOST != 0 {
+            return None;
+        }
+        match &mut self.residents[idx as usize] {
+            Slot::Used(r) => Some(r),
+            Slot::Free(_) => None,
+        }
+    }
+
+    #[inline]
+    fn find(&self, hash: u64) -> Option<Idx> {
+        self.table
+            .find(hash, |&i| self.meta(i).hash == hash)
+            .copied()
+    }
+
+    #[inline]
+    fn resident(&self, idx: Idx) -> Option<&Resident<P>> {
+        if idx & GHOST != 0 {
+            return None;
+        }
+        match &self.residents[idx as usize] {
+            Slot::Used(r) => Some(r),
+            Slot::Free(_) => None,
+        }
+    }
+
+    #[inline]
+    fn meta(&self, idx: Idx) -> &Meta {
+        if idx & GHOST != 0 {
+            &self.ghosts[(idx & !GHOST) as usize]
+        } else {
+            match &self.residents[idx as usize] {
+                Slot::Used(r) => &r.meta,
+                Slot::Free(_) => unreachable!("free resident slot {idx} is on the clock"),
+            }
+        }
+    }
+
+    #[inline]
+    fn meta_mut(&mut self, idx: Idx) -> &mut Meta {
+        if idx & GHOST != 0 {
+            &mut self.ghosts[(idx & !GHOST) as usize]
+        } else {
+            match &mut self.residents[idx as usize] {
+                Slot::Used(r) => &mut r.meta,
+                Slot::Free(_) => unreachable!("free resident slot {idx} is on the clock"),
+            }
+        }
+    }
+
+    fn is_resident_cold(&self, idx: Idx) -> bool {
+        idx & GHOST == 0 && !self.meta(idx).is_hot()
+    }
+
+    // ----- public operations -----------------------------------------------------
+
+    /// Admits a new resident entry for `hash` (which must not be resident), making
+    /// room first. Evicted entries are passed to `evicted`.
+    pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        weight: u32,
+        tag: u8,
+        payload: P,
+        evicted: &mut impl FnMut(Evicted<P>),
+    ) {
+        self.admit(hash, weight, tag, payload, evicted);
+        // The ghost bound follows the number of entries a full shard holds.
+        self.run_hand_test(false);
+    }
+
+    fn admit(
+        &mut self,
+        hash: u64,
+        weight: u32,
+        tag: u8,
+        payload: P,
+        evicted: &mut impl FnMut(Evicted<P>),
+    ) {
+        debug_assert!(self.get(hash).is_none(), "insert of a resident hash");
+        let new = |state| (hash, weight, state, tag);
+        let w = u64::from(weight);
+        debug_assert!(w <= self.capacity, "entry heavier than the shard");
+        if let Some(ghost) = self.find(hash) {
+            self.make_room(w, evicted);
+            // Making room may have ended the ghost's test period.
+            if self.find(hash) == Some(ghost) {
+                let run = self.run_hand_hot(ghost);
+                let still_there = self.find(hash) == Some(ghost);
+                if !run.met || run.demoted > 0 {
+                    // A re-reference within the test period: admit hot.
+                    if still_there {
+                        self.remove_idx(ghost);
+                    }
+                    self.credits += w as i64;
+                    self.link_new(new(HOT), payload);
+                    return;
+                }
+                debug_assert!(!still_there);
+            }
+            self.link_new(new(TEST), payload);
+            return;
+        }
+        let free = self.capacity - self.counts.resident_weight;
+        if free >= w && free - w >= self.min_cold {
+            // Warming up: fill the hot space first.
+            self.link_new(new(HOT), payload);
+        } else {
+            self.make_room(w, evicted);
+            self.link_new(new(TEST), payload);
+        }
+    }
+
+    /// Changes the weight of a resident entry (an overwrite) and makes room if it grew.
+    /// The entry itself may be evicted by that.
+    pub(crate) fn reweigh(&mut self, hash: u64, weight: u32, evicted: &mut impl FnMut(Evicted<P>)) {
+        let Some(idx) = self.find(hash).filter(|i| i & GHOST == 0) else {
+            return;
+        };
+        let meta = self.meta_mut(idx);
+        let (old, hot) = (u64::from(meta.weight), meta.is_hot());
+        meta.weight = weight;
+        let new = u64::from(weight);
+        self.counts.resident_weight = self.counts.resident_weight - old + new;
+        if hot {
+            self.counts.hot_weight = self.counts.hot_weight - old + new;
+        }
+        self.make_room(0, evicted);
+        self.run_hand_test(false);
+    }
+
+    /// Removes `hash` (resident or ghost) from the policy; returns the payload if it was resident.
+    pub(crate) fn remove(&mut self, hash: u64) -> Option<P> {
+        let idx = self.find(hash)?;
+        let payload = self.remove_idx(idx);
+        self.run_hand_test(false);
+        payload
+    }
+
+    // ----- the hands ---------------------------------------------------------------
+
+    /// Runs `HAND_cold` until `need` more weight fits.
+    fn make_room(&mut self, need: u64, evicted: &mut impl FnMut(Evicted<P>)) {
+        while self.counts.resident_weight + need > self.capacity && self.counts.resident > 0 {
+            if self.counts.hot == self.counts.resident {
+                // No resident cold entry left: turn the oldest hot one cold.
+                self.run_hand_hot(NIL);
+                continue;
+            }
+            let c = self.seek_resident_cold(self.hand_cold);
+            self.hand_cold = c;
+            let meta = self.meta(c);
+            let w = u64::from(meta.weight);
+            if !meta.referenced() || !meta.in_test() {
+                self.evict(c, evicted);
+                continue;
+            }
+            // Referenced during its test period.
+            self.check_adaptive_bound();
+            if self.credits < 0 {
+                // Shrink the cold space: promote without demoting.
+                self.promote(c);
+                self.credits = (self.credits + w as i64).min(0);
+            } else if self.credits > 0 {
+                // Grow the cold space: demote a hot entry, keep this one cold and re-test it.
+                let run = self.run_hand_hot(c);
+                if !run.met {
+                    let meta = self.meta_mut(c);
+                    meta.clear_referenced();
+                    meta.state |= TEST;
+                    self.move_to_head(c);
+                    self.credits = (self.credits - run.demoted.max(1) as i64).max(0);
+                } else {
+                    self.meta_mut(c).clear_referenced();
+                    if run.demoted > 0 {
+                        self.credits = (self.credits - run.demoted as i64).max(0);
+                    }
+                    self.evict(c, evicted);
+                }
+            } else {
+                // Balanced: one promotion for one demotion.
+                let run = self.run_hand_hot(c);
+                if !run.met || run.demoted > 0 {
+                    self.promote(c);
+                }
+                // Otherwise HAND_test ended c's test period on the way: it goes next round.
+            }
+        }
+    }
+
+    /// The first resident cold entry at or after `from`.
+    fn seek_resident_cold(&self, from: Idx) -> Idx {
+        let mut i = if from == NIL { self.head } else { from };
+        while !self.is_resident_cold(i) {
+            i = self.meta(i).next;
+        }
+        i
+    }
+
+    fn check_adaptive_bound(&mut self) {
+        let cold = self.capacity.saturating_sub(self.counts.hot_weight);
+        if (self.credits > 0 && cold >= self.max_cold)
+            || (self.credits < 0 && cold <= self.min_cold)
+        {
+            self.credits = 0;
+        }
+    }
+
+    /// Turns resident cold entry `c` hot and moves it to the head.
+    fn promote(&mut self, c: Idx) {
+        let meta = self.meta_mut(c);
+        meta.clear_referenced();
+        meta.state = HOT;
+        let w = u64::from(meta.weight);
+        self.counts.hot += 1;
+        self.counts.hot_weight += w;
+        self.move_to_head(c);
+    }
+
+    /// Evicts resident cold entry `c`: its ghost stays if it is in its test period.
+    fn evict(&mut self, c: Idx, evicted: &mut impl FnMut(Evicted<P>)) {
+        let meta = self.meta(c);
+        let (hash, weight, in_test) = (meta.hash, meta.weight, meta.in_test());
+        let proved_reuse = meta.referenced();
+        if in_test {
+            let g = self.alloc_ghost(Meta::new(hash, weight, TEST));
+            self.replace(c, g);
+            self.counts.ghosts += 1;
+        } else {
+            self.unlink(c);
+            self.table_remove(hash, c);
+        }
+        let resident = self.free_resident_slot(c);
+        self.counts.resident -= 1;
+        self.counts.resident_weight -= u64::from(weight);
+        evicted(Evicted {
+            payload: resident.payload,
+            tag: resident.meta.tag,
+            proved_reuse,
+        });
+        self.run_hand_test(false);
+    }
+
+    /// Runs `HAND_hot` until it has turned one hot entry cold (or met `cold`, the
+    /// cold entry on whose behalf it runs), then on to the next hot entry.
+    fn run_hand_hot(&mut self, cold: Idx) -> HotRun {
+        let mut run = HotRun {
+            met: false,
+            demoted: 0,
+        };
+        if self.counts.hot == 0 {
+            return run;
+        }
+        let mut done = false;
+        loop {
+            let h = self.hand_hot;
+            let meta = self.meta(h);
+            if done && (meta.is_hot() || self.counts.hot == 0) {
+                break;
+            }
+            if meta.is_hot() {
+                let meta = self.meta_mut(h);
+                if meta.referenced() {
+                    meta.clear_referenced();
+                } else {
+                    meta.state = 0;
+                    let w = u64::from(meta.weight);
+                    self.counts.hot -= 1;
+                    self.counts.hot_weight -= w;
+                    run.demoted = w;
+                    done = true;
+                }
+                // Passing a hot entry leaves it behind at the head.
+                self.move_to_head(h);
+            } else {
+                if h == cold {
+                    run.met = true;
+                    done = true;
+                }
+                self.hand_hot = self.meta(h).next;
+            }
+            if self.meta(self.hand_hot).prev == self.hand_test {
+                self.run_hand_test(true);
+            }
+        }
+        run
+    }
+
+    /// Moves `HAND_test` one step if `step`, then removes ghosts over the bound.
+    fn run_hand_test(&mut self, step: bool) {
+        if step {
+            let t = self.hand_test;
+            let next = self.meta(t).next;
+            let meta = self.meta_mut(t);
+            if !meta.is_hot() {
+                meta.state &= !TEST;
+                meta.clear_referenced();
+                if t & GHOST != 0 {
+                    // Its test period ended without a re-reference.
+                    self.credits -= i64::from(self.meta(t).weight);
+                    self.remove_idx(t);
+                } else {
+                    self.hand_test = next;
+                }
+            } else {
+                self.hand_test = next;
+            }
+        }
+        while self.counts.ghosts > self.max_ghosts() {
+            while self.hand_test & GHOST == 0 {
+                let t = self.hand_test;
+                let meta = self.meta_mut(t);
+                if !meta.is_hot() {
+                    meta.state &= !TEST;
+                    meta.clear_referenced();
+                }
+                self.hand_test = meta.next;
+            }
+            let t = self.hand_test;
+            self.credits -= i64::from(self.meta(t).weight);
+            self.remove_idx(t);
+        }
+    }
+
+    /// Ghosts are bounded by the number of entries the shard holds when full.
+    fn max_ghosts(&self) -> usize {
+        let c = &self.counts;
+        if c.resident_weight == 0 {
+            return c.resident;
+        }
+        let full = u128::from(self.capacity) * c.resident as u128 / u128::from(c.resident_weight);
+        (full as usize).max(c.resident)
+    }
+
+    // ----- the ring ------------------------------------------------------------------
+
+    fn link_new(&mut self, (hash, weight, state, tag): (u64, u32, u8, u8), payload: P) {
+        let mut meta = Meta::new(hash, weight, state);
+        meta.tag = tag;
+        let idx = self.alloc_resident(Resident { meta, payload });
+        self.last_admitted = idx;
+        self.link_at_head(idx);
+        self.table
+            .insert_unique(hash, idx, |&i| hash_of(&self.residents, &self.ghosts, i));
+        let w = u64::from(weight);
+        self.counts.resident += 1;
+        self.counts.resident_weight += w;
+        if state & HOT != 0 {
+            self.counts.hot += 1;
+            self.counts.hot_weight += w;
+        }
+    }
+
+    /// Unlinks, unindexes and frees any entry.
+    fn remove_idx(&mut self, idx: Idx) -> Option<P> {
+        let hash = self.meta(idx).hash;
+        self.unlink(idx);
+        self.table_remove(hash, idx);
+        if idx & GHOST != 0 {
+            self.counts.ghosts -= 1;
+            self.free_ghost_slot(idx);
+            None
+        } else {
+            let r = self.free_resident_slot(idx);
+            let w = u64::from(r.meta.weight);
+            self.counts.resident -= 1;
+            self.counts.resident_weight -= w;
+            if r.meta.is_hot() {
+                self.counts.hot -= 1;
+                self.counts.hot_weight -= w;
+            }
+            Some(r.payload)
+        }
+    }
+
+    fn link_at_head(&mut self, idx: Idx) {
+        if self.head == NIL {
+            let meta = self.meta_mut(idx);
+            meta.prev = idx;
+            meta.next = idx;
+            self.head = idx;
+            self.hand_hot = idx;
+            self.hand_cold = idx;
+            self.hand_test = idx;
+            return;
+        }
+        let head = self.head;
+        let after = self.meta(head).next;
+        let meta = self.meta_mut(idx);
+        meta.prev = head;
+        meta.next = after;
+        self.meta_mut(head).next = idx;
+        self.meta_mut(after).prev = idx;
+        self.head = idx;
+    }
+
+    /// Takes `idx` off the clock; hands on it move to the next entry.
+    fn unlink(&mut self, idx: Idx) {
+        let (prev, next) = {
+            let m = self.meta(idx);
+            (m.prev, m.next)
+        };
+        if next == idx {
+            self.head = NIL;
+            self.hand_hot = NIL;
+            self.hand_cold = NIL;
+            self.hand_test = NIL;
+            return;
+        }
+        self.meta_mut(prev).next = next;
+        self.meta_mut(next).prev = prev;
+        if self.head == idx {
+            self.head = prev;
+        }
+        for hand in [&mut self.hand_hot, &mut self.hand_cold, &mut self.hand_test] {
+            if *hand == idx {
+                *hand = next;
+            }
+        }
+    }
+
+    fn move_to_head(&mut self, idx: Idx) {
+        self.unlink(idx);
+        self.link_at_head(idx);
+    }
+
+    /// Puts `new` in `old`'s place on the clock and in the table.
+    fn replace(&mut self, old: Idx, new: Idx) {
+        let (prev, next) = {
+            let m = self.meta(old);
+            (m.prev, m.next)
+        };
+        let (prev, next) = if next == old {
+            (new, new)
+        } else {
+            (prev, next)
+        };
+        let meta = self.meta_mut(new);
+        meta.prev = prev;
+        meta.next = next;
+        if next != new {
+            self.meta_mut(prev).next = new;
+            self.meta_mut(next).prev = new;
+        }
+        for hand in [
+            &mut self.head,
+            &mut self.hand_hot,
+            &mut self.hand_cold,
+            &mut self.hand_test,
+        ] {
+            if *hand == old {
+                *hand = new;
+            }
+        }
+        let hash = self.meta(old).hash;
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == old) {
+            *entry.into_mut() = new;
+        }
+    }
+
+    fn table_remove(&mut self, hash: u64, idx: Idx) {
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+    }
+
+    // ----- slabs ---------------------------------------------------------------------
+
+    fn alloc_resident(&mut self, r: Resident<P>) -> Idx {
+        if self.free_resident != NIL {
+            let idx = self.free_resident;
+            let Slot::Free(next) = self.residents[idx as usize] else {
+                unreachable!("resident free list points at a used slot");
+            };
+            self.free_resident = next;
+            self.residents[idx as usize] = Slot::Used(r);
+            idx
+        } else {
+            let idx = self.residents.len() as Idx;
+            assert!(idx < GHOST, "more than 2^31 entries in one shard");
+            self.residents.push(Slot::Used(r));
+            idx
+        }
+    }
+
+    fn free_resident_slot(&mut self, idx: Idx) -> Resident<P> {
+        if self.last_admitted == idx {
+            self.last_admitted = NIL;
+        }
+        let slot = std::mem::replace(
+            &mut self.residents[idx as usize],
+            Slot::Free(self.free_resident),
+        );
+        self.free_resident = idx;
+        match slot {
+            Slot::Used(r) => r,
+            Slot::Free(_) => unreachable!("freeing a free resident slot"),
+        }
+    }
+
+    fn alloc_ghost(&mut self, meta: Meta) -> Idx {
+        if self.free_ghost != NIL {
+            let i = self.free_ghost & !GHOST;
+            self.free_ghost = self.ghosts[i as usize].next;
+            self.ghosts[i as usize] = meta;
+            i | GHOST
+        } else {
+            let i = self.ghosts.len() as Idx;
+            assert!(i < GHOST, "more than 2^31 ghosts in one shard");
+            self.ghosts.push(meta);
+            i | GHOST
+        }
+    }
+
+    fn free_ghost_slot(&mut self, idx: Idx) {
+        let meta = &mut self.ghosts[(idx & !GHOST) as usize];
+        meta.state = FREE;
+        meta.next = self.free_ghost;
+        self.free_ghost = idx;
+    }
+}
+
+fn hash_of<P>(residents: &[Slot<P>], ghosts: &[Meta], idx: Idx) -> u64 {
+    if idx & GHOST != 0 {
+        ghosts[(idx & !GHOST) as usize].hash
+    } else {
+        match &residents[idx as usize] {
+            Slot::Used(r) => r.meta.hash,
+            Slot::Free(_) => unreachable!("free resident slot {idx} in the table"),
+        }
+    }
+}
+
+#[cfg(any(test, fuzzing, feature = "validate"))]
+impl<P> ClockPro<P> {
+    /// Recounts every state and weight by walking the clock, and checks the links,
+    /// the hands, the table and the bounds. Panics with a description on a violation.
+    pub(crate) fn validate(&self) {
+        let mut seen = Counts::default();
+        let mut on_clock = 0usize;
+        if self.head == NIL {
+            assert_eq!(self.table.len(), 0, "empty clock, non-empty table");
+            assert!(self.hand_hot == NIL && self.hand_cold == NIL && self.hand_test == NIL);
+        } else {
+            let mut hands = [false; 3];
+            let mut i = self.head;
+            loop {
+                let m = self.meta(i);
+                assert_eq!(self.meta(m.next).prev, i, "broken link at {i}");
+                assert_eq!(m.state & FREE, 0, "free slot {i} on the clock");
+                assert_eq!(self.find(m.hash), Some(i), "entry {i} not in the table");
+                if i & GHOST != 0 {
+                    assert!(!m.is_hot() && m.in_test(), "ghost {i} must be cold in test");
+                    seen.ghosts += 1;
+                } else {
+                    seen.resident += 1;
+                    seen.resident_weight += u64::from(m.weight);
+                    if m.is_hot() {
+                        seen.hot += 1;
+                        seen.hot_weight += u64::from(m.weight);
+                    }
+                }
+                hands[0] |= i == self.hand_hot;
+                hands[1] |= i == self.hand_cold;
+                hands[2] |= i == self.hand_test;
+                on_clock += 1;
+                assert!(on_clock <= self.table.len(), "clock longer than the table");
+                i = m.next;
+                if i == self.head {
+                    break;
+                }
+            }
+            assert_eq!(hands, [true; 3], "a hand is off the clock");
+        }
+        assert_eq!(
+            on_clock,
+            self.table.len(),
+            "table holds entries not on the clock"
+        );
+        assert_eq!(seen, self.counts, "counters disagree with the clock");
+        assert!(
+            self.counts.resident_weight <= self.capacity,
+            "over capacity"
+        );
+        assert!(
+            self.counts.ghosts <= self.max_ghosts().max(1),
+            "{} ghosts over the bound {}",
+            self.counts.ghosts,
+            self.max_ghosts()
+        );
+        let used = self
+            .residents
+            .iter()
+            .filter(|s| matches!(s, Slot::Used(_)))
+            .count();
+        assert_eq!(used, self.counts.resident, "leaked resident slots");
+        let live_ghosts = self.ghosts.iter().filter(|m| m.state & FREE == 0).count();
+        assert_eq!(live_ghosts, self.counts.ghosts, "leaked ghost slots");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn access(p: &mut ClockPro<u64>, key: u64, weight: u32) -> bool {
+        if let Some(r) = p.get(key) {
+            p.touch(r);
+            return true;
+        }
+        p.insert(key, weight, 0, key, &mut |e: Evicted<u64>| {
+            assert_ne!(
+                e.payload, key,
+                "an entry being admitted is never its own victim"
+            )
+        });
+        false
+    }
+
+    #[test]
+    fn resident_struct_sizes() {
+        assert_eq!(std::mem::size_of::<Meta>(), 24);
+    }
+
+    #[test]
+    fn warm_up_fills_hot_space_first() {
+        let mut p = ClockPro::<u64>::new(100);
+        for k in 0..98 {
+            access(&mut p, k, 1);
+        }
+        assert_eq!(p.counts().hot, 98);
+        access(&mut p, 1000, 1);
+        assert_eq!(p.counts().hot, 98, "the minimum cold space is kept cold");
+        p.validate();
+    }
+
+    #[test]
+    fn scan_does_not_flush_hot_entries() {
+        let mut p = ClockPro::<u64>::new(100);
+        for _ in 0..3 {
+            for k in 0..50 {
+                access(&mut p, k, 1);
+            }
+        }
+        for k in 1000..100_000 {
+            access(&mut p, k, 1);
+        }
+        p.validate();
+        let kept = (0..50).filter(|&k| p.get(k).is_some()).count();
+        assert!(
+            kept >= 45,
+            "a one-off scan evicted {} of 50 hot keys",
+            50 - kept
+        );
+    }
+
+    #[test]
+    fn random_weighted_sequences_keep_invariants() {
+        for seed in 0..20 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let cap = rng.random_range(1..400);
+            let mut p = ClockPro::<u64>::new(cap);
+            for _ in 0..4000 {
+                let key = rng.random_range(0..300u64);
+                match rng.random_range(0..10) {
+                    0 => {
+                        p.remove(key);
+                    }
+                    1 if p.get(key).is_some() => {
+                        let w = rng.random_range(1..=cap.min(50)) as u32;
+                        p.reweigh(key, w, &mut |_| {});
+                    }
+                    _ => {
+                        let w = rng.random_range(1..=cap.min(20)) as u32;
+                        access(&mut p, key, w);
+                    }
+                }
+                p.validate();
+            }
+        }
+    }
+}

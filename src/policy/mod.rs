@@ -1,0 +1,8 @@
+//! The eviction policy: size-aware CLOCK-Pro.
+//!
+//! The policy is plain data and algorithm (no threads, no I/O); the memory tier
+//! owns one instance per shard behind a lock. See [`clock_pro`] for the algorithm.
+
+pub(crate) mod clock_pro;
+
+pub(crate) use clock_pro::{ClockPro, Counts, Evicted, Resident};
