@@ -1,0 +1,213 @@
+//! The public API's contract: typed errors that change nothing, TTLs, stats.
+
+use larder::{
+    BuildError, Bytes, Cache, ENTRY_OVERHEAD, Error, MAX_KEY_LEN, MAX_SHARDS, MAX_VALUE_LEN,
+    ManualClock,
+};
+use std::time::Duration;
+
+fn cache(capacity: u64) -> Cache {
+    Cache::builder().memory_capacity(capacity).build().unwrap()
+}
+
+#[test]
+fn bad_configurations_are_typed_errors() {
+    let err = |b: larder::CacheBuilder| b.build().unwrap_err();
+    assert_eq!(err(Cache::builder()), BuildError::MissingCapacity);
+    assert_eq!(
+        err(Cache::builder().memory_capacity(0)),
+        BuildError::ZeroCapacity
+    );
+    for shards in [0, 3, MAX_SHARDS * 2] {
+        assert_eq!(
+            err(Cache::builder().memory_capacity(1 << 30).shards(shards)),
+            BuildError::InvalidShards {
+                shards,
+                max: MAX_SHARDS
+            }
+        );
+    }
+    assert_eq!(
+        err(Cache::builder().memory_capacity(4).shards(8)),
+        BuildError::CapacityBelowShards {
+            capacity: 4,
+            shards: 8
+        }
+    );
+    // Absurdly large capacities are fine: nothing is allocated up front.
+    let huge = Cache::builder().memory_capacity(u64::MAX).build().unwrap();
+    huge.insert(b"k", "v").unwrap();
+    assert_eq!(huge.get(b"k").unwrap(), "v");
+    // Messages say what to do.
+    assert!(
+        BuildError::MissingCapacity
+            .to_string()
+            .contains("memory_capacity")
+    );
+}
+
+#[test]
+fn bad_arguments_are_typed_errors_and_change_nothing() {
+    let c = cache(1 << 20);
+    c.insert(b"k", "old").unwrap();
+    let long_key = vec![1u8; MAX_KEY_LEN + 1];
+    assert_eq!(c.insert(b"", "v"), Err(Error::EmptyKey));
+    assert_eq!(
+        c.insert(&long_key, "v"),
+        Err(Error::KeyTooLong {
+            len: MAX_KEY_LEN + 1,
+            max: MAX_KEY_LEN
+        })
+    );
+    let huge = Bytes::from(vec![0u8; MAX_VALUE_LEN + 1]);
+    assert_eq!(
+        c.insert(b"k", huge),
+        Err(Error::ValueTooLong {
+            len: MAX_VALUE_LEN + 1,
+            max: MAX_VALUE_LEN
+        })
+    );
+    let heavy = Bytes::from(vec![0u8; 1 << 20]);
+    assert!(matches!(
+        c.insert(b"k", heavy),
+        Err(Error::EntryTooHeavy { .. })
+    ));
+    assert_eq!(
+        c.insert_with_ttl(b"k", "v", Duration::ZERO),
+        Err(Error::ZeroTtl)
+    );
+    // The refused overwrites left the old value in place.
+    assert_eq!(c.get(b"k").unwrap(), "old");
+    let s = c.stats();
+    assert_eq!((s.inserts, s.updates), (1, 0));
+    // Keys that can never be stored are simply absent.
+    assert!(c.get(b"").is_none());
+    assert!(c.get(&long_key).is_none());
+    assert!(c.remove(b"").is_none());
+    assert_eq!(
+        c.get_or_insert_with(b"", || Bytes::new()),
+        Err(Error::EmptyKey)
+    );
+    #[cfg(feature = "validate")]
+    c.validate();
+}
+
+#[test]
+fn ttl_entries_are_never_returned_after_expiry() {
+    let clock = ManualClock::new();
+    let c = Cache::builder()
+        .memory_capacity(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    c.insert_with_ttl(b"a", "1", Duration::from_millis(100))
+        .unwrap();
+    c.insert_with_ttl(b"b", "2", Duration::from_nanos(1))
+        .unwrap();
+    c.insert(b"c", "3").unwrap();
+    assert_eq!(c.get(b"a").unwrap(), "1");
+    assert_eq!(c.get(b"b").unwrap(), "2");
+    clock.advance(Duration::from_nanos(1));
+    assert!(c.get(b"b").is_none(), "expired exactly at its deadline");
+    clock.advance(Duration::from_millis(99));
+    assert!(c.contains(b"a"));
+    clock.advance(Duration::from_millis(1));
+    assert!(!c.contains(b"a"));
+    assert!(c.get(b"a").is_none());
+    assert!(
+        c.remove(b"a").is_none(),
+        "an expired value is not handed back"
+    );
+    assert_eq!(c.get(b"c").unwrap(), "3", "entries without a TTL stay");
+    // An overwrite replaces the TTL.
+    c.insert_with_ttl(b"c", "4", Duration::from_secs(1))
+        .unwrap();
+    c.insert(b"c", "5").unwrap();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(c.get(b"c").unwrap(), "5");
+    let s = c.stats();
+    assert_eq!(s.expirations, 2);
+    assert_eq!(s.memory.entries, 1);
+}
+
+#[test]
+fn ttl_with_the_system_clock() {
+    let c = cache(1 << 20);
+    c.insert_with_ttl(b"k", "v", Duration::from_millis(30))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(c.get(b"k").is_none());
+}
+
+#[test]
+fn weights_and_capacity() {
+    // Default weigher: bytes of key + value + ENTRY_OVERHEAD.
+    let c = Cache::builder()
+        .memory_capacity(10_000)
+        .shards(1)
+        .build()
+        .unwrap();
+    c.insert(b"key", vec![0u8; 97]).unwrap();
+    assert_eq!(c.stats().memory.weight, 3 + 97 + ENTRY_OVERHEAD);
+    // Unit weight: the capacity counts entries.
+    let c = Cache::builder()
+        .memory_capacity(100)
+        .unit_weight()
+        .build()
+        .unwrap();
+    for i in 0..1000u32 {
+        c.insert(&i.to_le_bytes(), vec![0u8; 1000]).unwrap();
+    }
+    let s = c.stats();
+    assert!(s.memory.entries <= 100 && s.memory.entries >= 90, "{s:?}");
+    assert_eq!(s.memory.weight, s.memory.entries);
+    // A custom weigher.
+    let c = Cache::builder()
+        .memory_capacity(1000)
+        .shards(1)
+        .weigher(|_, v| v.len() as u64 * 10)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        c.insert(b"k", vec![0u8; 101]),
+        Err(Error::EntryTooHeavy {
+            weight: 1010,
+            max: 1000
+        })
+    ));
+    c.insert(b"k", vec![0u8; 100]).unwrap();
+    assert_eq!(c.stats().memory.weight, 1000);
+}
+
+#[test]
+fn stats_count_what_happened() {
+    let c = cache(1 << 20);
+    assert_eq!(c.stats().hit_ratio(), 0.0);
+    c.insert(b"a", "1").unwrap();
+    c.insert(b"a", "2").unwrap();
+    assert!(c.get(b"a").is_some());
+    assert!(c.get(b"b").is_none());
+    assert!(c.remove(b"a").is_some());
+    assert!(c.remove(b"a").is_none());
+    let s = c.stats();
+    assert_eq!(
+        (s.hits, s.misses, s.inserts, s.updates, s.removes),
+        (1, 1, 1, 1, 1)
+    );
+    assert_eq!(s.hit_ratio(), 0.5);
+    assert_eq!(s.memory.hits, 1);
+    assert_eq!(s.memory.entries, 0);
+    assert!(s.shards.is_power_of_two());
+}
+
+#[test]
+fn long_keys_and_hash_collisions_are_compared_in_full() {
+    let c = cache(1 << 20);
+    let a = vec![b'a'; MAX_KEY_LEN];
+    let mut b = a.clone();
+    *b.last_mut().unwrap() = b'b';
+    c.insert(&a, "A").unwrap();
+    c.insert(&b, "B").unwrap();
+    assert_eq!(c.get(&a).unwrap(), "A");
+    assert_eq!(c.get(&b).unwrap(), "B");
+}

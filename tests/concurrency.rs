@@ -1,0 +1,189 @@
+//! Threads against one cache: stress with readers, writers, removers and loaders
+//! on overlapping keys, and single-flight loading.
+
+use larder::{Bytes, Cache, LoadError};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+/// A value that names its key, so a value returned for the wrong key is caught.
+fn value_for(key: &[u8], extra: usize) -> Bytes {
+    let mut v = key.to_vec();
+    v.extend(std::iter::repeat_n(0xab, extra));
+    v.into()
+}
+
+fn check(key: &[u8], v: &Bytes) {
+    assert!(
+        v.len() >= key.len() && &v[..key.len()] == key && v[key.len()..].iter().all(|&b| b == 0xab),
+        "value {v:?} was never inserted for key {key:?}"
+    );
+}
+
+#[test]
+fn stress_readers_writers_removers_loaders() {
+    let cache = Cache::builder()
+        .memory_capacity(200_000)
+        .shards(4)
+        .build()
+        .unwrap();
+    let gets = AtomicU64::new(0);
+    let writes = AtomicU64::new(0);
+    let threads = 8;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (cache, gets, writes) = (&cache, &gets, &writes);
+            s.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(t);
+                for _ in 0..60_000 {
+                    let key = format!("key-{}", rng.random_range(0..3_000u32));
+                    let key = key.as_bytes();
+                    match (t % 4, rng.random_range(0..10)) {
+                        // Readers mostly read.
+                        (0, _) | (_, 0..5) => {
+                            gets.fetch_add(1, Ordering::Relaxed);
+                            if let Some(v) = cache.get(key) {
+                                check(key, &v);
+                            }
+                        }
+                        (1, _) | (_, 5..8) => {
+                            cache
+                                .insert(key, value_for(key, rng.random_range(0..400)))
+                                .unwrap();
+                            writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        (2, _) | (_, 8) => {
+                            if let Some(v) = cache.remove(key) {
+                                check(key, &v);
+                            }
+                        }
+                        _ => {
+                            gets.fetch_add(1, Ordering::Relaxed);
+                            let v = cache
+                                .get_or_insert_with(key, || value_for(key, 10))
+                                .unwrap();
+                            check(key, &v);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    cache.validate();
+    let s = cache.stats();
+    // Every lookup was counted once; loader inserts are inserts too.
+    assert_eq!(s.hits + s.misses, gets.load(Ordering::Relaxed));
+    assert_eq!(
+        s.inserts + s.updates,
+        writes.load(Ordering::Relaxed) + s.loads
+    );
+    assert!(s.memory.weight <= s.memory.capacity);
+    assert!(
+        s.memory.evictions > 0,
+        "the stress should exercise eviction"
+    );
+    assert!(s.hits > 0 && s.removes > 0 && s.loads > 0);
+}
+
+#[test]
+fn single_flight_runs_the_loader_once() {
+    let cache = Cache::builder().memory_capacity(1 << 20).build().unwrap();
+    let calls = AtomicU64::new(0);
+    let n = 16;
+    let barrier = Barrier::new(n);
+    let values: Vec<Bytes> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache
+                        .get_or_insert_with(b"slow", || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(200));
+                            Bytes::from_static(b"loaded")
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the loader must run exactly once"
+    );
+    assert!(values.iter().all(|v| v == "loaded"));
+    assert_eq!(cache.stats().loads, 1);
+    assert_eq!(cache.get(b"slow").unwrap(), "loaded");
+}
+
+#[test]
+fn a_failing_loader_does_not_poison_the_key() {
+    let cache = Cache::builder().memory_capacity(1 << 20).build().unwrap();
+    let calls = AtomicU64::new(0);
+    let n = 8;
+    let barrier = Barrier::new(n);
+    let results: Vec<Result<Bytes, LoadError<&str>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache.try_get_or_insert_with(b"flaky", || {
+                        // The first call fails after a while; later ones succeed.
+                        let call = calls.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(100));
+                        if call == 0 {
+                            Err("backend down")
+                        } else {
+                            Ok(Bytes::from_static(b"ok"))
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 1, "only the failing loader's caller sees its error");
+    assert!(matches!(
+        results.iter().find(|r| r.is_err()),
+        Some(Err(LoadError::Loader("backend down")))
+    ));
+    assert!(results.iter().flatten().all(|v| v == "ok"));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one failure, then exactly one retry"
+    );
+    assert_eq!(cache.get(b"flaky").unwrap(), "ok");
+}
+
+#[test]
+fn a_panicking_loader_hands_over_to_a_waiter() {
+    let cache = Arc::new(Cache::builder().memory_capacity(1 << 20).build().unwrap());
+    let calls = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(2));
+    let spawn = |c: Arc<Cache>, calls: Arc<AtomicU64>, b: Arc<Barrier>| {
+        std::thread::spawn(move || {
+            b.wait();
+            c.get_or_insert_with(b"k", || {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!("loader bug");
+                }
+                Bytes::from_static(b"v")
+            })
+        })
+    };
+    let a = spawn(cache.clone(), calls.clone(), barrier.clone());
+    let b = spawn(cache.clone(), calls.clone(), barrier.clone());
+    let (ra, rb) = (a.join(), b.join());
+    // Exactly one thread panicked; the other loaded the value itself.
+    assert_eq!([ra.is_err(), rb.is_err()].iter().filter(|&&e| e).count(), 1);
+    let ok = ra.ok().or(rb.ok()).unwrap().unwrap();
+    assert_eq!(ok, "v");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.get(b"k").unwrap(), "v");
+}
