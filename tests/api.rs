@@ -84,10 +84,7 @@ fn bad_arguments_are_typed_errors_and_change_nothing() {
     assert!(c.get(b"").is_none());
     assert!(c.get(&long_key).is_none());
     assert!(c.remove(b"").is_none());
-    assert_eq!(
-        c.get_or_insert_with(b"", || Bytes::new()),
-        Err(Error::EmptyKey)
-    );
+    assert_eq!(c.get_or_insert_with(b"", Bytes::new), Err(Error::EmptyKey));
     #[cfg(feature = "validate")]
     c.validate();
 }
