@@ -15,6 +15,7 @@ mod shard;
 pub(crate) use shard::DIRTY;
 use shard::{Departed, Lookup, Shard};
 
+use crate::key::Probe;
 use crate::policy::Counts;
 use crate::sync::{AtomicU64, Ordering, RwLock};
 use crate::time::Clock;
@@ -123,7 +124,8 @@ impl MemoryTier {
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let cell = self.cell(hash);
-        let found = cell.shard.read().get(hash, key, || self.clock.now());
+        let key = Probe::new(key);
+        let found = cell.shard.read().get(hash, &key, || self.clock.now());
         match found {
             Lookup::Hit(v) => {
                 bump(&cell.counters.hits);
@@ -137,7 +139,7 @@ impl MemoryTier {
                 let gone = cell
                     .shard
                     .write()
-                    .remove_expired(hash, key, || self.clock.now());
+                    .remove_expired(hash, &key, || self.clock.now());
                 if gone.is_some() {
                     bump(&cell.counters.expirations);
                 }
@@ -150,28 +152,24 @@ impl MemoryTier {
 
     /// Like [`get`](Self::get) but not counted and not an access.
     pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
-        match self
-            .cell(hash)
+        self.cell(hash)
             .shard
             .read()
-            .get(hash, key, || self.clock.now())
-        {
-            Lookup::Hit(v) => Some(v),
-            _ => None,
-        }
+            .peek(hash, &Probe::new(key), || self.clock.now())
     }
 
     pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
         self.cell(hash)
             .shard
             .read()
-            .contains(hash, key, || self.clock.now())
+            .contains(hash, &Probe::new(key), || self.clock.now())
     }
 
     /// Inserts or overwrites. `weight` must not exceed [`max_weight`](Self::max_weight).
     pub(crate) fn insert(&self, hash: u64, key: &[u8], value: Bytes, weight: u32, deadline: u64) {
         let cell = self.cell(hash);
         let mut departed = Departed::new();
+        let key = Probe::new(key).into_owned();
         let old = cell
             .shard
             .write()
@@ -198,28 +196,32 @@ impl MemoryTier {
         };
         let now = self.clock.now();
         for e in departed {
-            let p = e.payload;
-            if !p.is_expired(|| now) {
+            let deadline = e.aux;
+            if deadline == 0 || deadline > now {
                 let dirty = e.tag & DIRTY != 0;
-                hook.demote(p.key.as_slice(), p.value, p.deadline, dirty, e.proved_reuse);
+                let p = e.payload;
+                hook.demote(p.key.as_slice(), p.value, deadline, dirty, e.proved_reuse);
             }
         }
     }
 
     pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let cell = self.cell(hash);
-        let gone = cell.shard.write().remove(hash, key)?;
+        let gone = cell.shard.write().remove(hash, &Probe::new(key))?;
         bump(&cell.counters.removes);
         if gone.is_expired(|| self.clock.now()) {
             return None;
         }
-        Some(gone.value)
+        Some(gone.payload.value)
     }
 
     /// Marks `key` clean if `value` is still its current value (used by a lower tier).
     #[allow(dead_code)] // The seam the disk tier will call once its write lands.
     pub(crate) fn mark_clean(&self, hash: u64, key: &[u8], value: &Bytes) -> bool {
-        self.cell(hash).shard.write().mark_clean(hash, key, value)
+        self.cell(hash)
+            .shard
+            .write()
+            .mark_clean(hash, &Probe::new(key), value)
     }
 
     pub(crate) fn shard_count(&self) -> usize {

@@ -1,30 +1,43 @@
 //! One shard of the memory tier: CLOCK-Pro over entries that hold a key, a value
 //! and a deadline. Plain data and algorithm; the tier wraps it in a lock.
 
-use crate::key::KeyBuf;
-use crate::policy::{ClockPro, Counts, Evicted, Resident};
+use crate::key::{KeyBuf, Probe};
+use crate::policy::{ClockPro, Counts, Evicted, Idx};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-/// `Meta::tag` bit: the entry's bytes are not (yet) in a lower tier.
+/// Tag bit: the entry's bytes are not (yet) in a lower tier.
 pub(crate) const DIRTY: u8 = 1;
+/// Tag bit: the entry has a deadline (in the policy's owner word).
+const HAS_DEADLINE: u8 = 2;
 
-/// What the memory tier stores per resident entry besides the policy metadata.
+/// What the memory tier stores in a resident entry's hot cache line.
+/// The deadline lives in the policy's per-entry owner word (`aux`).
+#[derive(Default)]
 pub(crate) struct Payload {
     pub(crate) key: KeyBuf,
     pub(crate) value: Bytes,
-    /// Nanoseconds since the clock's epoch at which the entry expires; 0 = never.
+}
+
+/// What left the shard: the payload and its deadline (nanoseconds; 0 = never).
+pub(crate) struct Gone {
+    pub(crate) payload: Payload,
     pub(crate) deadline: u64,
 }
 
-impl Payload {
-    #[inline]
+impl Gone {
     pub(crate) fn is_expired(&self, now: impl FnOnce() -> u64) -> bool {
-        self.deadline != 0 && self.deadline <= now()
+        expired(self.deadline, now)
     }
 }
 
+#[inline]
+fn expired(deadline: u64, now: impl FnOnce() -> u64) -> bool {
+    deadline != 0 && deadline <= now()
+}
+
 /// Entries that left the shard under its lock, to be dropped or demoted after it is released.
+/// `Evicted::aux` holds the entry's deadline.
 pub(crate) type Departed = SmallVec<[Evicted<Payload>; 2]>;
 
 /// What a lookup found.
@@ -55,99 +68,123 @@ impl Shard {
         self.policy.counts()
     }
 
-    fn resident(&self, hash: u64, key: &[u8]) -> Option<&Resident<Payload>> {
-        self.policy
-            .get(hash)
-            .filter(|r| r.payload.key.as_slice() == key)
+    #[inline]
+    fn find(&self, hash: u64, key: &Probe) -> Option<Idx> {
+        self.policy.find_resident(hash, |p| key.matches(&p.key))
+    }
+
+    #[inline]
+    fn is_expired(&self, idx: Idx, now: impl FnOnce() -> u64) -> bool {
+        self.policy.resident(idx).tag & HAS_DEADLINE != 0 && expired(self.policy.aux(idx), now)
     }
 
     /// Looks `key` up; a hit sets its reference bit (the shard may be shared-locked).
     #[inline]
-    pub(crate) fn get(&self, hash: u64, key: &[u8], now: impl FnOnce() -> u64) -> Lookup {
-        match self.resident(hash, key) {
-            Some(r) if r.payload.is_expired(now) => Lookup::Expired,
-            Some(r) => {
-                self.policy.touch(r);
-                Lookup::Hit(r.payload.value.clone())
+    pub(crate) fn get(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> Lookup {
+        match self.find(hash, key) {
+            Some(idx) if self.is_expired(idx, now) => Lookup::Expired,
+            Some(idx) => {
+                self.policy.touch(idx);
+                Lookup::Hit(self.policy.resident(idx).payload.value.clone())
             }
             None => Lookup::Miss,
         }
     }
 
-    /// Whether `key` is resident and live, without counting as an access.
-    pub(crate) fn contains(&self, hash: u64, key: &[u8], now: impl FnOnce() -> u64) -> bool {
-        self.resident(hash, key)
-            .is_some_and(|r| !r.payload.is_expired(now))
+    /// The live value of `key`, without counting as an access.
+    pub(crate) fn peek(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> Option<Bytes> {
+        let idx = self
+            .find(hash, key)
+            .filter(|&idx| !self.is_expired(idx, now))?;
+        Some(self.policy.resident(idx).payload.value.clone())
     }
 
-    /// Inserts or overwrites `key`. Entries pushed out (and an overwritten value)
-    /// are added to `departed` for the caller to drop after releasing the lock.
+    /// Whether `key` is resident and live, without counting as an access.
+    pub(crate) fn contains(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> bool {
+        self.find(hash, key)
+            .is_some_and(|idx| !self.is_expired(idx, now))
+    }
+
+    /// Inserts or overwrites `key`. Entries pushed out are added to `departed`
+    /// and an overwritten value is returned, for the caller to drop after
+    /// releasing the lock.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
-        key: &[u8],
+        key: KeyBuf,
         value: Bytes,
         weight: u32,
         deadline: u64,
         departed: &mut Departed,
     ) -> Option<Bytes> {
-        if let Some(r) = self.policy.get_mut(hash) {
-            if r.payload.key.as_slice() == key {
-                let old = std::mem::replace(&mut r.payload.value, value);
-                r.payload.deadline = deadline;
-                r.meta.tag |= DIRTY;
-                r.touch();
-                self.policy.reweigh(hash, weight, &mut |e| departed.push(e));
-                return Some(old);
-            }
+        let ttl_bit = if deadline != 0 { HAS_DEADLINE } else { 0 };
+        if let Some(idx) = self.policy.find_resident(hash, |p| p.key == key) {
+            let r = self.policy.resident_mut(idx);
+            let old = std::mem::replace(&mut r.payload.value, value);
+            r.tag = DIRTY | ttl_bit;
+            r.touch();
+            self.policy.set_aux(idx, deadline);
+            self.policy.reweigh(idx, weight, &mut |e| departed.push(e));
+            return Some(old);
+        }
+        if let Some(idx) = self.policy.find_resident_by_hash(hash) {
             // Another key with the same 64-bit hash: the newer one takes the slot.
+            let aux = self.policy.aux(idx);
             if let Some(payload) = self.policy.remove(hash) {
                 departed.push(Evicted {
                     payload,
                     tag: 0,
+                    aux,
                     proved_reuse: false,
                 });
             }
         }
-        let payload = Payload {
-            key: KeyBuf::new(key),
-            value,
-            deadline,
-        };
+        let payload = Payload { key, value };
         self.policy
-            .insert(hash, weight, DIRTY, payload, &mut |e| departed.push(e));
+            .insert(hash, weight, DIRTY | ttl_bit, payload, &mut |e| {
+                departed.push(e)
+            });
+        if deadline != 0 {
+            let idx = self.policy.last_admitted();
+            self.policy.set_aux(idx, deadline);
+        }
         None
     }
 
-    /// Removes `key`; returns its payload if it was resident.
-    pub(crate) fn remove(&mut self, hash: u64, key: &[u8]) -> Option<Payload> {
-        self.resident(hash, key)?;
-        self.policy.remove(hash)
+    /// Removes `key`; returns what was resident.
+    pub(crate) fn remove(&mut self, hash: u64, key: &Probe) -> Option<Gone> {
+        let idx = self.find(hash, key)?;
+        let deadline = self.policy.aux(idx);
+        let payload = self.policy.remove(hash)?;
+        Some(Gone { payload, deadline })
     }
 
     /// Removes `key` if it is resident and expired.
     pub(crate) fn remove_expired(
         &mut self,
         hash: u64,
-        key: &[u8],
+        key: &Probe,
         now: impl FnOnce() -> u64,
-    ) -> Option<Payload> {
-        if self.resident(hash, key)?.payload.is_expired(now) {
-            self.policy.remove(hash)
+    ) -> Option<Gone> {
+        let idx = self.find(hash, key)?;
+        if self.is_expired(idx, now) {
+            self.remove(hash, key)
         } else {
             None
         }
     }
 
     /// Marks `key` clean (its current bytes are in a lower tier) if `value` is still its value.
-    pub(crate) fn mark_clean(&mut self, hash: u64, key: &[u8], value: &Bytes) -> bool {
-        match self.policy.get_mut(hash) {
-            Some(r) if r.payload.key.as_slice() == key && r.payload.value == *value => {
-                r.meta.tag &= !DIRTY;
-                true
-            }
-            _ => false,
+    pub(crate) fn mark_clean(&mut self, hash: u64, key: &Probe, value: &Bytes) -> bool {
+        let Some(idx) = self.find(hash, key) else {
+            return false;
+        };
+        let r = self.policy.resident_mut(idx);
+        if r.payload.value != *value {
+            return false;
         }
+        r.tag &= !DIRTY;
+        true
     }
 
     #[cfg(any(test, fuzzing, feature = "validate"))]
@@ -159,13 +196,24 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Resident;
 
     #[test]
     fn per_entry_struct_sizes() {
-        // The fixed memory cost of a resident entry and of a ghost. If these grow,
-        // update ENTRY_OVERHEAD and docs/design.md, on purpose.
-        assert_eq!(std::mem::size_of::<Payload>(), 64);
-        assert_eq!(std::mem::size_of::<Resident<Payload>>(), 88);
+        // The fixed memory cost of a resident entry: one 64-byte line that hits read,
+        // 24 bytes of policy metadata and an 8-byte deadline word. If these grow,
+        // update ENTRY_OVERHEAD, the crate docs and docs/design.md, on purpose.
+        assert_eq!(std::mem::size_of::<Payload>(), 56);
+        assert_eq!(std::mem::size_of::<Resident<Payload>>(), 64);
+        assert_eq!(std::mem::align_of::<Resident<Payload>>(), 64);
+    }
+
+    fn k(key: &[u8]) -> KeyBuf {
+        KeyBuf::new(key)
+    }
+
+    fn p(key: &[u8]) -> Probe<'_> {
+        Probe::new(key)
     }
 
     #[test]
@@ -173,17 +221,31 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Departed::new();
         assert!(
-            s.insert(7, b"a", Bytes::from_static(b"1"), 1, 0, &mut d)
+            s.insert(7, k(b"a"), Bytes::from_static(b"1"), 1, 0, &mut d)
                 .is_none()
         );
-        let old = s.insert(7, b"a", Bytes::from_static(b"2"), 1, 0, &mut d);
+        let old = s.insert(7, k(b"a"), Bytes::from_static(b"2"), 1, 0, &mut d);
         assert_eq!(old.as_deref(), Some(&b"1"[..]));
         // Same hash, other key: the old key goes.
-        s.insert(7, b"b", Bytes::from_static(b"3"), 1, 0, &mut d);
+        s.insert(7, k(b"b"), Bytes::from_static(b"3"), 1, 0, &mut d);
         assert_eq!(d.len(), 1);
-        assert!(matches!(s.get(7, b"a", || 0), Lookup::Miss));
-        assert!(matches!(s.get(7, b"b", || 0), Lookup::Hit(v) if v == "3"));
+        assert!(matches!(s.get(7, &p(b"a"), || 0), Lookup::Miss));
+        assert!(matches!(s.get(7, &p(b"b"), || 0), Lookup::Hit(v) if v == "3"));
         s.validate();
+    }
+
+    #[test]
+    fn deadlines_follow_the_entry() {
+        let mut s = Shard::new(1000);
+        let mut d = Departed::new();
+        s.insert(1, k(b"t"), Bytes::from_static(b"v"), 1, 50, &mut d);
+        assert!(matches!(s.get(1, &p(b"t"), || 49), Lookup::Hit(_)));
+        assert!(matches!(s.get(1, &p(b"t"), || 50), Lookup::Expired));
+        // An overwrite without a TTL clears the deadline.
+        s.insert(1, k(b"t"), Bytes::from_static(b"w"), 1, 0, &mut d);
+        assert!(matches!(s.get(1, &p(b"t"), || u64::MAX), Lookup::Hit(_)));
+        let gone = s.remove(1, &p(b"t")).unwrap();
+        assert_eq!((gone.deadline, &gone.payload.value[..]), (0, &b"w"[..]));
     }
 
     #[test]
@@ -191,11 +253,12 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Departed::new();
         let v = Bytes::from_static(b"v");
-        s.insert(1, b"k", v.clone(), 1, 0, &mut d);
-        assert!(!s.mark_clean(1, b"k", &Bytes::from_static(b"other")));
-        assert!(s.mark_clean(1, b"k", &v));
-        assert_eq!(s.policy.get(1).unwrap().meta.tag & DIRTY, 0);
-        s.insert(1, b"k", Bytes::from_static(b"w"), 1, 0, &mut d);
-        assert_eq!(s.policy.get(1).unwrap().meta.tag & DIRTY, DIRTY);
+        s.insert(1, k(b"k"), v.clone(), 1, 0, &mut d);
+        let idx = s.find(1, &p(b"k")).unwrap();
+        assert!(!s.mark_clean(1, &p(b"k"), &Bytes::from_static(b"other")));
+        assert!(s.mark_clean(1, &p(b"k"), &v));
+        assert_eq!(s.policy.resident(idx).tag & DIRTY, 0);
+        s.insert(1, k(b"k"), Bytes::from_static(b"w"), 1, 0, &mut d);
+        assert_eq!(s.policy.resident(idx).tag & DIRTY, DIRTY);
     }
 }

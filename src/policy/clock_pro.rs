@@ -53,18 +53,16 @@ const FREE: u8 = 0x80;
 /// The smallest cold allocation, in weight units, whatever the capacity.
 const LOWEST_COLD: u64 = 2;
 
-/// Per-entry policy metadata, shared by resident entries and ghosts.
+/// What the hands need of an entry: resident entries and ghosts alike.
+/// A hit never reads this; 24 bytes.
 pub(crate) struct Meta {
     hash: u64,
     /// The entry the hands visited just before this one.
     prev: Idx,
-    /// The entry the hands visit next.
+    /// The entry the hands visit next (for a free slot: the next free slot).
     next: Idx,
     weight: u32,
     state: u8,
-    /// Bits owned by the tier that stores the entry (the policy never reads them).
-    pub(crate) tag: u8,
-    referenced: AtomicBool,
 }
 
 impl Meta {
@@ -75,8 +73,6 @@ impl Meta {
             next: NIL,
             weight,
             state,
-            tag: 0,
-            referenced: AtomicBool::new(false),
         }
     }
 
@@ -87,20 +83,18 @@ impl Meta {
     fn in_test(&self) -> bool {
         self.state & TEST != 0
     }
-
-    fn referenced(&self) -> bool {
-        self.referenced.load(Ordering::Relaxed)
-    }
-
-    fn clear_referenced(&mut self) {
-        *self.referenced.get_mut() = false;
-    }
 }
 
-/// A resident entry: its policy metadata and the tier's payload.
+/// What a hit reads of a resident entry: the tier's payload and the reference
+/// bit, in one cache line (the tier's payload must fit in 62 bytes).
+#[repr(C, align(64))]
 pub(crate) struct Resident<P> {
-    pub(crate) meta: Meta,
     pub(crate) payload: P,
+    referenced: AtomicBool,
+    /// Bits owned by the tier that stores the entry (the policy never reads them).
+    pub(crate) tag: u8,
+    /// A copy of `Meta::weight`, so an overwrite of the same weight reads only this line.
+    weight: u32,
 }
 
 impl<P> Resident<P> {
@@ -108,21 +102,18 @@ impl<P> Resident<P> {
     #[inline]
     pub(crate) fn touch(&self) {
         // Read first so a hot entry's cache line is not dirtied on every hit.
-        if !self.meta.referenced.load(Ordering::Relaxed) {
-            self.meta.referenced.store(true, Ordering::Relaxed);
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
         }
     }
-}
-
-enum Slot<P> {
-    Used(Resident<P>),
-    Free(Idx),
 }
 
 /// What the policy hands back when it evicts a resident entry.
 pub(crate) struct Evicted<P> {
     pub(crate) payload: P,
     pub(crate) tag: u8,
+    /// The owner's word for the entry.
+    pub(crate) aux: u64,
     /// The entry was hot, or was referenced since it last moved: it proved reuse.
     pub(crate) proved_reuse: bool,
 }
@@ -149,7 +140,12 @@ pub(crate) struct Counts {
 /// One shard's CLOCK-Pro: the clock, its entries, and the hash → entry table.
 pub(crate) struct ClockPro<P> {
     table: HashTable<Idx>,
-    residents: Vec<Slot<P>>,
+    /// Resident entries, hot part (what hits read) ...
+    slots: Vec<Resident<P>>,
+    /// ... their policy part, same index ...
+    slot_meta: Vec<Meta>,
+    /// ... and a word the owner keeps per resident entry (the memory tier: its deadline).
+    aux: Vec<u64>,
     free_resident: Idx,
     ghosts: Vec<Meta>,
     free_ghost: Idx,
@@ -167,7 +163,7 @@ pub(crate) struct ClockPro<P> {
     last_admitted: Idx,
 }
 
-impl<P> ClockPro<P> {
+impl<P: Default> ClockPro<P> {
     /// A shard of `capacity` weight units (at least 1).
     pub(crate) fn new(capacity: u64) -> Self {
         let capacity = capacity.max(1);
@@ -175,7 +171,9 @@ impl<P> ClockPro<P> {
         let max_cold = (capacity / 100 * 99 + capacity % 100 * 99 / 100).max(LOWEST_COLD);
         ClockPro {
             table: HashTable::new(),
-            residents: Vec::new(),
+            slots: Vec::new(),
+            slot_meta: Vec::new(),
+            aux: Vec::new(),
             free_resident: NIL,
             ghosts: Vec::new(),
             free_ghost: NIL,
@@ -202,34 +200,55 @@ impl<P> ClockPro<P> {
 
     // ----- lookups -------------------------------------------------------------
 
-    /// The resident entry for `hash`, if any.
+    /// The resident entry for `hash` whose payload satisfies `eq`, if any.
     #[inline]
-    pub(crate) fn get(&self, hash: u64) -> Option<&Resident<P>> {
-        let idx = self.find(hash)?;
-        self.resident(idx)
+    pub(crate) fn find_resident(&self, hash: u64, eq: impl Fn(&P) -> bool) -> Option<Idx> {
+        self.table
+            .find(hash, |&i| {
+                i & GHOST == 0 && eq(&self.slots[i as usize].payload)
+            })
+            .copied()
     }
 
-    /// Records a hit on `r` (found by [`get`](Self::get)): sets its reference bit,
-    /// unless `r` was the last entry admitted (a correlated re-reference).
-    /// Safe under a shared lock: `last_admitted` only changes under an exclusive one.
-    #[inline]
-    pub(crate) fn touch(&self, r: &Resident<P>) {
-        if self.last_admitted != NIL && std::ptr::eq(self.meta(self.last_admitted), &r.meta) {
-            return;
-        }
-        r.touch();
+    /// The resident entry for `hash`, whatever its payload.
+    pub(crate) fn find_resident_by_hash(&self, hash: u64) -> Option<Idx> {
+        self.find(hash).filter(|i| i & GHOST == 0)
     }
 
-    /// The resident entry for `hash`, mutably.
-    pub(crate) fn get_mut(&mut self, hash: u64) -> Option<&mut Resident<P>> {
-        let idx = self.find(hash)?;
-        if idx & GHOST != 0 {
-            return None;
+    /// A resident entry found by [`find_resident`](Self::find_resident).
+    #[inline]
+    pub(crate) fn resident(&self, idx: Idx) -> &Resident<P> {
+        &self.slots[idx as usize]
+    }
+
+    pub(crate) fn resident_mut(&mut self, idx: Idx) -> &mut Resident<P> {
+        &mut self.slots[idx as usize]
+    }
+
+    /// The owner's word for a resident entry.
+    #[inline]
+    pub(crate) fn aux(&self, idx: Idx) -> u64 {
+        self.aux[idx as usize]
+    }
+
+    pub(crate) fn set_aux(&mut self, idx: Idx, value: u64) {
+        self.aux[idx as usize] = value;
+    }
+
+    /// Records a hit on resident entry `idx`: sets its reference bit, unless it
+    /// was the last entry admitted (a correlated re-reference: the same request
+    /// repeated). Safe under a shared lock: `last_admitted` only changes under an
+    /// exclusive one.
+    #[inline]
+    pub(crate) fn touch(&self, idx: Idx) {
+        if idx != self.last_admitted {
+            self.slots[idx as usize].touch();
         }
-        match &mut self.residents[idx as usize] {
-            Slot::Used(r) => Some(r),
-            Slot::Free(_) => None,
-        }
+    }
+
+    /// The entry admitted last, while it is resident.
+    pub(crate) fn last_admitted(&self) -> Idx {
+        self.last_admitted
     }
 
     #[inline]
@@ -240,25 +259,11 @@ impl<P> ClockPro<P> {
     }
 
     #[inline]
-    fn resident(&self, idx: Idx) -> Option<&Resident<P>> {
-        if idx & GHOST != 0 {
-            return None;
-        }
-        match &self.residents[idx as usize] {
-            Slot::Used(r) => Some(r),
-            Slot::Free(_) => None,
-        }
-    }
-
-    #[inline]
     fn meta(&self, idx: Idx) -> &Meta {
         if idx & GHOST != 0 {
             &self.ghosts[(idx & !GHOST) as usize]
         } else {
-            match &self.residents[idx as usize] {
-                Slot::Used(r) => &r.meta,
-                Slot::Free(_) => unreachable!("free resident slot {idx} is on the clock"),
-            }
+            &self.slot_meta[idx as usize]
         }
     }
 
@@ -267,10 +272,17 @@ impl<P> ClockPro<P> {
         if idx & GHOST != 0 {
             &mut self.ghosts[(idx & !GHOST) as usize]
         } else {
-            match &mut self.residents[idx as usize] {
-                Slot::Used(r) => &mut r.meta,
-                Slot::Free(_) => unreachable!("free resident slot {idx} is on the clock"),
-            }
+            &mut self.slot_meta[idx as usize]
+        }
+    }
+
+    fn referenced(&self, idx: Idx) -> bool {
+        idx & GHOST == 0 && self.slots[idx as usize].referenced.load(Ordering::Relaxed)
+    }
+
+    fn clear_referenced(&mut self, idx: Idx) {
+        if idx & GHOST == 0 {
+            *self.slots[idx as usize].referenced.get_mut() = false;
         }
     }
 
@@ -303,7 +315,10 @@ impl<P> ClockPro<P> {
         payload: P,
         evicted: &mut impl FnMut(Evicted<P>),
     ) {
-        debug_assert!(self.get(hash).is_none(), "insert of a resident hash");
+        debug_assert!(
+            self.find_resident_by_hash(hash).is_none(),
+            "insert of a resident hash"
+        );
         let new = |state| (hash, weight, state, tag);
         let w = u64::from(weight);
         debug_assert!(w <= self.capacity, "entry heavier than the shard");
@@ -339,10 +354,11 @@ impl<P> ClockPro<P> {
 
     /// Changes the weight of a resident entry (an overwrite) and makes room if it grew.
     /// The entry itself may be evicted by that.
-    pub(crate) fn reweigh(&mut self, hash: u64, weight: u32, evicted: &mut impl FnMut(Evicted<P>)) {
-        let Some(idx) = self.find(hash).filter(|i| i & GHOST == 0) else {
+    pub(crate) fn reweigh(&mut self, idx: Idx, weight: u32, evicted: &mut impl FnMut(Evicted<P>)) {
+        if self.slots[idx as usize].weight == weight {
             return;
-        };
+        }
+        self.slots[idx as usize].weight = weight;
         let meta = self.meta_mut(idx);
         let (old, hot) = (u64::from(meta.weight), meta.is_hot());
         meta.weight = weight;
@@ -377,7 +393,7 @@ impl<P> ClockPro<P> {
             self.hand_cold = c;
             let meta = self.meta(c);
             let w = u64::from(meta.weight);
-            if !meta.referenced() || !meta.in_test() {
+            if !meta.in_test() || !self.referenced(c) {
                 self.evict(c, evicted);
                 continue;
             }
@@ -391,13 +407,12 @@ impl<P> ClockPro<P> {
                 // Grow the cold space: demote a hot entry, keep this one cold and re-test it.
                 let run = self.run_hand_hot(c);
                 if !run.met {
-                    let meta = self.meta_mut(c);
-                    meta.clear_referenced();
-                    meta.state |= TEST;
+                    self.clear_referenced(c);
+                    self.meta_mut(c).state |= TEST;
                     self.move_to_head(c);
                     self.credits = (self.credits - run.demoted.max(1) as i64).max(0);
                 } else {
-                    self.meta_mut(c).clear_referenced();
+                    self.clear_referenced(c);
                     if run.demoted > 0 {
                         self.credits = (self.credits - run.demoted as i64).max(0);
                     }
@@ -434,8 +449,8 @@ impl<P> ClockPro<P> {
 
     /// Turns resident cold entry `c` hot and moves it to the head.
     fn promote(&mut self, c: Idx) {
+        self.clear_referenced(c);
         let meta = self.meta_mut(c);
-        meta.clear_referenced();
         meta.state = HOT;
         let w = u64::from(meta.weight);
         self.counts.hot += 1;
@@ -447,7 +462,8 @@ impl<P> ClockPro<P> {
     fn evict(&mut self, c: Idx, evicted: &mut impl FnMut(Evicted<P>)) {
         let meta = self.meta(c);
         let (hash, weight, in_test) = (meta.hash, meta.weight, meta.in_test());
-        let proved_reuse = meta.referenced();
+        let proved_reuse = self.referenced(c);
+        let aux = self.aux[c as usize];
         if in_test {
             let g = self.alloc_ghost(Meta::new(hash, weight, TEST));
             self.replace(c, g);
@@ -456,12 +472,13 @@ impl<P> ClockPro<P> {
             self.unlink(c);
             self.table_remove(hash, c);
         }
-        let resident = self.free_resident_slot(c);
+        let (_, payload, tag) = self.free_resident_slot(c);
         self.counts.resident -= 1;
         self.counts.resident_weight -= u64::from(weight);
         evicted(Evicted {
-            payload: resident.payload,
-            tag: resident.meta.tag,
+            payload,
+            tag,
+            aux,
             proved_reuse,
         });
         self.run_hand_test(false);
@@ -485,10 +502,10 @@ impl<P> ClockPro<P> {
                 break;
             }
             if meta.is_hot() {
-                let meta = self.meta_mut(h);
-                if meta.referenced() {
-                    meta.clear_referenced();
+                if self.referenced(h) {
+                    self.clear_referenced(h);
                 } else {
+                    let meta = self.meta_mut(h);
                     meta.state = 0;
                     let w = u64::from(meta.weight);
                     self.counts.hot -= 1;
@@ -517,10 +534,9 @@ impl<P> ClockPro<P> {
         if step {
             let t = self.hand_test;
             let next = self.meta(t).next;
-            let meta = self.meta_mut(t);
-            if !meta.is_hot() {
-                meta.state &= !TEST;
-                meta.clear_referenced();
+            if !self.meta(t).is_hot() {
+                self.meta_mut(t).state &= !TEST;
+                self.clear_referenced(t);
                 if t & GHOST != 0 {
                     // Its test period ended without a re-reference.
                     self.credits -= i64::from(self.meta(t).weight);
@@ -535,12 +551,11 @@ impl<P> ClockPro<P> {
         while self.counts.ghosts > self.max_ghosts() {
             while self.hand_test & GHOST == 0 {
                 let t = self.hand_test;
-                let meta = self.meta_mut(t);
-                if !meta.is_hot() {
-                    meta.state &= !TEST;
-                    meta.clear_referenced();
+                if !self.meta(t).is_hot() {
+                    self.meta_mut(t).state &= !TEST;
+                    self.clear_referenced(t);
                 }
-                self.hand_test = meta.next;
+                self.hand_test = self.meta(t).next;
             }
             let t = self.hand_test;
             self.credits -= i64::from(self.meta(t).weight);
@@ -561,13 +576,17 @@ impl<P> ClockPro<P> {
     // ----- the ring ------------------------------------------------------------------
 
     fn link_new(&mut self, (hash, weight, state, tag): (u64, u32, u8, u8), payload: P) {
-        let mut meta = Meta::new(hash, weight, state);
-        meta.tag = tag;
-        let idx = self.alloc_resident(Resident { meta, payload });
+        let resident = Resident {
+            payload,
+            referenced: AtomicBool::new(false),
+            tag,
+            weight,
+        };
+        let idx = self.alloc_resident(Meta::new(hash, weight, state), resident);
         self.last_admitted = idx;
         self.link_at_head(idx);
         self.table
-            .insert_unique(hash, idx, |&i| hash_of(&self.residents, &self.ghosts, i));
+            .insert_unique(hash, idx, |&i| hash_of(&self.slot_meta, &self.ghosts, i));
         let w = u64::from(weight);
         self.counts.resident += 1;
         self.counts.resident_weight += w;
@@ -587,15 +606,15 @@ impl<P> ClockPro<P> {
             self.free_ghost_slot(idx);
             None
         } else {
-            let r = self.free_resident_slot(idx);
-            let w = u64::from(r.meta.weight);
+            let (meta, payload, _) = self.free_resident_slot(idx);
+            let w = u64::from(meta.weight);
             self.counts.resident -= 1;
             self.counts.resident_weight -= w;
-            if r.meta.is_hot() {
+            if meta.is_hot() {
                 self.counts.hot -= 1;
                 self.counts.hot_weight -= w;
             }
-            Some(r.payload)
+            Some(payload)
         }
     }
 
@@ -692,36 +711,37 @@ impl<P> ClockPro<P> {
 
     // ----- slabs ---------------------------------------------------------------------
 
-    fn alloc_resident(&mut self, r: Resident<P>) -> Idx {
+    fn alloc_resident(&mut self, meta: Meta, resident: Resident<P>) -> Idx {
         if self.free_resident != NIL {
             let idx = self.free_resident;
-            let Slot::Free(next) = self.residents[idx as usize] else {
-                unreachable!("resident free list points at a used slot");
-            };
-            self.free_resident = next;
-            self.residents[idx as usize] = Slot::Used(r);
+            let i = idx as usize;
+            self.free_resident = self.slot_meta[i].next;
+            self.slot_meta[i] = meta;
+            self.slots[i] = resident;
+            self.aux[i] = 0;
             idx
         } else {
-            let idx = self.residents.len() as Idx;
+            let idx = self.slots.len() as Idx;
             assert!(idx < GHOST, "more than 2^31 entries in one shard");
-            self.residents.push(Slot::Used(r));
+            self.slots.push(resident);
+            self.slot_meta.push(meta);
+            self.aux.push(0);
             idx
         }
     }
 
-    fn free_resident_slot(&mut self, idx: Idx) -> Resident<P> {
+    /// Frees a resident slot; returns its metadata, payload and tag.
+    fn free_resident_slot(&mut self, idx: Idx) -> (Meta, P, u8) {
         if self.last_admitted == idx {
             self.last_admitted = NIL;
         }
-        let slot = std::mem::replace(
-            &mut self.residents[idx as usize],
-            Slot::Free(self.free_resident),
-        );
+        let i = idx as usize;
+        let mut free = Meta::new(0, 0, FREE);
+        free.next = self.free_resident;
         self.free_resident = idx;
-        match slot {
-            Slot::Used(r) => r,
-            Slot::Free(_) => unreachable!("freeing a free resident slot"),
-        }
+        let meta = std::mem::replace(&mut self.slot_meta[i], free);
+        let r = &mut self.slots[i];
+        (meta, std::mem::take(&mut r.payload), r.tag)
     }
 
     fn alloc_ghost(&mut self, meta: Meta) -> Idx {
@@ -746,19 +766,16 @@ impl<P> ClockPro<P> {
     }
 }
 
-fn hash_of<P>(residents: &[Slot<P>], ghosts: &[Meta], idx: Idx) -> u64 {
+fn hash_of(slot_meta: &[Meta], ghosts: &[Meta], idx: Idx) -> u64 {
     if idx & GHOST != 0 {
         ghosts[(idx & !GHOST) as usize].hash
     } else {
-        match &residents[idx as usize] {
-            Slot::Used(r) => r.meta.hash,
-            Slot::Free(_) => unreachable!("free resident slot {idx} in the table"),
-        }
+        slot_meta[idx as usize].hash
     }
 }
 
 #[cfg(any(test, fuzzing, feature = "validate"))]
-impl<P> ClockPro<P> {
+impl<P: Default> ClockPro<P> {
     /// Recounts every state and weight by walking the clock, and checks the links,
     /// the hands, the table and the bounds. Panics with a description on a violation.
     pub(crate) fn validate(&self) {
@@ -779,6 +796,10 @@ impl<P> ClockPro<P> {
                     assert!(!m.is_hot() && m.in_test(), "ghost {i} must be cold in test");
                     seen.ghosts += 1;
                 } else {
+                    assert_eq!(
+                        self.slots[i as usize].weight, m.weight,
+                        "weight copy of {i}"
+                    );
                     seen.resident += 1;
                     seen.resident_weight += u64::from(m.weight);
                     if m.is_hot() {
@@ -815,9 +836,9 @@ impl<P> ClockPro<P> {
             self.max_ghosts()
         );
         let used = self
-            .residents
+            .slot_meta
             .iter()
-            .filter(|s| matches!(s, Slot::Used(_)))
+            .filter(|m| m.state & FREE == 0)
             .count();
         assert_eq!(used, self.counts.resident, "leaked resident slots");
         let live_ghosts = self.ghosts.iter().filter(|m| m.state & FREE == 0).count();
@@ -831,8 +852,8 @@ mod tests {
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     fn access(p: &mut ClockPro<u64>, key: u64, weight: u32) -> bool {
-        if let Some(r) = p.get(key) {
-            p.touch(r);
+        if let Some(idx) = p.find_resident(key, |&k| k == key) {
+            p.touch(idx);
             return true;
         }
         p.insert(key, weight, 0, key, &mut |e: Evicted<u64>| {
@@ -847,6 +868,7 @@ mod tests {
     #[test]
     fn resident_struct_sizes() {
         assert_eq!(std::mem::size_of::<Meta>(), 24);
+        assert_eq!(std::mem::size_of::<Resident<u64>>(), 64);
     }
 
     #[test]
@@ -873,7 +895,9 @@ mod tests {
             access(&mut p, k, 1);
         }
         p.validate();
-        let kept = (0..50).filter(|&k| p.get(k).is_some()).count();
+        let kept = (0..50)
+            .filter(|&k| p.find_resident(k, |_| true).is_some())
+            .count();
         assert!(
             kept >= 45,
             "a one-off scan evicted {} of 50 hot keys",
@@ -893,9 +917,10 @@ mod tests {
                     0 => {
                         p.remove(key);
                     }
-                    1 if p.get(key).is_some() => {
+                    1 if p.find_resident(key, |_| true).is_some() => {
                         let w = rng.random_range(1..=cap.min(50)) as u32;
-                        p.reweigh(key, w, &mut |_| {});
+                        let idx = p.find_resident(key, |_| true).unwrap();
+                        p.reweigh(idx, w, &mut |_| {});
                     }
                     _ => {
                         let w = rng.random_range(1..=cap.min(20)) as u32;

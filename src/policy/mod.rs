@@ -5,4 +5,6 @@
 
 pub(crate) mod clock_pro;
 
-pub(crate) use clock_pro::{ClockPro, Counts, Evicted, Resident};
+#[cfg(test)]
+pub(crate) use clock_pro::Resident;
+pub(crate) use clock_pro::{ClockPro, Counts, Evicted, Idx};
