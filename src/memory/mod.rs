@@ -17,7 +17,7 @@ use shard::{Departed, Lookup, Shard};
 
 use crate::key::Probe;
 use crate::policy::Counts;
-use crate::sync::{AtomicU64, Ordering, RwLock};
+use crate::sync::{Ordering, RwLock};
 use crate::time::Clock;
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
@@ -32,26 +32,8 @@ pub(crate) trait Demote: Send + Sync {
     fn demote(&self, key: &[u8], value: Bytes, deadline: u64, dirty: bool, proved_reuse: bool);
 }
 
-/// Per-shard event counters, kept beside the shard's lock.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) inserts: AtomicU64,
-    pub(crate) updates: AtomicU64,
-    pub(crate) removes: AtomicU64,
-    pub(crate) evictions: AtomicU64,
-    pub(crate) expirations: AtomicU64,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-struct Cell {
-    shard: RwLock<Shard>,
-    counters: Counters,
-}
+/// A shard behind its lock, padded to its own cache lines.
+type Cell = RwLock<Shard>;
 
 /// A snapshot of the memory tier's counters and occupancy.
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,12 +69,7 @@ impl MemoryTier {
         let per = capacity / shards as u64;
         let extra = capacity % shards as u64;
         let cells = (0..shards as u64)
-            .map(|i| {
-                CachePadded::new(Cell {
-                    shard: RwLock::new(Shard::new(per + u64::from(i < extra))),
-                    counters: Counters::default(),
-                })
-            })
+            .map(|i| CachePadded::new(RwLock::new(Shard::new(per + u64::from(i < extra)))))
             .collect();
         MemoryTier {
             cells,
@@ -111,7 +88,7 @@ impl MemoryTier {
     pub(crate) fn max_weight(&self) -> u64 {
         self.cells
             .iter()
-            .map(|c| c.shard.read().capacity())
+            .map(|c| c.read().capacity())
             .min()
             .unwrap_or(0)
             .min(u64::from(u32::MAX))
@@ -125,26 +102,13 @@ impl MemoryTier {
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let cell = self.cell(hash);
         let key = Probe::new(key);
-        let found = cell.shard.read().get(hash, &key, || self.clock.now());
+        let found = cell.read().get(hash, &key, || self.clock.now());
         match found {
-            Lookup::Hit(v) => {
-                bump(&cell.counters.hits);
-                Some(v)
-            }
-            Lookup::Miss => {
-                bump(&cell.counters.misses);
-                None
-            }
+            Lookup::Hit(v) => Some(v),
+            Lookup::Miss => None,
             Lookup::Expired => {
-                let gone = cell
-                    .shard
-                    .write()
-                    .remove_expired(hash, &key, || self.clock.now());
-                if gone.is_some() {
-                    bump(&cell.counters.expirations);
-                }
+                let gone = cell.write().remove_expired(hash, &key, || self.clock.now());
                 drop(gone);
-                bump(&cell.counters.misses);
                 None
             }
         }
@@ -153,14 +117,12 @@ impl MemoryTier {
     /// Like [`get`](Self::get) but not counted and not an access.
     pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         self.cell(hash)
-            .shard
             .read()
             .peek(hash, &Probe::new(key), || self.clock.now())
     }
 
     pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
         self.cell(hash)
-            .shard
             .read()
             .contains(hash, &Probe::new(key), || self.clock.now())
     }
@@ -171,26 +133,17 @@ impl MemoryTier {
         let mut departed = Departed::new();
         let key = Probe::new(key).into_owned();
         let old = cell
-            .shard
             .write()
             .insert(hash, key, value, weight, deadline, &mut departed);
-        bump(if old.is_some() {
-            &cell.counters.updates
-        } else {
-            &cell.counters.inserts
-        });
         drop(old);
-        self.depart(cell, departed);
+        self.depart(departed);
     }
 
     /// Hands entries that left a shard to the demotion hook, or drops them. Lock released.
-    fn depart(&self, cell: &Cell, departed: Departed) {
+    fn depart(&self, departed: Departed) {
         if departed.is_empty() {
             return;
         }
-        cell.counters
-            .evictions
-            .fetch_add(departed.len() as u64, Ordering::Relaxed);
         let Some(hook) = &self.demote else {
             return;
         };
@@ -207,8 +160,7 @@ impl MemoryTier {
 
     pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let cell = self.cell(hash);
-        let gone = cell.shard.write().remove(hash, &Probe::new(key))?;
-        bump(&cell.counters.removes);
+        let gone = cell.write().remove(hash, &Probe::new(key))?;
         if gone.is_expired(|| self.clock.now()) {
             return None;
         }
@@ -219,7 +171,6 @@ impl MemoryTier {
     #[allow(dead_code)] // The seam the disk tier will call once its write lands.
     pub(crate) fn mark_clean(&self, hash: u64, key: &[u8], value: &Bytes) -> bool {
         self.cell(hash)
-            .shard
             .write()
             .mark_clean(hash, &Probe::new(key), value)
     }
@@ -231,16 +182,15 @@ impl MemoryTier {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         for cell in self.cells.iter() {
-            let c = &cell.counters;
-            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            s.hits += load(&c.hits);
-            s.misses += load(&c.misses);
-            s.inserts += load(&c.inserts);
-            s.updates += load(&c.updates);
-            s.removes += load(&c.removes);
-            s.evictions += load(&c.evictions);
-            s.expirations += load(&c.expirations);
-            let shard = cell.shard.read();
+            let shard = cell.read();
+            s.hits += shard.hits.load(Ordering::Relaxed);
+            s.misses += shard.misses.load(Ordering::Relaxed);
+            let c = shard.writes();
+            s.inserts += c.inserts;
+            s.updates += c.updates;
+            s.removes += c.removes;
+            s.evictions += c.evictions;
+            s.expirations += c.expirations;
             let n = shard.counts();
             s.capacity += shard.capacity();
             s.counts.resident += n.resident;
@@ -255,7 +205,7 @@ impl MemoryTier {
     #[cfg(any(test, fuzzing, feature = "validate"))]
     pub(crate) fn validate(&self) {
         for cell in self.cells.iter() {
-            cell.shard.read().validate();
+            cell.read().validate();
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::key::{KeyBuf, Probe};
 use crate::policy::{ClockPro, Counts, Evicted, Idx};
+use crate::sync::{AtomicU64, Ordering};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
@@ -48,15 +49,40 @@ pub(crate) enum Lookup {
     Expired,
 }
 
+/// Counts of a shard's writes: plain integers, changed under the exclusive lock
+/// the writes hold anyway, read under the shared one.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Writes {
+    pub(crate) inserts: u64,
+    pub(crate) updates: u64,
+    pub(crate) removes: u64,
+    /// Entries pushed out to make room (displaced by a hash collision included).
+    pub(crate) evictions: u64,
+    /// Entries a lookup found expired and removed.
+    pub(crate) expirations: u64,
+}
+
 /// One shard: CLOCK-Pro over [`Payload`]s.
+///
+/// `repr(C)` puts the lookup counters first, in the cache line of the lock word
+/// that every lookup already writes.
+#[repr(C)]
 pub(crate) struct Shard {
+    /// Lookups that found a live value, counted under the shared lock.
+    pub(crate) hits: AtomicU64,
+    /// Lookups that found nothing.
+    pub(crate) misses: AtomicU64,
     policy: ClockPro<Payload>,
+    writes: Writes,
 }
 
 impl Shard {
     pub(crate) fn new(capacity: u64) -> Self {
         Shard {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             policy: ClockPro::new(capacity),
+            writes: Writes::default(),
         }
     }
 
@@ -66,6 +92,10 @@ impl Shard {
 
     pub(crate) fn counts(&self) -> Counts {
         self.policy.counts()
+    }
+
+    pub(crate) fn writes(&self) -> Writes {
+        self.writes
     }
 
     #[inline]
@@ -78,16 +108,24 @@ impl Shard {
         self.policy.resident(idx).tag & HAS_DEADLINE != 0 && expired(self.policy.aux(idx), now)
     }
 
-    /// Looks `key` up; a hit sets its reference bit (the shard may be shared-locked).
+    /// Looks `key` up and counts the lookup; a hit sets its reference bit.
+    /// Takes `&self`: runs under the shared lock.
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> Lookup {
         match self.find(hash, key) {
-            Some(idx) if self.is_expired(idx, now) => Lookup::Expired,
+            Some(idx) if self.is_expired(idx, now) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Expired
+            }
             Some(idx) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 self.policy.touch(idx);
                 Lookup::Hit(self.policy.resident(idx).payload.value.clone())
             }
-            None => Lookup::Miss,
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Miss
+            }
         }
     }
 
@@ -109,6 +147,26 @@ impl Shard {
     /// and an overwritten value is returned, for the caller to drop after
     /// releasing the lock.
     pub(crate) fn insert(
+        &mut self,
+        hash: u64,
+        key: KeyBuf,
+        value: Bytes,
+        weight: u32,
+        deadline: u64,
+        departed: &mut Departed,
+    ) -> Option<Bytes> {
+        let before = departed.len();
+        let old = self.upsert(hash, key, value, weight, deadline, departed);
+        if old.is_some() {
+            self.writes.updates += 1;
+        } else {
+            self.writes.inserts += 1;
+        }
+        self.writes.evictions += (departed.len() - before) as u64;
+        old
+    }
+
+    fn upsert(
         &mut self,
         hash: u64,
         key: KeyBuf,
@@ -156,6 +214,7 @@ impl Shard {
         let idx = self.find(hash, key)?;
         let deadline = self.policy.aux(idx);
         let payload = self.policy.remove(hash)?;
+        self.writes.removes += 1;
         Some(Gone { payload, deadline })
     }
 
@@ -167,11 +226,13 @@ impl Shard {
         now: impl FnOnce() -> u64,
     ) -> Option<Gone> {
         let idx = self.find(hash, key)?;
-        if self.is_expired(idx, now) {
-            self.remove(hash, key)
-        } else {
-            None
+        if !self.is_expired(idx, now) {
+            return None;
         }
+        let deadline = self.policy.aux(idx);
+        let payload = self.policy.remove(hash)?;
+        self.writes.expirations += 1;
+        Some(Gone { payload, deadline })
     }
 
     /// Marks `key` clean (its current bytes are in a lower tier) if `value` is still its value.

@@ -1,0 +1,270 @@
+//! larder against quick_cache and moka on the goals' memory-tier workloads, built
+//! for a shared, noisy machine: the caches run in alternating rounds and every
+//! round yields a paired ratio, so drift in machine speed cancels out.
+//!
+//! ```text
+//! cargo bench --bench peers                  # everything
+//! cargo bench --bench peers -- throughput    # W1/W2 x 1/2 threads, paired rounds
+//! cargo bench --bench peers -- hit-ratio     # 2M requests, insert on miss, 10k and 100k entries
+//! cargo bench --bench peers -- memory        # RSS per entry, 1M entries of 64-byte values
+//! ```
+//! Environment: `PEERS_ROUNDS` (default 15) rounds per throughput cell.
+//! Results: docs/benchmarks.md.
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, Zipf};
+use std::time::Instant;
+
+const KEYS: u64 = 1_000_000;
+const VALUE_LEN: usize = 64;
+const OPS_PER_THREAD: usize = 500_000;
+
+trait Peer: Sync {
+    fn get(&self, key: u64) -> Option<Bytes>;
+    fn insert(&self, key: u64, value: Bytes);
+}
+
+impl Peer for larder::Cache {
+    fn get(&self, key: u64) -> Option<Bytes> {
+        larder::Cache::get(self, &key.to_le_bytes())
+    }
+    fn insert(&self, key: u64, value: Bytes) {
+        larder::Cache::insert(self, &key.to_le_bytes(), value).unwrap();
+    }
+}
+
+impl Peer for quick_cache::sync::Cache<u64, Bytes> {
+    fn get(&self, key: u64) -> Option<Bytes> {
+        quick_cache::sync::Cache::get(self, &key)
+    }
+    fn insert(&self, key: u64, value: Bytes) {
+        quick_cache::sync::Cache::insert(self, key, value);
+    }
+}
+
+impl Peer for moka::sync::Cache<u64, Bytes> {
+    fn get(&self, key: u64) -> Option<Bytes> {
+        moka::sync::Cache::get(self, &key)
+    }
+    fn insert(&self, key: u64, value: Bytes) {
+        moka::sync::Cache::insert(self, key, value);
+    }
+}
+
+const PEERS: [&str; 3] = ["larder", "quick_cache", "moka"];
+
+fn build(name: &str, capacity: u64) -> Box<dyn Peer> {
+    match name {
+        "larder" => Box::new(
+            larder::Cache::builder()
+                .memory_capacity(capacity)
+                .unit_weight()
+                .build()
+                .unwrap(),
+        ),
+        "quick_cache" => Box::new(quick_cache::sync::Cache::<u64, Bytes>::new(
+            capacity as usize,
+        )),
+        "moka" => Box::new(moka::sync::Cache::<u64, Bytes>::new(capacity)),
+        _ => unreachable!("unknown peer {name}"),
+    }
+}
+
+fn zipf_keys(seed: u64, n: usize) -> Vec<u64> {
+    let zipf = Zipf::new(KEYS as f64, 0.99).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| zipf.sample(&mut rng) as u64).collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs each thread's (key, is_get) stream once; returns operations per second.
+fn run(cache: &dyn Peer, streams: &[Vec<(u64, bool)>], value: &Bytes) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for ops in streams {
+            s.spawn(move || {
+                for &(key, is_get) in ops {
+                    if is_get {
+                        std::hint::black_box(cache.get(key));
+                    } else {
+                        cache.insert(key, value.clone());
+                    }
+                }
+            });
+        }
+    });
+    let ops: usize = streams.iter().map(Vec::len).sum();
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+fn throughput() {
+    let rounds: usize = std::env::var("PEERS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    println!("## Throughput (Mops/s, median of {rounds} alternating rounds)\n");
+    println!(
+        "| cell | larder | quick_cache | moka | larder / quick_cache (median of paired rounds) | range |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
+        for threads in [1u64, 2] {
+            let streams: Vec<Vec<(u64, bool)>> = (0..threads)
+                .map(|t| {
+                    let mut rng = StdRng::seed_from_u64(100 + t);
+                    zipf_keys(t + 1, OPS_PER_THREAD)
+                        .into_iter()
+                        .map(|k| (k, rng.random_range(0..100) < get_percent))
+                        .collect()
+                })
+                .collect();
+            let caches: Vec<_> = PEERS.iter().map(|p| build(p, 100_000)).collect();
+            for c in &caches {
+                run(c.as_ref(), &streams, &value); // fill
+            }
+            let mut speed = vec![Vec::new(); caches.len()];
+            let mut ratios = Vec::new();
+            for _ in 0..rounds {
+                for (i, c) in caches.iter().enumerate() {
+                    speed[i].push(run(c.as_ref(), &streams, &value) / 1e6);
+                }
+                let n = speed[0].len() - 1;
+                ratios.push(speed[0][n] / speed[1][n]);
+            }
+            let (lo, hi) = ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            let ratio = median(&mut ratios);
+            let m: Vec<f64> = speed.iter_mut().map(|s| median(s)).collect();
+            println!(
+                "| {workload} {threads}T | {:.2} | {:.2} | {:.2} | **{ratio:.2}x** | {lo:.2}..{hi:.2} |",
+                m[0], m[1], m[2]
+            );
+        }
+    }
+    println!();
+}
+
+fn hit_ratio() {
+    println!(
+        "## Hit ratio (1 thread, get then insert on miss, 2,000,000 requests, Zipf 0.99 over 1M keys)\n"
+    );
+    println!("| capacity | larder | quick_cache | moka |");
+    println!("|---|---|---|---|");
+    let keys = zipf_keys(7, 2_000_000);
+    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    for capacity in [10_000u64, 100_000] {
+        let row: Vec<String> = PEERS
+            .iter()
+            .map(|p| {
+                let cache = build(p, capacity);
+                let hits = keys
+                    .iter()
+                    .filter(|&&k| {
+                        let hit = cache.get(k).is_some();
+                        if !hit {
+                            cache.insert(k, value.clone());
+                        }
+                        hit
+                    })
+                    .count();
+                format!("{:.2}%", 100.0 * hits as f64 / keys.len() as f64)
+            })
+            .collect();
+        println!("| {capacity} | {} |", row.join(" | "));
+    }
+    println!();
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// In a fresh process: RSS growth per entry held after inserting 1M distinct keys.
+fn memory_child(name: &str) {
+    const N: u64 = 1_000_000;
+    let values: Vec<Bytes> = (0..N)
+        .map(|i| Bytes::from(vec![i as u8; VALUE_LEN]))
+        .collect();
+    let before = rss_bytes();
+    let cache = build(name, N);
+    for (i, v) in values.into_iter().enumerate() {
+        cache.insert(i as u64, v);
+    }
+    let held = (0..N).filter(|&k| cache.get(k).is_some()).count() as u64;
+    let after = rss_bytes();
+    println!("{held} {}", (after - before) / held.max(1));
+}
+
+fn memory() {
+    println!(
+        "## Memory (RSS growth per entry held, 1,000,000 distinct u64 keys, 64-byte `Bytes` values)\n"
+    );
+    println!("| cache | entries held | bytes per entry (values included) |");
+    println!("|---|---|---|");
+    let exe = std::env::current_exe().unwrap();
+    for p in PEERS {
+        let out = std::process::Command::new(&exe)
+            .args(["memory-child", p])
+            .output()
+            .expect("run the memory child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace();
+        let (held, per) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
+        println!("| {p} | {held} | {per} |");
+    }
+    println!("\n(The values alone take 64 bytes + the allocator's 16 = 80 bytes per entry.)\n");
+}
+
+/// One cache, one cell, 20 rounds: for `perf stat` and profilers.
+fn solo(name: &str, get_percent: u32, threads: u64) {
+    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let streams: Vec<Vec<(u64, bool)>> = (0..threads)
+        .map(|t| {
+            let mut rng = StdRng::seed_from_u64(100 + t);
+            zipf_keys(t + 1, OPS_PER_THREAD)
+                .into_iter()
+                .map(|k| (k, rng.random_range(0..100) < get_percent))
+                .collect()
+        })
+        .collect();
+    let cache = build(name, 100_000);
+    let rounds = std::env::var("SOLO_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut speeds: Vec<f64> = (0..rounds)
+        .map(|_| run(cache.as_ref(), &streams, &value) / 1e6)
+        .collect();
+    println!("{name}: median {:.2} Mops/s", median(&mut speeds));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match args.first().map(String::as_str) {
+        Some("memory-child") => memory_child(&args[1]),
+        Some("solo") => solo(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
+        Some("throughput") => throughput(),
+        Some("hit-ratio") => hit_ratio(),
+        Some("memory") => memory(),
+        _ => {
+            throughput();
+            hit_ratio();
+            memory();
+        }
+    }
+}
