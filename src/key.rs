@@ -123,7 +123,7 @@ impl<'a> Probe<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn matches(&self, stored: &KeyBuf) -> bool {
         match (self, stored) {
             (Probe::Inline(probe), stored) => probe == stored,

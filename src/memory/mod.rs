@@ -136,19 +136,19 @@ impl MemoryTier {
             .write()
             .insert(hash, key, value, weight, deadline, &mut departed);
         drop(old);
-        self.depart(departed);
+        if !departed.is_empty() {
+            self.depart(&mut departed);
+        }
     }
 
     /// Hands entries that left a shard to the demotion hook, or drops them. Lock released.
-    fn depart(&self, departed: Departed) {
-        if departed.is_empty() {
-            return;
-        }
+    #[cold]
+    fn depart(&self, departed: &mut Departed) {
         let Some(hook) = &self.demote else {
             return;
         };
         let now = self.clock.now();
-        for e in departed {
+        for e in departed.drain(..) {
             let deadline = e.aux;
             if deadline == 0 || deadline > now {
                 let dirty = e.tag & DIRTY != 0;

@@ -201,7 +201,7 @@ impl<P: Default> ClockPro<P> {
     // ----- lookups -------------------------------------------------------------
 
     /// The resident entry for `hash` whose payload satisfies `eq`, if any.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find_resident(&self, hash: u64, eq: impl Fn(&P) -> bool) -> Option<Idx> {
         self.table
             .find(hash, |&i| {
