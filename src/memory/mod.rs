@@ -209,3 +209,64 @@ impl MemoryTier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::hash_key;
+    use crate::sync::{Arc, Mutex};
+    use std::sync::OnceLock;
+
+    /// Keys handed to the hook, each with its dirty bit.
+    type Seen = Arc<Mutex<Vec<(Vec<u8>, bool)>>>;
+
+    /// Records what it is handed, and checks that no shard lock is held meanwhile.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        tier: Arc<OnceLock<Arc<MemoryTier>>>,
+        seen: Seen,
+    }
+
+    impl Demote for Recorder {
+        fn demote(&self, key: &[u8], _: Bytes, _: u64, dirty: bool, _: bool) {
+            let tier = self.tier.get().expect("tier installed");
+            assert!(
+                tier.cells.iter().all(|c| c.try_write().is_some()),
+                "demotion ran under a shard lock"
+            );
+            self.seen.lock().push((key.to_vec(), dirty));
+        }
+    }
+
+    #[test]
+    fn evicted_entries_reach_the_hook_after_unlock_with_their_dirty_bit() {
+        let hook = Recorder::default();
+        let tier = Arc::new(MemoryTier::new(
+            8,
+            1,
+            Clock::system(),
+            Some(Box::new(hook.clone())),
+        ));
+        hook.tier.set(Arc::clone(&tier)).ok().unwrap();
+        let value = Bytes::from_static(b"v");
+        for k in 0u8..8 {
+            tier.insert(hash_key(&[k]), &[k], value.clone(), 1, 0);
+        }
+        // Key 7 (admitted cold, so the first to go) reached the lower tier: clean.
+        assert!(tier.mark_clean(hash_key(&[7]), &[7], &value));
+        for k in 8u8..16 {
+            tier.insert(hash_key(&[k]), &[k], value.clone(), 1, 0);
+        }
+        let seen = hook.seen.lock().clone();
+        assert!(!seen.is_empty(), "inserting past capacity must evict");
+        assert!(seen.iter().any(|(k, _)| k[..] == [7]), "key 7 was evicted");
+        for (key, dirty) in &seen {
+            assert_eq!(*dirty, key[0] != 7, "dirty bit of key {key:?}");
+        }
+        assert_eq!(
+            seen.len() as u64,
+            tier.snapshot().evictions,
+            "every eviction is handed over"
+        );
+    }
+}
