@@ -11,95 +11,22 @@
 //! Environment: `PEERS_ROUNDS` (default 15) rounds per throughput cell.
 //! Results: docs/benchmarks.md.
 
-use bytes::Bytes;
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use rand_distr::{Distribution, Zipf};
-use std::time::Instant;
+mod common;
 
-const KEYS: u64 = 1_000_000;
-const VALUE_LEN: usize = 64;
+use bytes::Bytes;
+use common::{CAPACITY, PEERS, VALUE_LEN, build, run, streams, zipf_keys};
+
 const OPS_PER_THREAD: usize = 500_000;
 
-trait Peer: Sync {
-    fn get(&self, key: u64) -> Option<Bytes>;
-    fn insert(&self, key: u64, value: Bytes);
-}
-
-impl Peer for larder::Cache {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        larder::Cache::get(self, &key.to_le_bytes())
-    }
-    fn insert(&self, key: u64, value: Bytes) {
-        larder::Cache::insert(self, &key.to_le_bytes(), value).unwrap();
-    }
-}
-
-impl Peer for quick_cache::sync::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        quick_cache::sync::Cache::get(self, &key)
-    }
-    fn insert(&self, key: u64, value: Bytes) {
-        quick_cache::sync::Cache::insert(self, key, value);
-    }
-}
-
-impl Peer for moka::sync::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        moka::sync::Cache::get(self, &key)
-    }
-    fn insert(&self, key: u64, value: Bytes) {
-        moka::sync::Cache::insert(self, key, value);
-    }
-}
-
-const PEERS: [&str; 3] = ["larder", "quick_cache", "moka"];
-
-fn build(name: &str, capacity: u64) -> Box<dyn Peer> {
-    match name {
-        "larder" => Box::new(
-            larder::Cache::builder()
-                .memory_capacity(capacity)
-                .unit_weight()
-                .build()
-                .unwrap(),
-        ),
-        "quick_cache" => Box::new(quick_cache::sync::Cache::<u64, Bytes>::new(
-            capacity as usize,
-        )),
-        "moka" => Box::new(moka::sync::Cache::<u64, Bytes>::new(capacity)),
-        _ => unreachable!("unknown peer {name}"),
-    }
-}
-
-fn zipf_keys(seed: u64, n: usize) -> Vec<u64> {
-    let zipf = Zipf::new(KEYS as f64, 0.99).unwrap();
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n).map(|_| zipf.sample(&mut rng) as u64).collect()
+/// Operations per second of one run of `streams`.
+fn ops_per_sec(cache: &dyn common::Peer, streams: &[Vec<(u64, bool)>], value: &Bytes) -> f64 {
+    let ops: usize = streams.iter().map(Vec::len).sum();
+    ops as f64 / run(cache, streams, value).as_secs_f64()
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// Runs each thread's (key, is_get) stream once; returns operations per second.
-fn run(cache: &dyn Peer, streams: &[Vec<(u64, bool)>], value: &Bytes) -> f64 {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for ops in streams {
-            s.spawn(move || {
-                for &(key, is_get) in ops {
-                    if is_get {
-                        std::hint::black_box(cache.get(key));
-                    } else {
-                        cache.insert(key, value.clone());
-                    }
-                }
-            });
-        }
-    });
-    let ops: usize = streams.iter().map(Vec::len).sum();
-    ops as f64 / start.elapsed().as_secs_f64()
 }
 
 fn throughput() {
@@ -115,16 +42,8 @@ fn throughput() {
     println!("|---|---|---|---|---|---|");
     for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
         for threads in [1u64, 2] {
-            let streams: Vec<Vec<(u64, bool)>> = (0..threads)
-                .map(|t| {
-                    let mut rng = StdRng::seed_from_u64(100 + t);
-                    zipf_keys(t + 1, OPS_PER_THREAD)
-                        .into_iter()
-                        .map(|k| (k, rng.random_range(0..100) < get_percent))
-                        .collect()
-                })
-                .collect();
-            let caches: Vec<_> = PEERS.iter().map(|p| build(p, 100_000)).collect();
+            let streams = streams(threads, OPS_PER_THREAD, get_percent);
+            let caches: Vec<_> = PEERS.iter().map(|p| build(p, CAPACITY)).collect();
             for c in &caches {
                 run(c.as_ref(), &streams, &value); // fill
             }
@@ -132,7 +51,7 @@ fn throughput() {
             let mut ratios = Vec::new();
             for _ in 0..rounds {
                 for (i, c) in caches.iter().enumerate() {
-                    speed[i].push(run(c.as_ref(), &streams, &value) / 1e6);
+                    speed[i].push(ops_per_sec(c.as_ref(), &streams, &value) / 1e6);
                 }
                 let n = speed[0].len() - 1;
                 ratios.push(speed[0][n] / speed[1][n]);
@@ -228,22 +147,14 @@ fn memory() {
 /// One cache, one cell, 20 rounds: for `perf stat` and profilers.
 fn solo(name: &str, get_percent: u32, threads: u64) {
     let value = Bytes::from(vec![7u8; VALUE_LEN]);
-    let streams: Vec<Vec<(u64, bool)>> = (0..threads)
-        .map(|t| {
-            let mut rng = StdRng::seed_from_u64(100 + t);
-            zipf_keys(t + 1, OPS_PER_THREAD)
-                .into_iter()
-                .map(|k| (k, rng.random_range(0..100) < get_percent))
-                .collect()
-        })
-        .collect();
-    let cache = build(name, 100_000);
+    let streams = streams(threads, OPS_PER_THREAD, get_percent);
+    let cache = build(name, CAPACITY);
     let rounds = std::env::var("SOLO_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(20);
     let mut speeds: Vec<f64> = (0..rounds)
-        .map(|_| run(cache.as_ref(), &streams, &value) / 1e6)
+        .map(|_| ops_per_sec(cache.as_ref(), &streams, &value) / 1e6)
         .collect();
     println!("{name}: median {:.2} Mops/s", median(&mut speeds));
 }

@@ -212,10 +212,8 @@ impl Shard {
     /// Removes `key`; returns what was resident.
     pub(crate) fn remove(&mut self, hash: u64, key: &Probe) -> Option<Gone> {
         let idx = self.find(hash, key)?;
-        let deadline = self.policy.aux(idx);
-        let payload = self.policy.remove(hash)?;
         self.writes.removes += 1;
-        Some(Gone { payload, deadline })
+        self.take(idx, hash)
     }
 
     /// Removes `key` if it is resident and expired.
@@ -229,9 +227,14 @@ impl Shard {
         if !self.is_expired(idx, now) {
             return None;
         }
+        self.writes.expirations += 1;
+        self.take(idx, hash)
+    }
+
+    /// Takes resident entry `idx` (of `hash`) out of the shard.
+    fn take(&mut self, idx: Idx, hash: u64) -> Option<Gone> {
         let deadline = self.policy.aux(idx);
         let payload = self.policy.remove(hash)?;
-        self.writes.expirations += 1;
         Some(Gone { payload, deadline })
     }
 
