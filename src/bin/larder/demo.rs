@@ -61,7 +61,7 @@ pub(crate) fn run(args: Args) -> CliResult {
         args.requests, args.zipf, args.keys, args.value_size, args.memory_mib, args.threads
     );
     let bar = ProgressBar::new(args.requests).with_style(
-        ProgressStyle::with_template("{bar:40} {percent:>3}% {per_sec:>14} eta {eta}")
+        ProgressStyle::with_template("{bar:40} {percent:>3}%  {human_pos}/{human_len} requests  {elapsed} elapsed, eta {eta}")
             .expect("static template"),
     );
     let started = Instant::now();
