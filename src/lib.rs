@@ -58,6 +58,7 @@
 mod builder;
 mod cache;
 mod error;
+mod format;
 mod key;
 mod memory;
 mod patterns;
@@ -73,6 +74,17 @@ pub use error::{BuildError, Error, LoadError};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
 pub use stats::{Stats, TierStats};
 pub use time::ManualClock;
+
+/// Entry points for the fuzz targets in `fuzz/` (compiled with `--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::format::FormatError;
+    pub use crate::format::record::{
+        Kind, RecordHeader, decode as decode_record, encode as encode_record,
+    };
+    pub use crate::format::segment::{SegmentHeader, Trailer};
+}
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -45,12 +45,20 @@ fuzz_target!(|data: &[u8]| {
             }
             2 | 3 => {
                 if let Some(got) = cache.get(&[key]) {
-                    assert_eq!(Some(got), live(&model, now, key), "get({key}) at step {step}");
+                    assert_eq!(
+                        Some(got),
+                        live(&model, now, key),
+                        "get({key}) at step {step}"
+                    );
                 }
             }
             4 => {
                 if let Some(got) = cache.remove(&[key]) {
-                    assert_eq!(Some(got), live(&model, now, key), "remove({key}) at step {step}");
+                    assert_eq!(
+                        Some(got),
+                        live(&model, now, key),
+                        "remove({key}) at step {step}"
+                    );
                 }
                 model.remove(&key);
             }

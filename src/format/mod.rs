@@ -1,0 +1,90 @@
+//! The on-disk format of the disk tier (L2): every byte layout in one place.
+//!
+//! All integers are little-endian. Every structure carries a CRC-32 (crc32fast,
+//! the IEEE polynomial) that also covers where it belongs (the segment id, and
+//! for a record its offset), so a structure copied to the wrong place fails its
+//! check. Decoders never panic and never read out of bounds, whatever the bytes:
+//! they return a [`FormatError`]. `docs/format.md` describes the same layouts
+//! for people; the constants here are derived from each other, never retyped.
+//!
+//! The disk tier that writes and reads these structures is being built
+//! (issue 3); until it lands, only the tests and fuzz targets use this module.
+#![cfg_attr(not(test), allow(dead_code))]
+
+pub(crate) mod record;
+pub(crate) mod segment;
+
+/// The format version written in every segment header.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why bytes read from disk were rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Fewer bytes than the structure needs (a truncated file or a torn write).
+    #[error("truncated: {needed} bytes needed, {available} available")]
+    Truncated {
+        /// Bytes the structure needs.
+        needed: usize,
+        /// Bytes there are.
+        available: usize,
+    },
+    /// The magic number is wrong: not a larder structure, or not where one was expected.
+    #[error("bad magic number in a {what}")]
+    BadMagic {
+        /// The structure that was expected.
+        what: &'static str,
+    },
+    /// A field holds a value the format does not allow.
+    #[error("invalid {field} in a {what}: {value}")]
+    Invalid {
+        /// The structure.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
+    /// The structure was written by a newer (or unknown) format version.
+    #[error("unknown format version {found} (this build reads version {FORMAT_VERSION})")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The checksum does not match: corrupt, torn, or copied from elsewhere.
+    #[error("checksum mismatch in a {what}: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// The structure.
+        what: &'static str,
+        /// The CRC stored with it.
+        stored: u32,
+        /// The CRC of the bytes as read.
+        computed: u32,
+    },
+}
+
+/// Little-endian readers over a slice whose length the caller has checked.
+/// Each returns `None` rather than panicking if it was not.
+pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Checks that `b` holds at least `needed` bytes.
+pub(crate) fn need(b: &[u8], needed: usize) -> Result<(), FormatError> {
+    if b.len() < needed {
+        Err(FormatError::Truncated {
+            needed,
+            available: b.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
