@@ -57,6 +57,7 @@
 
 mod builder;
 mod cache;
+mod disk;
 mod error;
 mod format;
 mod key;

@@ -1,0 +1,760 @@
+//! L2, the disk tier: a log of fixed-size segment files.
+//!
+//! Status: the tier works on its own (append, read, remove, sync, seal,
+//! reclaim, failure) and is tested here; it is not yet wired under the memory
+//! tier, and opening a directory that already holds segments (recovery) is
+//! refused until restart is built. See docs/design.md §9.
+//!
+//! # Write path
+//! Appends are serialized by one log mutex that assigns the sequence number,
+//! encodes the record into the active segment's in-memory buffer and points
+//! the index at it, all at once: the index never runs ahead of or behind the
+//! log, so a removed or overwritten value is never read back. Compression runs
+//! before the lock is taken. A full segment is frozen (its buffer moves to the
+//! frozen list, still readable) and a new one starts.
+//!
+//! The flusher thread does all the I/O: it writes the active segment's new
+//! bytes every flush interval, writes frozen segments out with their summary
+//! and trailer, `fdatasync`s them and publishes their files, answers `sync()`
+//! requests, and reclaims the oldest segment when the tier is over capacity.
+//! Producers wait (bounded) or are refused when too many segments are frozen
+//! and unwritten: nothing is dropped silently.
+//!
+//! # Read path
+//! Index → location → the bytes from the active buffer, a frozen buffer or the
+//! segment file (positional read), checked in that order: data only ever moves
+//! in that direction, and is published in the next place before it leaves the
+//! previous one. Every record is verified (magic, fields, CRC over its bytes,
+//! segment id and offset) and its key compared in full before a byte is
+//! returned; a record that fails is a miss, dropped from the index and counted.
+#![cfg_attr(not(test), allow(dead_code))]
+
+mod index;
+pub(crate) mod io;
+mod segment;
+
+use crate::format::FormatError;
+use crate::format::record::{self, Kind, RecordHeader};
+use crate::format::segment::{
+    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry,
+    TRAILER_LEN, Trailer, encode_summary,
+};
+use crate::key::hash_key;
+use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering, RwLock};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use index::{Index, Loc};
+use io::Io;
+use segment::{ActiveBuffer, SegmentFile};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a producer does when too many segments wait to be written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Backpressure {
+    /// Wait up to this long for the flusher, then refuse.
+    Wait(Duration),
+    /// Refuse at once.
+    Refuse,
+}
+
+/// The disk tier's settings.
+pub(crate) struct DiskConfig {
+    pub(crate) dir: PathBuf,
+    /// Bytes of segment files the tier may keep, including the active segment.
+    pub(crate) capacity: u64,
+    pub(crate) segment_size: u64,
+    /// How often the flusher writes the active segment's new bytes.
+    pub(crate) flush_interval: Duration,
+    /// Values at least this long are zstd-compressed when that shrinks them.
+    pub(crate) compress_above: usize,
+    pub(crate) backpressure: Backpressure,
+    /// Full segments that may wait, in memory, to be written.
+    pub(crate) max_frozen: usize,
+    pub(crate) io: Arc<dyn Io>,
+}
+
+/// Why the disk tier refused something.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DiskError {
+    #[error("invalid disk tier configuration: {0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} already holds segment files; reopening a disk tier is not supported yet")]
+    NotEmpty(PathBuf),
+    #[error("the disk tier failed and stopped writing: {0}")]
+    Failed(String),
+    #[error("the disk tier is behind: the record was refused, not persisted")]
+    Refused,
+    #[error("a record of {0} bytes does not fit in a segment")]
+    TooLarge(usize),
+}
+
+/// Counters of the disk tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DiskStats {
+    pub(crate) entries: u64,
+    pub(crate) segments: u64,
+    pub(crate) hits: u64,
+    pub(crate) records_written: u64,
+    /// Bytes the flusher wrote to segment files (records, summaries, trailers, headers).
+    pub(crate) bytes_written: u64,
+    /// Value bytes given to `put`, and what they took once stored.
+    pub(crate) value_bytes_in: u64,
+    pub(crate) value_bytes_stored: u64,
+    pub(crate) refused: u64,
+    pub(crate) corrupt: u64,
+    pub(crate) reclaimed_segments: u64,
+    pub(crate) failed: Option<String>,
+    pub(crate) io_backend: &'static str,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    records_written: AtomicU64,
+    bytes_written: AtomicU64,
+    value_bytes_in: AtomicU64,
+    value_bytes_stored: AtomicU64,
+    refused: AtomicU64,
+    corrupt: AtomicU64,
+    reclaimed: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What the log mutex guards.
+struct Log {
+    next_seq: u64,
+    next_id: u32,
+    /// The active segment's summary so far.
+    summary: Vec<SummaryEntry>,
+}
+
+/// A full segment waiting for the flusher: its records and their summary.
+struct Frozen {
+    id: u32,
+    first_seq: u64,
+    bytes: Vec<u8>,
+    summary: Vec<SummaryEntry>,
+}
+
+enum Request {
+    Sync(Sender<Result<(), DiskError>>),
+    Wake,
+}
+
+struct Shared {
+    config: DiskConfig,
+    index: Index,
+    log: Mutex<Log>,
+    active: RwLock<ActiveBuffer>,
+    frozen: RwLock<BTreeMap<u32, Arc<Frozen>>>,
+    files: RwLock<BTreeMap<u32, Arc<SegmentFile>>>,
+    /// Signalled when a frozen segment has been written.
+    space: (Mutex<()>, Condvar),
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    counters: Counters,
+}
+
+/// The disk tier.
+pub(crate) struct DiskTier {
+    shared: Arc<Shared>,
+    requests: Option<Sender<Request>>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+impl DiskTier {
+    /// Opens a new disk tier in `config.dir` (created if needed; it must not hold segments).
+    pub(crate) fn open(config: DiskConfig) -> Result<Self, DiskError> {
+        let s = config.segment_size;
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&s) {
+            return Err(DiskError::Config(format!(
+                "segment size {s} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}"
+            )));
+        }
+        if config.capacity < 3 * s {
+            return Err(DiskError::Config(format!(
+                "capacity {} must hold at least 3 segments of {s} bytes",
+                config.capacity
+            )));
+        }
+        if config.max_frozen == 0 {
+            return Err(DiskError::Config("max_frozen must be at least 1".into()));
+        }
+        let io_err = |context: String| move |source| DiskError::Io { context, source };
+        std::fs::create_dir_all(&config.dir)
+            .map_err(io_err(format!("cannot create {}", config.dir.display())))?;
+        let listing = std::fs::read_dir(&config.dir)
+            .map_err(io_err(format!("cannot list {}", config.dir.display())))?;
+        for entry in listing.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".seg") {
+                return Err(DiskError::NotEmpty(config.dir.clone()));
+            }
+        }
+        let buffer = (s as usize) - SEGMENT_HEADER_LEN - TRAILER_LEN;
+        let shared = Arc::new(Shared {
+            index: Index::new(),
+            log: Mutex::new(Log {
+                next_seq: 1,
+                next_id: 2,
+                summary: Vec::new(),
+            }),
+            active: RwLock::new(ActiveBuffer::new(1, 1, buffer)),
+            frozen: RwLock::new(BTreeMap::new()),
+            files: RwLock::new(BTreeMap::new()),
+            space: (Mutex::new(()), Condvar::new()),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            counters: Counters::default(),
+            config,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let flusher = Flusher::new(Arc::clone(&shared), rx);
+        let handle = std::thread::Builder::new()
+            .name("larder-flusher".into())
+            .spawn(move || flusher.run())
+            .map_err(io_err("cannot start the flusher thread".into()))?;
+        Ok(DiskTier {
+            shared,
+            requests: Some(tx),
+            flusher: Some(handle),
+        })
+    }
+
+    /// Appends `key` = `value` (expiring at `expires_at`, unix ns, 0 = never).
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        let compressed = (value.len() >= sh.config.compress_above)
+            .then(|| zstd::bulk::compress(value, 1).ok())
+            .flatten()
+            .filter(|c| c.len() < value.len());
+        let stored = compressed.as_deref().unwrap_or(value);
+        let header = RecordHeader {
+            kind: Kind::Value,
+            compressed: compressed.is_some(),
+            key_len: key.len() as u16,
+            stored_len: stored.len() as u32,
+            raw_len: value.len() as u32,
+            expires_at,
+            seq: 0,
+        };
+        self.append(key, header, stored)?;
+        add(&sh.counters.value_bytes_in, value.len() as u64);
+        add(&sh.counters.value_bytes_stored, stored.len() as u64);
+        Ok(())
+    }
+
+    /// Forgets `key`; if it was on disk, appends a tombstone so it cannot come back.
+    pub(crate) fn remove(&self, key: &[u8]) -> Result<(), DiskError> {
+        let header = RecordHeader {
+            kind: Kind::Tombstone,
+            compressed: false,
+            key_len: key.len() as u16,
+            stored_len: 0,
+            raw_len: 0,
+            expires_at: 0,
+            seq: 0,
+        };
+        self.append(key, header, &[])
+    }
+
+    fn append(&self, key: &[u8], mut header: RecordHeader, stored: &[u8]) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        let len = header.record_len();
+        let room = sh.config.segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN;
+        if len + SUMMARY_ENTRY_LEN > room {
+            return Err(DiskError::TooLarge(len));
+        }
+        self.check_failed()?;
+        self.wait_for_space()?;
+        let hash = hash_key(key);
+        let mut log = sh.log.lock();
+        if header.kind == Kind::Tombstone && sh.index.remove(hash).is_none() {
+            return Ok(()); // Nothing on disk to supersede.
+        }
+        let mut active = sh.active.write();
+        let summary_len = (log.summary.len() + 1) * SUMMARY_ENTRY_LEN;
+        if active.bytes.len() + len + summary_len > room {
+            self.freeze(&mut log, &mut active);
+        }
+        header.seq = log.next_seq;
+        log.next_seq += 1;
+        let offset = active.end_offset();
+        let segment_id = u64::from(active.id);
+        record::encode(&mut active.bytes, segment_id, offset, &header, key, stored);
+        log.summary.push(SummaryEntry {
+            hash,
+            seq: header.seq,
+            offset,
+            len: len as u32,
+            tombstone: header.kind == Kind::Tombstone,
+            compressed: header.compressed,
+        });
+        if header.kind == Kind::Value {
+            let loc = Loc {
+                segment: active.id,
+                offset,
+                len: len as u32,
+            };
+            sh.index.insert(hash, loc);
+        }
+        Ok(())
+    }
+
+    /// Moves the full active segment to the frozen list and starts the next one.
+    /// Called with the log and active locks held.
+    fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer) {
+        let sh = &*self.shared;
+        let capacity = active.bytes.capacity();
+        let next = ActiveBuffer::new(log.next_id, log.next_seq, capacity);
+        let full = std::mem::replace(active, next);
+        log.next_id += 1;
+        let frozen = Frozen {
+            id: full.id,
+            first_seq: full.first_seq,
+            bytes: full.bytes,
+            summary: std::mem::take(&mut log.summary),
+        };
+        // Published before the active lock is released: readers find it here.
+        sh.frozen.write().insert(frozen.id, Arc::new(frozen));
+        self.wake();
+    }
+
+    fn wait_for_space(&self) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        let full = || sh.frozen.read().len() >= sh.config.max_frozen;
+        if !full() {
+            return Ok(());
+        }
+        let deadline = match sh.config.backpressure {
+            Backpressure::Refuse => None,
+            Backpressure::Wait(d) => Some(Instant::now() + d),
+        };
+        let (lock, cond) = &sh.space;
+        let mut guard = lock.lock();
+        while full() {
+            self.check_failed()?;
+            let timed_out = match deadline {
+                None => true,
+                Some(d) => cond.wait_until(&mut guard, d).timed_out(),
+            };
+            if timed_out && full() {
+                add(&sh.counters.refused, 1);
+                return Err(DiskError::Refused);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_failed(&self) -> Result<(), DiskError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            let why = self.shared.failure.lock().clone().unwrap_or_default();
+            return Err(DiskError::Failed(why));
+        }
+        Ok(())
+    }
+
+    fn wake(&self) {
+        if let Some(tx) = &self.requests {
+            let _ = tx.send(Request::Wake);
+        }
+    }
+
+    /// The value of `key`, if the tier holds a live, intact record of it.
+    pub(crate) fn get(&self, key: &[u8], now_unix_ns: u64) -> Option<Bytes> {
+        let sh = &*self.shared;
+        let hash = hash_key(key);
+        let loc = sh.index.get(hash)?;
+        // `None`: the segment was reclaimed since the index was read: a plain miss.
+        let bytes = self.read(loc)?;
+        let found = bytes.and_then(|bytes| {
+            record::decode(u64::from(loc.segment), loc.offset, &bytes)
+                .and_then(|r| value_of(&r, key))
+                .map(|v| v.filter(|_| live(&bytes, now_unix_ns)))
+        });
+        match found {
+            Ok(Some(v)) => {
+                add(&sh.counters.hits, 1);
+                Some(v)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                // Corrupt, torn or truncated: a miss, counted, and forgotten.
+                add(&sh.counters.corrupt, 1);
+                sh.index.remove_if(hash, loc);
+                log_corruption(loc, &e);
+                None
+            }
+        }
+    }
+
+    /// The bytes of the record at `loc`, from wherever they are now; `None` if
+    /// its segment has been reclaimed. A file too short for the record (truncated
+    /// behind larder's back) is damage, reported as `Err(Some(..))`.
+    fn read(&self, loc: Loc) -> Option<Result<Vec<u8>, FormatError>> {
+        let sh = &*self.shared;
+        {
+            let active = sh.active.read();
+            if active.id == loc.segment {
+                return Some(slice_of(active.slice(loc.offset, loc.len), loc));
+            }
+        }
+        if let Some(f) = sh.frozen.read().get(&loc.segment).cloned() {
+            let start = (loc.offset as usize).saturating_sub(SEGMENT_HEADER_LEN);
+            return Some(slice_of(f.bytes.get(start..start + loc.len as usize), loc));
+        }
+        let file = sh.files.read().get(&loc.segment).cloned()?;
+        let mut buf = vec![0u8; loc.len as usize];
+        let read = sh
+            .config
+            .io
+            .read_exact_at(&file.file, &mut buf, u64::from(loc.offset));
+        Some(read.map(|()| buf).map_err(|_| FormatError::Truncated {
+            needed: loc.len as usize,
+            available: 0,
+        }))
+    }
+
+    /// Returns once everything appended before the call is written and `fdatasync`ed.
+    pub(crate) fn sync(&self) -> Result<(), DiskError> {
+        self.check_failed()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let requests = self.requests.as_ref().expect("open tier");
+        requests
+            .send(Request::Sync(tx))
+            .map_err(|_| DiskError::Failed("the flusher has stopped".into()))?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(DiskError::Failed("the flusher has stopped".into())))
+    }
+
+    pub(crate) fn stats(&self) -> DiskStats {
+        let sh = &*self.shared;
+        let c = &sh.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DiskStats {
+            entries: sh.index.len() as u64,
+            segments: sh.files.read().len() as u64,
+            hits: load(&c.hits),
+            records_written: load(&c.records_written),
+            bytes_written: load(&c.bytes_written),
+            value_bytes_in: load(&c.value_bytes_in),
+            value_bytes_stored: load(&c.value_bytes_stored),
+            refused: load(&c.refused),
+            corrupt: load(&c.corrupt),
+            reclaimed_segments: load(&c.reclaimed),
+            failed: sh.failure.lock().clone(),
+            io_backend: sh.config.io.name(),
+        }
+    }
+}
+
+impl Drop for DiskTier {
+    /// Stops the flusher after it has written and synced what was appended.
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(h) = self.flusher.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn slice_of(bytes: Option<&[u8]>, loc: Loc) -> Result<Vec<u8>, FormatError> {
+    bytes.map(<[u8]>::to_vec).ok_or(FormatError::Truncated {
+        needed: loc.len as usize,
+        available: 0,
+    })
+}
+
+/// The value of a verified record for `key`: `None` if the record is for
+/// another key sharing the hash (a miss, not corruption).
+fn value_of(r: &record::Record<'_>, key: &[u8]) -> Result<Option<Bytes>, FormatError> {
+    if r.key != key || r.header.kind != Kind::Value {
+        return Ok(None);
+    }
+    if !r.header.compressed {
+        return Ok(Some(Bytes::copy_from_slice(r.stored)));
+    }
+    let raw = zstd::bulk::decompress(r.stored, r.header.raw_len as usize)
+        .ok()
+        .filter(|v| v.len() == r.header.raw_len as usize)
+        .ok_or(FormatError::Invalid {
+            what: "record",
+            field: "compressed value",
+            value: u64::from(r.header.stored_len),
+        })?;
+    Ok(Some(Bytes::from(raw)))
+}
+
+fn live(record_bytes: &[u8], now_unix_ns: u64) -> bool {
+    record::decode_header(record_bytes)
+        .map(|h| h.expires_at == 0 || h.expires_at > now_unix_ns)
+        .unwrap_or(false)
+}
+
+fn log_corruption(loc: Loc, e: &FormatError) {
+    // One line per bad record; the counter in `stats` is the durable signal.
+    eprintln!(
+        "larder: corrupt record in segment {} at offset {} dropped: {e}",
+        loc.segment, loc.offset
+    );
+}
+
+/// The flusher thread's state: all the tier's I/O happens here.
+struct Flusher {
+    shared: Arc<Shared>,
+    requests: Receiver<Request>,
+    /// The file of the segment being filled, and how much of it is written.
+    active_file: Option<(Arc<SegmentFile>, usize)>,
+}
+
+impl Flusher {
+    fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Self {
+        Flusher {
+            shared,
+            requests,
+            active_file: None,
+        }
+    }
+
+    fn run(mut self) {
+        let interval = self.shared.config.flush_interval;
+        loop {
+            let mut syncs = Vec::new();
+            let open = match self.requests.recv_timeout(interval) {
+                Ok(r) => {
+                    syncs.extend(take_sync(r));
+                    syncs.extend(self.requests.try_iter().filter_map(take_sync));
+                    true
+                }
+                Err(RecvTimeoutError::Timeout) => true,
+                Err(RecvTimeoutError::Disconnected) => false,
+            };
+            let result = self.flush(!syncs.is_empty() || !open);
+            for reply in syncs {
+                let _ = reply.send(
+                    result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| DiskError::Failed(e.to_string())),
+                );
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Writes frozen segments and the active segment's new bytes; `fdatasync`s the
+    /// active file if `durable`. After a failure, does nothing but report it.
+    fn flush(&mut self, durable: bool) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        if sh.failed.load(Ordering::Acquire) {
+            return Err(DiskError::Failed(
+                sh.failure.lock().clone().unwrap_or_default(),
+            ));
+        }
+        let step = self.write_frozen().and_then(|_| self.write_active(durable));
+        if let Err(e) = &step {
+            *sh.failure.lock() = Some(e.to_string());
+            sh.failed.store(true, Ordering::Release);
+            notify_space(&sh);
+        }
+        step
+    }
+
+    fn file_for(
+        &mut self,
+        id: u32,
+        first_seq: u64,
+    ) -> Result<(Arc<SegmentFile>, usize), DiskError> {
+        if let Some((f, written)) = &self.active_file
+            && f.id == id
+        {
+            return Ok((Arc::clone(f), *written));
+        }
+        let sh = &*self.shared;
+        let f = SegmentFile::create(
+            &*sh.config.io,
+            &sh.config.dir,
+            id,
+            first_seq,
+            sh.config.segment_size,
+        )
+        .map_err(|source| DiskError::Io {
+            context: format!("cannot create segment {id}"),
+            source,
+        })?;
+        add(&sh.counters.bytes_written, SEGMENT_HEADER_LEN as u64);
+        let f = Arc::new(f);
+        self.active_file = Some((Arc::clone(&f), 0));
+        Ok((f, 0))
+    }
+
+    fn write_at(&self, file: &SegmentFile, bytes: &[u8], offset: u64) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        sh.config
+            .io
+            .write_all_at(&file.file, bytes, offset)
+            .map_err(|source| DiskError::Io {
+                context: format!("cannot write segment {}", file.id),
+                source,
+            })?;
+        add(&sh.counters.bytes_written, bytes.len() as u64);
+        Ok(())
+    }
+
+    fn sync_file(&self, file: &SegmentFile) -> Result<(), DiskError> {
+        self.shared
+            .config
+            .io
+            .sync_data(&file.file)
+            .map_err(|source| DiskError::Io {
+                context: format!("cannot fdatasync segment {}", file.id),
+                source,
+            })
+    }
+
+    /// Writes every frozen segment out, seals it and publishes its file.
+    fn write_frozen(&mut self) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        loop {
+            let Some(frozen) = sh.frozen.read().values().next().cloned() else {
+                return Ok(());
+            };
+            let (file, written) = self.file_for(frozen.id, frozen.first_seq)?;
+            let rest = &frozen.bytes[written..];
+            self.write_at(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
+            let mut summary = Vec::with_capacity(frozen.summary.len() * SUMMARY_ENTRY_LEN);
+            let summary_crc = encode_summary(u64::from(frozen.id), &frozen.summary, &mut summary);
+            let summary_offset = (SEGMENT_HEADER_LEN + frozen.bytes.len()) as u32;
+            self.write_at(&file, &summary, u64::from(summary_offset))?;
+            let trailer = Trailer {
+                summary_offset,
+                record_count: frozen.summary.len() as u32,
+                last_seq: frozen.summary.last().map_or(0, |e| e.seq),
+                summary_crc,
+            };
+            let at = sh.config.segment_size - TRAILER_LEN as u64;
+            self.write_at(&file, &trailer.encode(u64::from(frozen.id)), at)?;
+            self.sync_file(&file)?;
+            add(&sh.counters.records_written, frozen.summary.len() as u64);
+            self.active_file = None;
+            // Published as a file before it leaves the frozen list.
+            sh.files.write().insert(frozen.id, file);
+            sh.frozen.write().remove(&frozen.id);
+            notify_space(&sh);
+            self.reclaim()?;
+        }
+    }
+
+    /// Writes the active segment's bytes not yet written; syncs them if `durable`.
+    fn write_active(&mut self, durable: bool) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        let (id, first_seq, fresh) = {
+            let active = sh.active.read();
+            let written = match &self.active_file {
+                Some((f, w)) if f.id == active.id => *w,
+                _ => 0,
+            };
+            (
+                active.id,
+                active.first_seq,
+                active.bytes[written..].to_vec(),
+            )
+        };
+        if fresh.is_empty() && !durable {
+            return Ok(());
+        }
+        let (file, written) = self.file_for(id, first_seq)?;
+        self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
+        self.active_file = Some((Arc::clone(&file), written + fresh.len()));
+        if durable {
+            self.sync_file(&file)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest sealed segments while the tier is over capacity.
+    fn reclaim(&mut self) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
+        loop {
+            let held = sh.files.read().len() + sh.frozen.read().len() + 1;
+            if held <= max_segments {
+                return Ok(());
+            }
+            let Some(oldest) = sh.files.read().values().next().cloned() else {
+                return Ok(());
+            };
+            // Forget the index entries that still point into it, then unlist it;
+            // the file goes when its last reader lets go of it.
+            for e in read_summary(&sh, &oldest).unwrap_or_default() {
+                let loc = Loc {
+                    segment: oldest.id,
+                    offset: e.offset,
+                    len: e.len,
+                };
+                sh.index.remove_if(e.hash, loc);
+            }
+            oldest.retire();
+            sh.files.write().remove(&oldest.id);
+            add(&sh.counters.reclaimed, 1);
+        }
+    }
+}
+
+/// A sealed segment's summary, read back from its file.
+/// Reads only the trailer and the summary, into a zeroed segment-sized buffer
+/// (the allocator maps zero pages lazily, so the rest costs nothing).
+fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, FormatError> {
+    let size = sh.config.segment_size as usize;
+    let short = |needed| FormatError::Truncated {
+        needed,
+        available: 0,
+    };
+    let mut segment = vec![0u8; size];
+    let io = &*sh.config.io;
+    io.read_exact_at(
+        &file.file,
+        &mut segment[size - TRAILER_LEN..],
+        (size - TRAILER_LEN) as u64,
+    )
+    .map_err(|_| short(size))?;
+    let trailer = Trailer::decode(u64::from(file.id), &segment)?;
+    let start = trailer.summary_offset as usize;
+    let end = start + trailer.record_count as usize * SUMMARY_ENTRY_LEN;
+    if end > size - TRAILER_LEN {
+        return Err(short(end));
+    }
+    io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
+        .map_err(|_| short(end))?;
+    trailer.summary(u64::from(file.id), &segment)
+}
+
+/// Wakes producers waiting for a frozen segment to be written (under the mutex,
+/// so that a waiter between its check and its wait cannot miss it).
+fn notify_space(sh: &Shared) {
+    let _guard = sh.space.0.lock();
+    sh.space.1.notify_all();
+}
+
+fn take_sync(r: Request) -> Option<Sender<Result<(), DiskError>>> {
+    match r {
+        Request::Sync(reply) => Some(reply),
+        Request::Wake => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The disk tier on its own: round trips through every place a record can be,
+//! overwrites and tombstones, compression, reclaim, corruption and truncation
+//! under an open tier, injected I/O faults, backpressure, and concurrency.
+
+use super::io::{Faulty, Positional};
+use super::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::os::unix::fs::FileExt;
+
+const SEG: u64 = MIN_SEGMENT_SIZE; // 64 KiB: many segments from little data
+
+fn config(dir: &std::path::Path, segments: u64) -> DiskConfig {
+    DiskConfig {
+        dir: dir.to_path_buf(),
+        capacity: segments * SEG,
+        segment_size: SEG,
+        flush_interval: Duration::from_millis(5),
+        compress_above: 256,
+        backpressure: Backpressure::Wait(Duration::from_secs(10)),
+        max_frozen: 2,
+        io: Arc::new(Positional),
+    }
+}
+
+/// A value that names its key and version and does not compress.
+fn value(key: u32, version: u32, len: usize) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(u64::from(key) << 32 | u64::from(version));
+    let mut v = Vec::with_capacity(len.max(8));
+    v.extend_from_slice(&key.to_le_bytes());
+    v.extend_from_slice(&version.to_le_bytes());
+    v.resize_with(len.max(8), || rng.random());
+    v
+}
+
+fn k(key: u32) -> [u8; 4] {
+    key.to_le_bytes()
+}
+
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn values_read_back_from_buffer_frozen_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+    for key in 0..600u32 {
+        tier.put(&k(key), &value(key, 0, 300), 0).unwrap();
+        // Read right away: from the active buffer.
+        assert_eq!(tier.get(&k(key), 0).unwrap(), value(key, 0, 300));
+    }
+    tier.sync().unwrap();
+    let stats = tier.stats();
+    assert!(stats.segments >= 2, "{stats:?}");
+    for key in 0..600u32 {
+        assert_eq!(
+            tier.get(&k(key), 0).unwrap(),
+            value(key, 0, 300),
+            "key {key}"
+        );
+    }
+    assert_eq!(stats.entries, 600);
+    assert!(tier.get(&k(9999), 0).is_none());
+}
+
+#[test]
+fn overwrites_and_removes_never_bring_back_an_older_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut model = std::collections::HashMap::new();
+    for version in 0..3000u32 {
+        let key = rng.random_range(0..100u32);
+        if rng.random_bool(0.2) {
+            tier.remove(&k(key)).unwrap();
+            model.remove(&key);
+        } else {
+            let v = value(key, version, rng.random_range(8..200));
+            tier.put(&k(key), &v, 0).unwrap();
+            model.insert(key, v);
+        }
+        if version % 500 == 0 {
+            tier.sync().unwrap();
+        }
+    }
+    for key in 0..100u32 {
+        assert_eq!(
+            tier.get(&k(key), 0).map(|b| b.to_vec()),
+            model.get(&key).cloned(),
+            "key {key}"
+        );
+    }
+}
+
+#[test]
+fn expired_records_are_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 8)).unwrap();
+    tier.put(b"k", b"v", 1_000).unwrap();
+    assert_eq!(tier.get(b"k", 999).unwrap(), "v");
+    assert!(tier.get(b"k", 1_000).is_none());
+}
+
+#[test]
+fn compressible_values_are_stored_smaller_and_incompressible_ones_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+    let text = b"larder keeps hot data close. ".repeat(40);
+    for key in 0..50u32 {
+        tier.put(&k(key), &text, 0).unwrap();
+    }
+    let s = tier.stats();
+    assert!(s.value_bytes_stored * 4 < s.value_bytes_in, "{s:?}");
+    for key in 0..50u32 {
+        assert_eq!(tier.get(&k(key), 0).unwrap(), &text[..]);
+    }
+    let before = tier.stats();
+    tier.put(b"noise", &value(1, 1, 1000), 0).unwrap();
+    let after = tier.stats();
+    assert_eq!(
+        after.value_bytes_stored - before.value_bytes_stored,
+        1000,
+        "stored raw"
+    );
+}
+
+#[test]
+fn reclaim_keeps_the_tier_within_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 4)).unwrap();
+    for key in 0..2000u32 {
+        tier.put(&k(key), &value(key, 0, 500), 0).unwrap();
+    }
+    tier.sync().unwrap();
+    let s = tier.stats();
+    assert!(s.reclaimed_segments > 0, "{s:?}");
+    assert!(
+        segment_files(dir.path()).len() <= 4,
+        "files: {:?}",
+        segment_files(dir.path())
+    );
+    // Recent keys are there, old ones are gone, nothing is wrong.
+    assert_eq!(tier.get(&k(1999), 0).unwrap(), value(1999, 0, 500));
+    assert!(tier.get(&k(0), 0).is_none());
+    for key in 0..2000u32 {
+        if let Some(v) = tier.get(&k(key), 0) {
+            assert_eq!(v, value(key, 0, 500));
+        }
+    }
+    assert_eq!(s.corrupt, 0);
+}
+
+/// Random bit flips, zeroed ranges and truncations of sealed segment files under
+/// an open tier: every read is the right value or a miss, never wrong bytes or a
+/// panic, and damage to a record that is read is counted.
+#[test]
+fn corruption_and_truncation_under_an_open_tier_are_misses() {
+    let trials = std::env::var("LARDER_CORRUPTION_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1000u32);
+    let mut rng = StdRng::seed_from_u64(0xC0FFEE);
+    let mut trial = 0;
+    let mut detected = 0u64;
+    while trial < trials {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+        for key in 0..400u32 {
+            tier.put(&k(key), &value(key, 0, 400), 0).unwrap();
+        }
+        tier.sync().unwrap();
+        let files = segment_files(dir.path());
+        // Damage sealed files only (the last one is the active segment).
+        let sealed = &files[..files.len() - 1];
+        for _ in 0..50 {
+            let path = &sealed[rng.random_range(0..sealed.len())];
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
+            let len = f.metadata().unwrap().len();
+            if len == 0 {
+                continue; // already truncated away
+            }
+            match rng.random_range(0..3) {
+                0 => {
+                    let at = rng.random_range(0..len);
+                    let mut b = [0u8];
+                    f.read_exact_at(&mut b, at).unwrap();
+                    b[0] ^= 1 << rng.random_range(0..8);
+                    f.write_all_at(&b, at).unwrap();
+                }
+                1 => {
+                    let at = rng.random_range(0..len);
+                    let n = rng.random_range(1..512).min(len - at);
+                    f.write_all_at(&vec![0u8; n as usize], at).unwrap();
+                }
+                _ => f.set_len(rng.random_range(0..len)).unwrap(),
+            }
+            for key in 0..400u32 {
+                if let Some(v) = tier.get(&k(key), 0) {
+                    assert_eq!(
+                        v,
+                        value(key, 0, 400),
+                        "trial {trial}: wrong bytes for key {key}"
+                    );
+                }
+            }
+            trial += 1;
+        }
+        detected += tier.stats().corrupt;
+    }
+    assert!(
+        detected > 0,
+        "damage to records that were read must be counted"
+    );
+}
+
+#[test]
+fn a_failed_write_or_sync_is_reported_never_acknowledged() {
+    for fail_sync in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Faulty::new(Positional));
+        let tier = DiskTier::open(DiskConfig {
+            io: io.clone(),
+            ..config(dir.path(), 16)
+        })
+        .unwrap();
+        tier.put(b"before", b"fine", 0).unwrap();
+        tier.sync().unwrap();
+        if fail_sync {
+            io.fail_syncs_after(0);
+        } else {
+            io.fail_writes_after(0);
+        }
+        tier.put(b"after", b"doomed", 0).unwrap();
+        let err = tier.sync().unwrap_err();
+        assert!(matches!(err, DiskError::Failed(_)), "{err}");
+        assert!(tier.stats().failed.is_some());
+        // It stops writing, says so, and still serves what it has.
+        assert!(matches!(
+            tier.put(b"later", b"x", 0),
+            Err(DiskError::Failed(_))
+        ));
+        assert!(matches!(tier.sync(), Err(DiskError::Failed(_))));
+        assert_eq!(tier.get(b"before", 0).unwrap(), "fine");
+    }
+}
+
+#[test]
+fn backpressure_refuses_and_counts_when_the_flusher_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(Positional));
+    let tier = DiskTier::open(DiskConfig {
+        io: io.clone(),
+        backpressure: Backpressure::Refuse,
+        max_frozen: 1,
+        ..config(dir.path(), 64)
+    })
+    .unwrap();
+    // Stall the flusher: every write fails, so frozen segments pile up.
+    io.fail_writes_after(0);
+    let mut refused = 0;
+    for key in 0..2000u32 {
+        match tier.put(&k(key), &value(key, 0, 500), 0) {
+            Ok(()) => {}
+            Err(DiskError::Refused | DiskError::Failed(_)) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(refused > 0);
+    let s = tier.stats();
+    assert!(s.refused > 0 || s.failed.is_some(), "{s:?}");
+}
+
+#[test]
+fn bad_configuration_and_existing_segments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = |c: DiskConfig| DiskTier::open(c).err().expect("refused");
+    assert!(matches!(
+        bad(DiskConfig {
+            segment_size: 100,
+            ..config(dir.path(), 8)
+        }),
+        DiskError::Config(_)
+    ));
+    assert!(matches!(bad(config(dir.path(), 2)), DiskError::Config(_)));
+    let tier = DiskTier::open(config(dir.path(), 8)).unwrap();
+    tier.put(b"k", b"v", 0).unwrap();
+    drop(tier); // writes and syncs on the way out
+    assert!(matches!(bad(config(dir.path(), 8)), DiskError::NotEmpty(_)));
+    let too_big = value(1, 1, SEG as usize); // incompressible
+    let other = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(other.path(), 8)).unwrap();
+    assert!(matches!(
+        tier.put(b"k", &too_big, 0),
+        Err(DiskError::TooLarge(_))
+    ));
+}
+
+/// Readers on keys whose segments are being frozen, written and reclaimed.
+#[test]
+fn concurrent_readers_writers_and_reclaim() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 6)).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..2u32 {
+            let (tier, stop) = (&tier, &stop);
+            s.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(u64::from(t));
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) || reads < 1000 {
+                    let key = rng.random_range(0..3000u32);
+                    if let Some(v) = tier.get(&k(key), 0) {
+                        assert_eq!(&v[..4], &k(key), "value of another key");
+                        let version = u32::from_le_bytes(v[4..8].try_into().unwrap());
+                        assert_eq!(v, value(key, version, v.len()), "torn value");
+                    }
+                    reads += 1;
+                }
+            });
+        }
+        let mut rng = StdRng::seed_from_u64(99);
+        for version in 0..8000u32 {
+            let key = rng.random_range(0..3000u32);
+            tier.put(&k(key), &value(key, version, rng.random_range(8..400)), 0)
+                .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let s = tier.stats();
+    assert!(s.reclaimed_segments > 0 && s.corrupt == 0, "{s:?}");
+}
