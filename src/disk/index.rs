@@ -50,6 +50,12 @@ impl Index {
         Some(e.loc)
     }
 
+    /// The location of `hash`'s record, without marking it referenced.
+    pub(crate) fn peek(&self, hash: u64) -> Option<Loc> {
+        let stripe = self.stripe(hash).read();
+        stripe.find(hash, |e| e.hash == hash).map(|e| e.loc)
+    }
+
     /// Points `hash` at `loc`; returns where it pointed before.
     pub(crate) fn insert(&self, hash: u64, loc: Loc) -> Option<Loc> {
         let mut stripe = self.stripe(hash).write();

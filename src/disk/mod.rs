@@ -97,6 +97,18 @@ pub(crate) enum DiskError {
     TooLarge(usize),
 }
 
+/// A value made ready for [`DiskTier::commit`] by [`DiskTier::prepare`].
+pub(crate) struct Prepared {
+    compressed: bool,
+    stored: Vec<u8>,
+    raw_len: u32,
+    expires_at: u64,
+}
+
+/// Names the record a [`DiskTier::get_current`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token(Loc);
+
 /// Counters of the disk tier.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DiskStats {
@@ -114,6 +126,9 @@ pub(crate) struct DiskStats {
     pub(crate) reclaimed_segments: u64,
     pub(crate) failed: Option<String>,
     pub(crate) io_backend: &'static str,
+    /// Full segments waiting, in memory, to be written.
+    pub(crate) queued_segments: u64,
+    pub(crate) capacity: u64,
 }
 
 #[derive(Default)]
@@ -232,30 +247,61 @@ impl DiskTier {
         })
     }
 
-    /// Appends `key` = `value` (expiring at `expires_at`, unix ns, 0 = never).
+    /// Appends `key` = `value` (expiring at `expires_at`, unix ns, 0 = never),
+    /// waiting for room as the backpressure setting says.
     pub(crate) fn put(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), DiskError> {
+        let prepared = self.prepare(value, expires_at, true)?;
+        self.commit(key, &prepared)
+    }
+
+    /// The part of a `put` that may take time, done before any lock is held:
+    /// checks, compression, and (if `wait`) waiting for the flusher to make room.
+    pub(crate) fn prepare(
+        &self,
+        value: &[u8],
+        expires_at: u64,
+        wait: bool,
+    ) -> Result<Prepared, DiskError> {
         let sh = &*self.shared;
+        self.check_failed()?;
+        if wait {
+            self.wait_for_space()?;
+        } else if sh.frozen.read().len() >= sh.config.max_frozen {
+            add(&sh.counters.refused, 1);
+            return Err(DiskError::Refused);
+        }
         let compressed = (value.len() >= sh.config.compress_above)
             .then(|| zstd::bulk::compress(value, 1).ok())
             .flatten()
             .filter(|c| c.len() < value.len());
-        let stored = compressed.as_deref().unwrap_or(value);
-        let header = RecordHeader {
-            kind: Kind::Value,
+        Ok(Prepared {
             compressed: compressed.is_some(),
-            key_len: key.len() as u16,
-            stored_len: stored.len() as u32,
+            stored: compressed.unwrap_or_else(|| value.to_vec()),
             raw_len: value.len() as u32,
             expires_at,
+        })
+    }
+
+    /// Appends a prepared value for `key`. Never waits: safe under a caller's lock.
+    pub(crate) fn commit(&self, key: &[u8], p: &Prepared) -> Result<(), DiskError> {
+        let header = RecordHeader {
+            kind: Kind::Value,
+            compressed: p.compressed,
+            key_len: key.len() as u16,
+            stored_len: p.stored.len() as u32,
+            raw_len: p.raw_len,
+            expires_at: p.expires_at,
             seq: 0,
         };
-        self.append(key, header, stored)?;
-        add(&sh.counters.value_bytes_in, value.len() as u64);
-        add(&sh.counters.value_bytes_stored, stored.len() as u64);
+        self.append(key, header, &p.stored)?;
+        let c = &self.shared.counters;
+        add(&c.value_bytes_in, u64::from(p.raw_len));
+        add(&c.value_bytes_stored, p.stored.len() as u64);
         Ok(())
     }
 
     /// Forgets `key`; if it was on disk, appends a tombstone so it cannot come back.
+    /// Never waits (tombstones are not subject to backpressure): safe under a caller's lock.
     pub(crate) fn remove(&self, key: &[u8]) -> Result<(), DiskError> {
         let header = RecordHeader {
             kind: Kind::Tombstone,
@@ -276,13 +322,14 @@ impl DiskTier {
         if len + SUMMARY_ENTRY_LEN > room {
             return Err(DiskError::TooLarge(len));
         }
-        self.check_failed()?;
-        self.wait_for_space()?;
         let hash = hash_key(key);
         let mut log = sh.log.lock();
         if header.kind == Kind::Tombstone && sh.index.remove(hash).is_none() {
             return Ok(()); // Nothing on disk to supersede.
         }
+        // After a failure nothing more is written; the index removal above still
+        // stands, so a removed value is not served.
+        self.check_failed()?;
         let mut active = sh.active.write();
         let summary_len = (log.summary.len() + 1) * SUMMARY_ENTRY_LEN;
         if active.bytes.len() + len + summary_len > room {
@@ -373,20 +420,33 @@ impl DiskTier {
 
     /// The value of `key`, if the tier holds a live, intact record of it.
     pub(crate) fn get(&self, key: &[u8], now_unix_ns: u64) -> Option<Bytes> {
+        self.get_current(key, now_unix_ns).map(|(v, _, _)| v)
+    }
+
+    /// Whether the index still points `key` at the record `token` names (no
+    /// overwrite or removal since it was read). Does not mark it referenced.
+    pub(crate) fn is_current(&self, key: &[u8], token: Token) -> bool {
+        self.shared.index.peek(hash_key(key)) == Some(token.0)
+    }
+
+    /// Like [`get`](Self::get), with the record's expiry (unix ns) and a token
+    /// for [`is_current`](Self::is_current).
+    pub(crate) fn get_current(&self, key: &[u8], now_unix_ns: u64) -> Option<(Bytes, u64, Token)> {
         let sh = &*self.shared;
         let hash = hash_key(key);
         let loc = sh.index.get(hash)?;
         // `None`: the segment was reclaimed since the index was read: a plain miss.
         let bytes = self.read(loc)?;
         let found = bytes.and_then(|bytes| {
-            record::decode(u64::from(loc.segment), loc.offset, &bytes)
-                .and_then(|r| value_of(&r, key))
-                .map(|v| v.filter(|_| live(&bytes, now_unix_ns)))
+            let r = record::decode(u64::from(loc.segment), loc.offset, &bytes)?;
+            let expires_at = r.header.expires_at;
+            let live = expires_at == 0 || expires_at > now_unix_ns;
+            Ok(value_of(&r, key)?.filter(|_| live).map(|v| (v, expires_at)))
         });
         match found {
-            Ok(Some(v)) => {
+            Ok(Some((v, expires_at))) => {
                 add(&sh.counters.hits, 1);
-                Some(v)
+                Some((v, expires_at, Token(loc)))
             }
             Ok(None) => None,
             Err(e) => {
@@ -455,6 +515,8 @@ impl DiskTier {
             reclaimed_segments: load(&c.reclaimed),
             failed: sh.failure.lock().clone(),
             io_backend: sh.config.io.name(),
+            queued_segments: sh.frozen.read().len() as u64,
+            capacity: sh.config.capacity,
         }
     }
 }
@@ -496,12 +558,6 @@ fn value_of(r: &record::Record<'_>, key: &[u8]) -> Result<Option<Bytes>, FormatE
     Ok(Some(Bytes::from(raw)))
 }
 
-fn live(record_bytes: &[u8], now_unix_ns: u64) -> bool {
-    record::decode_header(record_bytes)
-        .map(|h| h.expires_at == 0 || h.expires_at > now_unix_ns)
-        .unwrap_or(false)
-}
-
 fn log_corruption(loc: Loc, e: &FormatError) {
     // One line per bad record; the counter in `stats` is the durable signal.
     eprintln!(
@@ -514,8 +570,8 @@ fn log_corruption(loc: Loc, e: &FormatError) {
 struct Flusher {
     shared: Arc<Shared>,
     requests: Receiver<Request>,
-    /// The file of the segment being filled, and how much of it is written.
-    active_file: Option<(Arc<SegmentFile>, usize)>,
+    /// Files of segments not sealed yet, and how many record bytes each holds.
+    unsealed: BTreeMap<u32, (Arc<SegmentFile>, usize)>,
 }
 
 impl Flusher {
@@ -523,7 +579,7 @@ impl Flusher {
         Flusher {
             shared,
             requests,
-            active_file: None,
+            unsealed: BTreeMap::new(),
         }
     }
 
@@ -578,9 +634,7 @@ impl Flusher {
         id: u32,
         first_seq: u64,
     ) -> Result<(Arc<SegmentFile>, usize), DiskError> {
-        if let Some((f, written)) = &self.active_file
-            && f.id == id
-        {
+        if let Some((f, written)) = self.unsealed.get(&id) {
             return Ok((Arc::clone(f), *written));
         }
         let sh = &*self.shared;
@@ -597,7 +651,7 @@ impl Flusher {
         })?;
         add(&sh.counters.bytes_written, SEGMENT_HEADER_LEN as u64);
         let f = Arc::new(f);
-        self.active_file = Some((Arc::clone(&f), 0));
+        self.unsealed.insert(id, (Arc::clone(&f), 0));
         Ok((f, 0))
     }
 
@@ -649,7 +703,7 @@ impl Flusher {
             self.write_at(&file, &trailer.encode(u64::from(frozen.id)), at)?;
             self.sync_file(&file)?;
             add(&sh.counters.records_written, frozen.summary.len() as u64);
-            self.active_file = None;
+            self.unsealed.remove(&frozen.id);
             // Published as a file before it leaves the frozen list.
             sh.files.write().insert(frozen.id, file);
             sh.frozen.write().remove(&frozen.id);
@@ -663,10 +717,7 @@ impl Flusher {
         let sh = Arc::clone(&self.shared);
         let (id, first_seq, fresh) = {
             let active = sh.active.read();
-            let written = match &self.active_file {
-                Some((f, w)) if f.id == active.id => *w,
-                _ => 0,
-            };
+            let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w);
             (
                 active.id,
                 active.first_seq,
@@ -678,7 +729,8 @@ impl Flusher {
         }
         let (file, written) = self.file_for(id, first_seq)?;
         self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
-        self.active_file = Some((Arc::clone(&file), written + fresh.len()));
+        self.unsealed
+            .insert(id, (Arc::clone(&file), written + fresh.len()));
         if durable {
             self.sync_file(&file)?;
         }

@@ -329,14 +329,37 @@ fn concurrent_readers_writers_and_reclaim() {
                 }
             });
         }
+        // Stops the readers even if the writer panics, so a failure fails, not hangs.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         let mut rng = StdRng::seed_from_u64(99);
         for version in 0..8000u32 {
             let key = rng.random_range(0..3000u32);
             tier.put(&k(key), &value(key, version, rng.random_range(8..400)), 0)
                 .unwrap();
         }
-        stop.store(true, Ordering::Relaxed);
     });
     let s = tier.stats();
     assert!(s.reclaimed_segments > 0 && s.corrupt == 0, "{s:?}");
+}
+
+#[test]
+fn a_read_token_goes_stale_when_the_key_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 8)).unwrap();
+    tier.put(b"k", b"v1", 0).unwrap();
+    let (v, _, token) = tier.get_current(b"k", 0).unwrap();
+    assert_eq!(v, "v1");
+    assert!(tier.is_current(b"k", token));
+    tier.put(b"k", b"v2", 0).unwrap();
+    assert!(!tier.is_current(b"k", token), "overwritten");
+    let (_, _, token) = tier.get_current(b"k", 0).unwrap();
+    tier.remove(b"k").unwrap();
+    assert!(!tier.is_current(b"k", token), "removed");
+    assert!(tier.get(b"k", 0).is_none());
 }
