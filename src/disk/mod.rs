@@ -89,6 +89,16 @@ pub(crate) enum DiskError {
     },
     #[error("{0} already holds segment files; reopening a disk tier is not supported yet")]
     NotEmpty(PathBuf),
+    #[error("{0} is in use by another cache (its LOCK file is locked)")]
+    Locked(PathBuf),
+    #[error("{dir} was created with {what}; it cannot be opened with {asked}")]
+    Mismatch {
+        dir: PathBuf,
+        what: String,
+        asked: String,
+    },
+    #[error("the manifest of {dir} is unreadable: {reason}")]
+    BadManifest { dir: PathBuf, reason: String },
     #[error("the disk tier failed and stopped writing: {0}")]
     Failed(String),
     #[error("the disk tier is behind: the record was refused, not persisted")]
@@ -169,6 +179,8 @@ enum Request {
 }
 
 struct Shared {
+    /// Held open, and locked, for as long as the tier exists.
+    _lock: std::fs::File,
     config: DiskConfig,
     index: Index,
     log: Mutex<Log>,
@@ -210,6 +222,8 @@ impl DiskTier {
         let io_err = |context: String| move |source| DiskError::Io { context, source };
         std::fs::create_dir_all(&config.dir)
             .map_err(io_err(format!("cannot create {}", config.dir.display())))?;
+        let lock = lock_directory(&config.dir)?;
+        check_manifest(&config)?;
         let listing = std::fs::read_dir(&config.dir)
             .map_err(io_err(format!("cannot list {}", config.dir.display())))?;
         for entry in listing.flatten() {
@@ -219,6 +233,7 @@ impl DiskTier {
         }
         let buffer = (s as usize) - SEGMENT_HEADER_LEN - TRAILER_LEN;
         let shared = Arc::new(Shared {
+            _lock: lock,
             index: Index::new(),
             log: Mutex::new(Log {
                 next_seq: 1,
@@ -792,6 +807,79 @@ fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, Fo
     io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
         .map_err(|_| short(end))?;
     trailer.summary(u64::from(file.id), &segment)
+}
+
+/// Takes the directory's advisory lock: one cache per directory at a time.
+fn lock_directory(dir: &std::path::Path) -> Result<std::fs::File, DiskError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| DiskError::Io {
+            context: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DiskError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(DiskError::Io {
+            context: format!("cannot lock {}", path.display()),
+            source,
+        }),
+    }
+}
+
+/// Checks the directory's manifest against the configuration, or writes it
+/// (atomically: a temporary file, fsync, rename, fsync of the directory).
+fn check_manifest(config: &DiskConfig) -> Result<(), DiskError> {
+    use crate::format::manifest::{HASH_XXH3_64, Manifest};
+    let dir = &config.dir;
+    let path = dir.join("MANIFEST");
+    let wanted = Manifest {
+        hash_id: HASH_XXH3_64,
+        segment_size: config.segment_size,
+    };
+    let io_err = |context: String| move |source| DiskError::Io { context, source };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found = Manifest::decode(&bytes).map_err(|e| DiskError::BadManifest {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let mismatch = |what: String, asked: String| DiskError::Mismatch {
+                dir: dir.clone(),
+                what,
+                asked,
+            };
+            if found.hash_id != wanted.hash_id {
+                return Err(mismatch(
+                    format!("key hash {}", found.hash_id),
+                    format!("key hash {}", wanted.hash_id),
+                ));
+            }
+            if found.segment_size != wanted.segment_size {
+                return Err(mismatch(
+                    format!("segment size {}", found.segment_size),
+                    format!("segment size {}", wanted.segment_size),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("MANIFEST.tmp");
+            let write = || -> std::io::Result<()> {
+                let f = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut &f, &wanted.encode())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(io_err(format!("cannot write {}", path.display())))
+        }
+        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+    }
 }
 
 /// Wakes producers waiting for a frozen segment to be written (under the mutex,

@@ -363,3 +363,26 @@ fn a_read_token_goes_stale_when_the_key_changes() {
     assert!(!tier.is_current(b"k", token), "removed");
     assert!(tier.get(b"k", 0).is_none());
 }
+
+#[test]
+fn one_cache_per_directory_and_settings_do_not_change_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 8)).unwrap();
+    let second = DiskTier::open(config(dir.path(), 8)).err().expect("locked");
+    assert!(matches!(second, DiskError::Locked(_)), "{second}");
+    assert!(second.to_string().contains("in use"));
+    drop(tier);
+    // The lock is released with the tier; the manifest stays, and names the segment size.
+    let other_size = DiskConfig {
+        segment_size: 2 * SEG,
+        ..config(dir.path(), 8)
+    };
+    let err = DiskTier::open(other_size).err().expect("mismatch");
+    assert!(matches!(err, DiskError::Mismatch { .. }), "{err}");
+    // A damaged manifest is reported, not trusted.
+    std::fs::write(dir.path().join("MANIFEST"), b"garbage").unwrap();
+    let err = DiskTier::open(config(dir.path(), 8))
+        .err()
+        .expect("bad manifest");
+    assert!(matches!(err, DiskError::BadManifest { .. }), "{err}");
+}

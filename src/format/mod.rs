@@ -11,6 +11,7 @@
 //! (issue 3); until it lands, only the tests and fuzz targets use this module.
 #![cfg_attr(not(test), allow(dead_code))]
 
+pub(crate) mod manifest;
 pub(crate) mod record;
 pub(crate) mod segment;
 
