@@ -51,7 +51,9 @@
 //! ## Cargo features
 //! | feature | what it does |
 //! |---|---|
+//! | `cli` (default) | the `larder` command-line tool and its dependencies |
 //! | `validate` | compiles `Cache::validate`, the invariant checker used by tests and fuzzing |
+//! | `io-uring` | the io_uring disk backend, used when the kernel allows it (positional I/O otherwise) |
 
 #![warn(missing_docs)]
 

@@ -2,6 +2,7 @@
 //! reads, and `fdatasync`. The trait is the seam for other backends (io_uring)
 //! and for fault-injection tests ([`Faulty`]).
 
+use crate::sync::Arc;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -40,17 +41,158 @@ impl Io for Positional {
     }
 }
 
+/// The backend to use: io_uring when built with the `io-uring` feature and the
+/// kernel accepts it, positional I/O otherwise. The note says why, on a fallback.
+pub(crate) fn default_backend() -> (Arc<dyn Io>, Option<String>) {
+    #[cfg(feature = "io-uring")]
+    {
+        match uring::Uring::new() {
+            Ok(u) => return (Arc::new(u), None),
+            Err(e) => {
+                return (
+                    Arc::new(Positional),
+                    Some(format!("io_uring refused ({e}); using positional I/O")),
+                );
+            }
+        }
+    }
+    #[allow(unreachable_code)]
+    (Arc::new(Positional), None)
+}
+
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring {
+    //! io_uring: one small ring, one operation in flight per call.
+
+    use super::Io;
+    use crate::sync::Mutex;
+    use io_uring::{IoUring, opcode, squeue, types};
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    /// The largest single operation (the kernel takes u32 lengths).
+    const MAX_OP: usize = 1 << 30;
+
+    pub(crate) struct Uring {
+        ring: Mutex<IoUring>,
+    }
+
+    impl Uring {
+        pub(crate) fn new() -> io::Result<Self> {
+            Ok(Uring {
+                ring: Mutex::new(IoUring::new(8)?),
+            })
+        }
+
+        /// Submits `entry` and waits for its completion; returns its result.
+        fn run(&self, entry: &squeue::Entry) -> io::Result<usize> {
+            let mut ring = self.ring.lock();
+            // SAFETY: the entry points at a file descriptor and a buffer that the
+            // caller borrows for the whole call, and this function does not return
+            // before the kernel has completed the operation (submit_and_wait(1) on
+            // a ring that holds only this one entry, under the mutex).
+            unsafe { ring.submission().push(entry) }
+                .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
+            ring.submit_and_wait(1)?;
+            let cqe = ring
+                .completion()
+                .next()
+                .ok_or_else(|| io::Error::other("io_uring returned no completion"))?;
+            let res = cqe.result();
+            if res < 0 {
+                Err(io::Error::from_raw_os_error(-res))
+            } else {
+                Ok(res as usize)
+            }
+        }
+    }
+
+    impl Io for Uring {
+        fn write_all_at(&self, file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+            let fd = types::Fd(file.as_raw_fd());
+            while !buf.is_empty() {
+                let n = buf.len().min(MAX_OP);
+                let e = opcode::Write::new(fd, buf.as_ptr(), n as u32)
+                    .offset(offset)
+                    .build();
+                match self.run(&e)? {
+                    0 => return Err(io::ErrorKind::WriteZero.into()),
+                    done => {
+                        buf = &buf[done..];
+                        offset += done as u64;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn read_exact_at(
+            &self,
+            file: &File,
+            mut buf: &mut [u8],
+            mut offset: u64,
+        ) -> io::Result<()> {
+            let fd = types::Fd(file.as_raw_fd());
+            while !buf.is_empty() {
+                let n = buf.len().min(MAX_OP);
+                let e = opcode::Read::new(fd, buf.as_mut_ptr(), n as u32)
+                    .offset(offset)
+                    .build();
+                match self.run(&e)? {
+                    0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    done => {
+                        buf = &mut buf[done..];
+                        offset += done as u64;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn sync_data(&self, file: &File) -> io::Result<()> {
+            let e = opcode::Fsync::new(types::Fd(file.as_raw_fd()))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build();
+            self.run(&e).map(|_| ())
+        }
+
+        fn name(&self) -> &'static str {
+            "io_uring"
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn write_read_sync_and_short_reads() {
+            let u = Uring::new().expect("io_uring is available on this machine");
+            let f = tempfile::tempfile().unwrap();
+            u.write_all_at(&f, b"hello uring", 100).unwrap();
+            u.sync_data(&f).unwrap();
+            let mut buf = [0u8; 11];
+            u.read_exact_at(&f, &mut buf, 100).unwrap();
+            assert_eq!(&buf, b"hello uring");
+            let mut past = [0u8; 4];
+            let err = u.read_exact_at(&f, &mut past, 109).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
+    }
+}
+
 /// Wraps a backend and fails writes or syncs on command: for tests.
-pub(crate) struct Faulty<I> {
-    inner: I,
+pub(crate) struct Faulty {
+    inner: Arc<dyn Io>,
     /// Writes still allowed before every write fails (u64::MAX: never fail).
     writes_left: AtomicU64,
     /// Syncs still allowed before every sync fails.
     syncs_left: AtomicU64,
 }
 
-impl<I: Io> Faulty<I> {
-    pub(crate) fn new(inner: I) -> Self {
+impl Faulty {
+    pub(crate) fn new(inner: Arc<dyn Io>) -> Self {
         Faulty {
             inner,
             writes_left: AtomicU64::new(u64::MAX),
@@ -79,7 +221,7 @@ impl<I: Io> Faulty<I> {
     }
 }
 
-impl<I: Io> Io for Faulty<I> {
+impl Io for Faulty {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         Self::allow(&self.writes_left)?;
         self.inner.write_all_at(file, buf, offset)

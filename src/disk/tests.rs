@@ -3,6 +3,18 @@
 //! under an open tier, injected I/O faults, backpressure, and concurrency.
 
 use super::io::{Faulty, Positional};
+
+/// The backend under test: `LARDER_IO=uring` (with feature `io-uring`) runs the
+/// suite on io_uring; CI runs it once per backend.
+fn test_io() -> Arc<dyn Io> {
+    match std::env::var("LARDER_IO").as_deref() {
+        #[cfg(feature = "io-uring")]
+        Ok("uring") => Arc::new(super::io::uring::Uring::new().expect("io_uring available")),
+        #[cfg(not(feature = "io-uring"))]
+        Ok("uring") => panic!("LARDER_IO=uring needs the io-uring feature"),
+        _ => Arc::new(Positional),
+    }
+}
 use super::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::os::unix::fs::FileExt;
@@ -18,7 +30,7 @@ fn config(dir: &std::path::Path, segments: u64) -> DiskConfig {
         compress_above: 256,
         backpressure: Backpressure::Wait(Duration::from_secs(10)),
         max_frozen: 2,
-        io: Arc::new(Positional),
+        io: test_io(),
     }
 }
 
@@ -228,7 +240,7 @@ fn corruption_and_truncation_under_an_open_tier_are_misses() {
 fn a_failed_write_or_sync_is_reported_never_acknowledged() {
     for fail_sync in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let io = Arc::new(Faulty::new(Positional));
+        let io = Arc::new(Faulty::new(test_io()));
         let tier = DiskTier::open(DiskConfig {
             io: io.clone(),
             ..config(dir.path(), 16)
@@ -258,7 +270,7 @@ fn a_failed_write_or_sync_is_reported_never_acknowledged() {
 #[test]
 fn backpressure_refuses_and_counts_when_the_flusher_is_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let io = Arc::new(Faulty::new(Positional));
+    let io = Arc::new(Faulty::new(test_io()));
     let tier = DiskTier::open(DiskConfig {
         io: io.clone(),
         backpressure: Backpressure::Refuse,
@@ -385,4 +397,21 @@ fn one_cache_per_directory_and_settings_do_not_change_silently() {
         .err()
         .expect("bad manifest");
     assert!(matches!(err, DiskError::BadManifest { .. }), "{err}");
+}
+
+#[test]
+fn the_default_backend_works_and_says_which_it_is() {
+    let (io, note) = super::io::default_backend();
+    if cfg!(feature = "io-uring") {
+        // This machine's kernel allows io_uring; elsewhere the note says why not.
+        assert!(io.name() == "io_uring" || note.is_some(), "{:?}", note);
+    } else {
+        assert_eq!((io.name(), note), ("pwrite", None));
+    }
+    let f = tempfile::tempfile().unwrap();
+    io.write_all_at(&f, b"abc", 7).unwrap();
+    io.sync_data(&f).unwrap();
+    let mut b = [0u8; 3];
+    io.read_exact_at(&f, &mut b, 7).unwrap();
+    assert_eq!(&b, b"abc");
 }
