@@ -1,11 +1,15 @@
 //! [`CacheBuilder`]: every setting, its default, and its validation.
 
 use crate::cache::Cache;
+use crate::disk::io::default_backend;
+use crate::disk::{Backpressure, DiskConfig, DiskTier, Tiered, WritePolicy};
 use crate::error::BuildError;
 use crate::memory::MemoryTier;
 use crate::time::{Clock, ManualClock};
 use bytes::Bytes;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The largest shard count accepted.
 pub const MAX_SHARDS: usize = 1 << 16;
@@ -73,6 +77,19 @@ pub struct CacheBuilder {
     shards: Option<usize>,
     weigher: Weigher,
     clock: Clock,
+    disk: Option<DiskSettings>,
+}
+
+/// The disk tier's settings, with their defaults.
+#[derive(Clone)]
+struct DiskSettings {
+    dir: PathBuf,
+    capacity: u64,
+    segment_size: u64,
+    policy: WritePolicy,
+    backpressure: Backpressure,
+    flush_interval: Duration,
+    compress_above: usize,
 }
 
 impl Default for CacheBuilder {
@@ -82,6 +99,7 @@ impl Default for CacheBuilder {
             shards: None,
             weigher: Weigher::Bytes,
             clock: Clock::system(),
+            disk: None,
         }
     }
 }
@@ -125,6 +143,94 @@ impl CacheBuilder {
         self
     }
 
+    /// Adds a disk tier (L2) in `dir` (created if needed), holding at most
+    /// `capacity` bytes of segment files. The directory must not be in use by
+    /// another cache. Reopening a directory that holds segments is not supported
+    /// yet (it is refused with an error).
+    pub fn disk(mut self, dir: impl Into<PathBuf>, capacity: u64) -> Self {
+        self.disk = Some(DiskSettings {
+            dir: dir.into(),
+            capacity,
+            segment_size: 64 << 20,
+            policy: WritePolicy::WriteBehind,
+            backpressure: Backpressure::Wait(Duration::from_millis(100)),
+            flush_interval: Duration::from_millis(100),
+            compress_above: 512,
+        });
+        self
+    }
+
+    fn disk_mut(&mut self) -> Option<&mut DiskSettings> {
+        self.disk.as_mut()
+    }
+
+    /// Size of the disk tier's segment files (default 64 MiB; 64 KiB..=1 GiB).
+    /// Call after [`disk`](Self::disk).
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.segment_size = bytes;
+        }
+        self
+    }
+
+    /// When values reach the disk tier (default [`WritePolicy::WriteBehind`]).
+    /// Call after [`disk`](Self::disk).
+    pub fn write_policy(mut self, policy: WritePolicy) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.policy = policy;
+        }
+        self
+    }
+
+    /// What an insert does when the disk tier is behind (default: wait 100 ms,
+    /// then refuse and count). Call after [`disk`](Self::disk).
+    pub fn disk_backpressure(mut self, backpressure: Backpressure) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.backpressure = backpressure;
+        }
+        self
+    }
+
+    /// How often the disk tier writes what it has buffered (default 100 ms).
+    /// Call after [`disk`](Self::disk).
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.flush_interval = interval;
+        }
+        self
+    }
+
+    /// Values at least this long are zstd-compressed on disk when that shrinks
+    /// them (default 512 bytes). Call after [`disk`](Self::disk).
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.compress_above = bytes;
+        }
+        self
+    }
+
+    fn open_disk(&self, d: &DiskSettings) -> Result<Tiered, BuildError> {
+        let (io, _note) = default_backend();
+        let config = DiskConfig {
+            dir: d.dir.clone(),
+            capacity: d.capacity,
+            segment_size: d.segment_size,
+            flush_interval: d.flush_interval,
+            compress_above: d.compress_above,
+            backpressure: d.backpressure,
+            max_frozen: 2,
+            io,
+        };
+        let disk = DiskTier::open(config).map_err(|e| BuildError::Disk {
+            reason: e.to_string(),
+        })?;
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let unix_at_epoch = unix_now.saturating_sub(self.clock.now());
+        Ok(Tiered::new(disk, d.policy, unix_at_epoch))
+    }
+
     /// Checks the configuration and builds the cache.
     pub fn build(self) -> Result<Cache, BuildError> {
         let capacity = self.capacity.ok_or(BuildError::MissingCapacity)?;
@@ -147,7 +253,11 @@ impl CacheBuilder {
             Some(n) => n,
             None => default_shards(capacity, self.weigher.typical_entry_weight()),
         };
-        let memory = MemoryTier::new(capacity, shards, self.clock, None);
+        let lower = match &self.disk {
+            Some(d) => Some(std::sync::Arc::new(self.open_disk(d)?)),
+            None => None,
+        };
+        let memory = MemoryTier::new(capacity, shards, self.clock, lower);
         Ok(Cache::from_parts(memory, self.weigher))
     }
 }

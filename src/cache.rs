@@ -5,7 +5,7 @@ use crate::error::{Error, LoadError};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
 use crate::memory::MemoryTier;
 use crate::patterns::single_flight::{Flights, Role};
-use crate::stats::{Stats, TierStats};
+use crate::stats::{DiskTierStats, Stats, TierStats};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use bytes::Bytes;
 use std::time::Duration;
@@ -70,7 +70,36 @@ impl Cache {
     /// Keys that could never be stored (empty or too long) are simply not found.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.inner.memory.get(hash_key(key), key)
+        let hash = hash_key(key);
+        let found = self.inner.memory.get(hash, key);
+        if found.is_some() || self.inner.memory.lower().is_none() {
+            return found;
+        }
+        self.get_from_disk(hash, key)
+    }
+
+    /// An L1 miss with a disk tier: look below, and promote what is found into
+    /// memory through CLOCK-Pro's miss path (as clean: it is on disk).
+    #[cold]
+    fn get_from_disk(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        let memory = &self.inner.memory;
+        let lower = memory.lower()?;
+        let (value, deadline, token) = lower.get(key, memory.clock().now())?;
+        if let Ok(weight) = self.check_entry(key, &value) {
+            memory.promote(hash, key, value.clone(), weight, deadline, token);
+        }
+        Some(value)
+    }
+
+    /// Returns once every change made before the call is on stable storage
+    /// (written and `fdatasync`ed). Without a disk tier, returns at once.
+    pub fn sync(&self) -> Result<(), Error> {
+        match self.inner.memory.lower() {
+            Some(lower) => lower.sync().map_err(|e| Error::Disk {
+                reason: e.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether `key` is cached and not expired. Unlike [`get`](Self::get) this is
@@ -176,7 +205,7 @@ impl Cache {
         check_key(key)?;
         let hash = hash_key(key);
         let memory = &self.inner.memory;
-        if let Some(v) = memory.get(hash, key) {
+        if let Some(v) = self.get(key) {
             return Ok(v);
         }
         loop {
@@ -207,9 +236,30 @@ impl Cache {
     /// A snapshot of the counters and occupancy.
     pub fn stats(&self) -> Stats {
         let s = self.inner.memory.snapshot();
+        let disk = self.inner.memory.lower().map(|l| {
+            let d = l.stats();
+            DiskTierStats {
+                hits: d.hits,
+                entries: d.entries,
+                segments: d.segments,
+                capacity: d.capacity,
+                bytes_written: d.bytes_written,
+                records_written: d.records_written,
+                value_bytes_in: d.value_bytes_in,
+                value_bytes_stored: d.value_bytes_stored,
+                queued_segments: d.queued_segments,
+                refused_writes: d.refused,
+                corrupt_records: d.corrupt,
+                reclaimed_segments: d.reclaimed_segments,
+                failure: d.failed,
+                io_backend: d.io_backend,
+                write_policy: l.policy(),
+            }
+        });
+        let l2_hits = disk.as_ref().map_or(0, |d| d.hits);
         Stats {
-            hits: s.hits,
-            misses: s.misses,
+            hits: s.hits + l2_hits,
+            misses: s.misses.saturating_sub(l2_hits),
             inserts: s.inserts,
             updates: s.updates,
             removes: s.removes,
@@ -225,6 +275,7 @@ impl Cache {
             hot_entries: s.counts.hot as u64,
             ghost_entries: s.counts.ghosts as u64,
             shards: self.inner.memory.shard_count(),
+            disk,
         }
     }
 

@@ -33,6 +33,13 @@ pub enum BuildError {
         /// The requested shard count.
         shards: usize,
     },
+    /// The disk tier could not be opened: bad settings, a directory in use or
+    /// created with other settings, or an I/O error. The reason says which.
+    #[error("cannot open the disk tier: {reason}")]
+    Disk {
+        /// What went wrong, for a person.
+        reason: String,
+    },
 }
 
 /// Why an operation on a [`Cache`](crate::Cache) was refused.
@@ -74,6 +81,12 @@ pub enum Error {
     /// A time-to-live of zero was given; the entry would be expired on arrival.
     #[error("the time-to-live is zero: the entry would expire before it could be read")]
     ZeroTtl,
+    /// The disk tier failed (a write or fsync error) and no longer persists anything.
+    #[error("the disk tier failed: {reason}")]
+    Disk {
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// The error of [`Cache::try_get_or_insert_with`](crate::Cache::try_get_or_insert_with):

@@ -73,9 +73,10 @@ mod time;
 pub use builder::{CacheBuilder, ENTRY_OVERHEAD, MAX_SHARDS};
 pub use bytes::Bytes;
 pub use cache::Cache;
+pub use disk::{Backpressure, WritePolicy};
 pub use error::{BuildError, Error, LoadError};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
-pub use stats::{Stats, TierStats};
+pub use stats::{DiskTierStats, Stats, TierStats};
 pub use time::ManualClock;
 
 /// Entry points for the fuzz targets in `fuzz/` (compiled with `--cfg fuzzing` only).

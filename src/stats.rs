@@ -20,7 +20,7 @@ pub struct TierStats {
 ///
 /// Counters are read without stopping writers, so a snapshot taken under load
 /// may be a few operations out of step between fields.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Lookups (`get`, and the lookup of `get_or_insert_with`) that found a live value.
@@ -45,6 +45,61 @@ pub struct Stats {
     pub ghost_entries: u64,
     /// The number of memory shards.
     pub shards: usize,
+    /// The disk tier (L2), if the cache has one.
+    pub disk: Option<DiskTierStats>,
+}
+
+/// Counters and health of the disk tier (L2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiskTierStats {
+    /// Lookups the disk tier answered (after a memory miss).
+    pub hits: u64,
+    /// Keys the disk tier's index holds.
+    pub entries: u64,
+    /// Sealed segment files.
+    pub segments: u64,
+    /// Bytes of segment files the tier may keep.
+    pub capacity: u64,
+    /// Bytes written to segment files (records, summaries, trailers, headers).
+    pub bytes_written: u64,
+    /// Records written out in sealed segments.
+    pub records_written: u64,
+    /// Value bytes handed to the disk tier, and what they took once stored
+    /// (compressed where that shrinks them).
+    pub value_bytes_in: u64,
+    /// See `value_bytes_in`.
+    pub value_bytes_stored: u64,
+    /// Full segments waiting in memory to be written (the write queue's depth).
+    pub queued_segments: u64,
+    /// Writes refused because the tier was behind (the values stayed in memory).
+    pub refused_writes: u64,
+    /// Records that failed their checks when read: dropped, counted, never returned.
+    pub corrupt_records: u64,
+    /// Segments reclaimed to stay within capacity.
+    pub reclaimed_segments: u64,
+    /// `Some(reason)` once a write or fsync failed: the tier no longer writes.
+    pub failure: Option<String>,
+    /// The I/O backend in use ("pwrite" or "io_uring").
+    pub io_backend: &'static str,
+    /// When values are written.
+    pub write_policy: crate::WritePolicy,
+}
+
+impl DiskTierStats {
+    /// Whether the tier still writes (no write or fsync has failed).
+    pub fn healthy(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// Stored bytes per value byte (below 1.0: compression paid off).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.value_bytes_in == 0 {
+            1.0
+        } else {
+            self.value_bytes_stored as f64 / self.value_bytes_in as f64
+        }
+    }
 }
 
 impl Stats {

@@ -32,6 +32,10 @@
 mod index;
 pub(crate) mod io;
 mod segment;
+pub(crate) mod tiered;
+
+pub(crate) use tiered::Tiered;
+pub use tiered::WritePolicy;
 
 use crate::format::FormatError;
 use crate::format::record::{self, Kind, RecordHeader};
@@ -51,10 +55,13 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// What a producer does when too many segments wait to be written.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Backpressure {
-    /// Wait up to this long for the flusher, then refuse.
+/// What an insert does when the disk tier's flusher is behind (too many full
+/// segments wait to be written). Either way nothing is dropped silently: a
+/// refused write is counted in `Stats::disk`, and the value stays in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backpressure {
+    /// Wait up to this long for the flusher, then refuse (the default: 100 ms).
     Wait(Duration),
     /// Refuse at once.
     Refuse,

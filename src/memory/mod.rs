@@ -13,24 +13,15 @@
 mod shard;
 
 pub(crate) use shard::DIRTY;
-use shard::{Departed, Lookup, Shard};
+use shard::{Admit, Departed, Lookup, Shard};
 
+use crate::disk::{Tiered, Token};
 use crate::key::Probe;
 use crate::policy::Counts;
-use crate::sync::{Ordering, RwLock};
+use crate::sync::{Arc, Ordering, RwLock};
 use crate::time::Clock;
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
-
-/// The hook an evicted entry is handed to, after the shard lock is released.
-///
-/// This is the seam for the disk tier: L1 eviction offers the entry to L2. The
-/// memory-only cache has no hook, so evicted entries are simply dropped.
-pub(crate) trait Demote: Send + Sync {
-    /// `dirty`: the entry's bytes are not in the lower tier yet.
-    /// `proved_reuse`: the entry was hot or referenced since it last moved.
-    fn demote(&self, key: &[u8], value: Bytes, deadline: u64, dirty: bool, proved_reuse: bool);
-}
 
 /// A shard behind its lock, padded to its own cache lines.
 type Cell = RwLock<Shard>;
@@ -54,7 +45,8 @@ pub(crate) struct MemoryTier {
     cells: Box<[CachePadded<Cell>]>,
     mask: usize,
     clock: Clock,
-    demote: Option<Box<dyn Demote>>,
+    /// The disk tier below, if any (see `disk::tiered` for the ordering rule).
+    lower: Option<Arc<Tiered>>,
 }
 
 impl MemoryTier {
@@ -63,7 +55,7 @@ impl MemoryTier {
         capacity: u64,
         shards: usize,
         clock: Clock,
-        demote: Option<Box<dyn Demote>>,
+        lower: Option<Arc<Tiered>>,
     ) -> Self {
         debug_assert!(shards.is_power_of_two() && capacity >= shards as u64);
         let per = capacity / shards as u64;
@@ -75,7 +67,7 @@ impl MemoryTier {
             cells,
             mask: shards - 1,
             clock,
-            demote,
+            lower,
         }
     }
 
@@ -131,48 +123,101 @@ impl MemoryTier {
     pub(crate) fn insert(&self, hash: u64, key: &[u8], value: Bytes, weight: u32, deadline: u64) {
         let cell = self.cell(hash);
         let mut departed = Departed::new();
-        let key = Probe::new(key).into_owned();
-        let old = cell
-            .write()
-            .insert(hash, key, value, weight, deadline, &mut departed);
-        drop(old);
-        if !departed.is_empty() {
-            self.depart(&mut departed);
-        }
-    }
-
-    /// Hands entries that left a shard to the demotion hook, or drops them. Lock released.
-    #[cold]
-    fn depart(&self, departed: &mut Departed) {
-        let Some(hook) = &self.demote else {
+        let owned = Probe::new(key).into_owned();
+        let admit = |tag| Admit {
+            weight,
+            deadline,
+            tag,
+        };
+        let Some(lower) = &self.lower else {
+            let old = cell
+                .write()
+                .insert(hash, owned, value, admit(DIRTY), &mut departed);
+            drop(old);
             return;
         };
+        // Anything slow (compression, waiting for the flusher) before the lock.
+        let prepared = lower.prepare_insert(&value, deadline);
+        let written = value.clone();
+        let old = {
+            let mut shard = cell.write();
+            let old = shard.insert(hash, owned, value, admit(DIRTY), &mut departed);
+            match &prepared {
+                Some(p) if lower.commit(key, p) => shard.set_clean(hash, &Probe::new(key)),
+                _ => lower.invalidate(key),
+            }
+            self.demote(lower, &departed);
+            old
+        };
+        drop((old, written));
+    }
+
+    /// Under the shard lock: offers what left memory to the disk tier.
+    fn demote(&self, lower: &Tiered, departed: &Departed) {
+        if departed.is_empty() {
+            return;
+        }
         let now = self.clock.now();
-        for e in departed.drain(..) {
+        for e in departed {
             let deadline = e.aux;
             if deadline == 0 || deadline > now {
                 let dirty = e.tag & DIRTY != 0;
-                let p = e.payload;
-                hook.demote(p.key.as_slice(), p.value, deadline, dirty, e.proved_reuse);
+                let p = &e.payload;
+                lower.evicted(p.key.as_slice(), &p.value, deadline, dirty, e.proved_reuse);
             }
         }
     }
 
+    /// Promotes a value read from the disk tier, unless memory holds the key
+    /// already or the disk no longer holds what was read (a concurrent remove or
+    /// overwrite won). Enters as clean: it is on disk.
+    pub(crate) fn promote(
+        &self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        weight: u32,
+        deadline: u64,
+        token: Token,
+    ) {
+        let Some(lower) = &self.lower else {
+            return;
+        };
+        let cell = self.cell(hash);
+        let mut departed = Departed::new();
+        let probe = Probe::new(key);
+        let mut shard = cell.write();
+        if shard.holds(hash, &probe) || !lower.still_current(key, token) {
+            return;
+        }
+        let clean = Admit {
+            weight,
+            deadline,
+            tag: 0,
+        };
+        shard.insert(hash, probe.into_owned(), value, clean, &mut departed);
+        self.demote(lower, &departed);
+        drop(shard);
+    }
+
     pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let cell = self.cell(hash);
-        let gone = cell.write().remove(hash, &Probe::new(key))?;
+        let gone = {
+            let mut shard = cell.write();
+            let gone = shard.remove(hash, &Probe::new(key));
+            if let Some(lower) = &self.lower {
+                lower.invalidate(key);
+            }
+            gone
+        }?;
         if gone.is_expired(|| self.clock.now()) {
             return None;
         }
         Some(gone.payload.value)
     }
 
-    /// Marks `key` clean if `value` is still its current value (used by a lower tier).
-    #[allow(dead_code)] // The seam the disk tier will call once its write lands.
-    pub(crate) fn mark_clean(&self, hash: u64, key: &[u8], value: &Bytes) -> bool {
-        self.cell(hash)
-            .write()
-            .mark_clean(hash, &Probe::new(key), value)
+    pub(crate) fn lower(&self) -> Option<&Tiered> {
+        self.lower.as_deref()
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -207,66 +252,5 @@ impl MemoryTier {
         for cell in self.cells.iter() {
             cell.read().validate();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::key::hash_key;
-    use crate::sync::{Arc, Mutex};
-    use std::sync::OnceLock;
-
-    /// Keys handed to the hook, each with its dirty bit.
-    type Seen = Arc<Mutex<Vec<(Vec<u8>, bool)>>>;
-
-    /// Records what it is handed, and checks that no shard lock is held meanwhile.
-    #[derive(Clone, Default)]
-    struct Recorder {
-        tier: Arc<OnceLock<Arc<MemoryTier>>>,
-        seen: Seen,
-    }
-
-    impl Demote for Recorder {
-        fn demote(&self, key: &[u8], _: Bytes, _: u64, dirty: bool, _: bool) {
-            let tier = self.tier.get().expect("tier installed");
-            assert!(
-                tier.cells.iter().all(|c| c.try_write().is_some()),
-                "demotion ran under a shard lock"
-            );
-            self.seen.lock().push((key.to_vec(), dirty));
-        }
-    }
-
-    #[test]
-    fn evicted_entries_reach_the_hook_after_unlock_with_their_dirty_bit() {
-        let hook = Recorder::default();
-        let tier = Arc::new(MemoryTier::new(
-            8,
-            1,
-            Clock::system(),
-            Some(Box::new(hook.clone())),
-        ));
-        hook.tier.set(Arc::clone(&tier)).ok().unwrap();
-        let value = Bytes::from_static(b"v");
-        for k in 0u8..8 {
-            tier.insert(hash_key(&[k]), &[k], value.clone(), 1, 0);
-        }
-        // Key 7 (admitted cold, so the first to go) reached the lower tier: clean.
-        assert!(tier.mark_clean(hash_key(&[7]), &[7], &value));
-        for k in 8u8..16 {
-            tier.insert(hash_key(&[k]), &[k], value.clone(), 1, 0);
-        }
-        let seen = hook.seen.lock().clone();
-        assert!(!seen.is_empty(), "inserting past capacity must evict");
-        assert!(seen.iter().any(|(k, _)| k[..] == [7]), "key 7 was evicted");
-        for (key, dirty) in &seen {
-            assert_eq!(*dirty, key[0] != 7, "dirty bit of key {key:?}");
-        }
-        assert_eq!(
-            seen.len() as u64,
-            tier.snapshot().evictions,
-            "every eviction is handed over"
-        );
     }
 }

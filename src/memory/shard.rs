@@ -41,6 +41,16 @@ fn expired(deadline: u64, now: impl FnOnce() -> u64) -> bool {
 /// `Evicted::aux` holds the entry's deadline.
 pub(crate) type Departed = SmallVec<[Evicted<Payload>; 2]>;
 
+/// How an inserted entry enters the shard.
+#[derive(Clone, Copy)]
+pub(crate) struct Admit {
+    pub(crate) weight: u32,
+    /// Nanoseconds since the clock's epoch; 0 = never expires.
+    pub(crate) deadline: u64,
+    /// Tag bits: [`DIRTY`] unless the bytes are already in the lower tier.
+    pub(crate) tag: u8,
+}
+
 /// What a lookup found.
 pub(crate) enum Lookup {
     Hit(Bytes),
@@ -151,12 +161,11 @@ impl Shard {
         hash: u64,
         key: KeyBuf,
         value: Bytes,
-        weight: u32,
-        deadline: u64,
+        admit: Admit,
         departed: &mut Departed,
     ) -> Option<Bytes> {
         let before = departed.len();
-        let old = self.upsert(hash, key, value, weight, deadline, departed);
+        let old = self.upsert(hash, key, value, admit, departed);
         if old.is_some() {
             self.writes.updates += 1;
         } else {
@@ -171,15 +180,18 @@ impl Shard {
         hash: u64,
         key: KeyBuf,
         value: Bytes,
-        weight: u32,
-        deadline: u64,
+        Admit {
+            weight,
+            deadline,
+            tag,
+        }: Admit,
         departed: &mut Departed,
     ) -> Option<Bytes> {
         let ttl_bit = if deadline != 0 { HAS_DEADLINE } else { 0 };
         if let Some(idx) = self.policy.find_resident(hash, |p| p.key == key) {
             let r = self.policy.resident_mut(idx);
             let old = std::mem::replace(&mut r.payload.value, value);
-            r.tag = DIRTY | ttl_bit;
+            r.tag = tag | ttl_bit;
             r.touch();
             self.policy.set_aux(idx, deadline);
             self.policy.reweigh(idx, weight, &mut |e| departed.push(e));
@@ -199,7 +211,7 @@ impl Shard {
         }
         let payload = Payload { key, value };
         self.policy
-            .insert(hash, weight, DIRTY | ttl_bit, payload, &mut |e| {
+            .insert(hash, weight, tag | ttl_bit, payload, &mut |e| {
                 departed.push(e)
             });
         if deadline != 0 {
@@ -238,17 +250,16 @@ impl Shard {
         Some(Gone { payload, deadline })
     }
 
-    /// Marks `key` clean (its current bytes are in a lower tier) if `value` is still its value.
-    pub(crate) fn mark_clean(&mut self, hash: u64, key: &Probe, value: &Bytes) -> bool {
-        let Some(idx) = self.find(hash, key) else {
-            return false;
-        };
-        let r = self.policy.resident_mut(idx);
-        if r.payload.value != *value {
-            return false;
+    /// Marks `key` clean: its current bytes are in the lower tier.
+    pub(crate) fn set_clean(&mut self, hash: u64, key: &Probe) {
+        if let Some(idx) = self.find(hash, key) {
+            self.policy.resident_mut(idx).tag &= !DIRTY;
         }
-        r.tag &= !DIRTY;
-        true
+    }
+
+    /// Whether `key` is resident, expired or not.
+    pub(crate) fn holds(&self, hash: u64, key: &Probe) -> bool {
+        self.find(hash, key).is_some()
     }
 
     #[cfg(any(test, fuzzing, feature = "validate"))]
@@ -272,6 +283,14 @@ mod tests {
         assert_eq!(std::mem::align_of::<Resident<Payload>>(), 64);
     }
 
+    fn dirty(weight: u32, deadline: u64) -> Admit {
+        Admit {
+            weight,
+            deadline,
+            tag: DIRTY,
+        }
+    }
+
     fn k(key: &[u8]) -> KeyBuf {
         KeyBuf::new(key)
     }
@@ -285,13 +304,13 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Departed::new();
         assert!(
-            s.insert(7, k(b"a"), Bytes::from_static(b"1"), 1, 0, &mut d)
+            s.insert(7, k(b"a"), Bytes::from_static(b"1"), dirty(1, 0), &mut d)
                 .is_none()
         );
-        let old = s.insert(7, k(b"a"), Bytes::from_static(b"2"), 1, 0, &mut d);
+        let old = s.insert(7, k(b"a"), Bytes::from_static(b"2"), dirty(1, 0), &mut d);
         assert_eq!(old.as_deref(), Some(&b"1"[..]));
         // Same hash, other key: the old key goes.
-        s.insert(7, k(b"b"), Bytes::from_static(b"3"), 1, 0, &mut d);
+        s.insert(7, k(b"b"), Bytes::from_static(b"3"), dirty(1, 0), &mut d);
         assert_eq!(d.len(), 1);
         assert!(matches!(s.get(7, &p(b"a"), || 0), Lookup::Miss));
         assert!(matches!(s.get(7, &p(b"b"), || 0), Lookup::Hit(v) if v == "3"));
@@ -302,11 +321,11 @@ mod tests {
     fn deadlines_follow_the_entry() {
         let mut s = Shard::new(1000);
         let mut d = Departed::new();
-        s.insert(1, k(b"t"), Bytes::from_static(b"v"), 1, 50, &mut d);
+        s.insert(1, k(b"t"), Bytes::from_static(b"v"), dirty(1, 50), &mut d);
         assert!(matches!(s.get(1, &p(b"t"), || 49), Lookup::Hit(_)));
         assert!(matches!(s.get(1, &p(b"t"), || 50), Lookup::Expired));
         // An overwrite without a TTL clears the deadline.
-        s.insert(1, k(b"t"), Bytes::from_static(b"w"), 1, 0, &mut d);
+        s.insert(1, k(b"t"), Bytes::from_static(b"w"), dirty(1, 0), &mut d);
         assert!(matches!(s.get(1, &p(b"t"), || u64::MAX), Lookup::Hit(_)));
         let gone = s.remove(1, &p(b"t")).unwrap();
         assert_eq!((gone.deadline, &gone.payload.value[..]), (0, &b"w"[..]));
@@ -317,12 +336,12 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Departed::new();
         let v = Bytes::from_static(b"v");
-        s.insert(1, k(b"k"), v.clone(), 1, 0, &mut d);
+        s.insert(1, k(b"k"), v.clone(), dirty(1, 0), &mut d);
         let idx = s.find(1, &p(b"k")).unwrap();
-        assert!(!s.mark_clean(1, &p(b"k"), &Bytes::from_static(b"other")));
-        assert!(s.mark_clean(1, &p(b"k"), &v));
+        assert!(s.holds(1, &p(b"k")));
+        s.set_clean(1, &p(b"k"));
         assert_eq!(s.policy.resident(idx).tag & DIRTY, 0);
-        s.insert(1, k(b"k"), Bytes::from_static(b"w"), 1, 0, &mut d);
+        s.insert(1, k(b"k"), Bytes::from_static(b"w"), dirty(1, 0), &mut d);
         assert_eq!(s.policy.resident(idx).tag & DIRTY, DIRTY);
     }
 }

@@ -48,6 +48,10 @@ const GHOST: Idx = 1 << 31;
 // `Meta::state` bits.
 const HOT: u8 = 1;
 const TEST: u8 = 2;
+/// The entry has been hot at some point (seeded while warming up, promoted after
+/// a re-reference in its test period, or admitted on a ghost hit); kept when it
+/// turns cold again. Demotion to a lower tier writes such entries.
+const PROVED: u8 = 4;
 const FREE: u8 = 0x80;
 
 /// The smallest cold allocation, in weight units, whatever the capacity.
@@ -334,7 +338,7 @@ impl<P: Default> ClockPro<P> {
                         self.remove_idx(ghost);
                     }
                     self.credits += w as i64;
-                    self.link_new(new(HOT), payload);
+                    self.link_new(new(HOT | PROVED), payload);
                     return;
                 }
                 debug_assert!(!still_there);
@@ -345,7 +349,7 @@ impl<P: Default> ClockPro<P> {
         let free = self.capacity - self.counts.resident_weight;
         if free >= w && free - w >= self.min_cold {
             // Warming up: fill the hot space first.
-            self.link_new(new(HOT), payload);
+            self.link_new(new(HOT | PROVED), payload);
         } else {
             self.make_room(w, evicted);
             self.link_new(new(TEST), payload);
@@ -451,7 +455,7 @@ impl<P: Default> ClockPro<P> {
     fn promote(&mut self, c: Idx) {
         self.clear_referenced(c);
         let meta = self.meta_mut(c);
-        meta.state = HOT;
+        meta.state = HOT | PROVED;
         let w = u64::from(meta.weight);
         self.counts.hot += 1;
         self.counts.hot_weight += w;
@@ -462,7 +466,7 @@ impl<P: Default> ClockPro<P> {
     fn evict(&mut self, c: Idx, evicted: &mut impl FnMut(Evicted<P>)) {
         let meta = self.meta(c);
         let (hash, weight, in_test) = (meta.hash, meta.weight, meta.in_test());
-        let proved_reuse = self.referenced(c);
+        let proved_reuse = self.referenced(c) || meta.state & PROVED != 0;
         let aux = self.aux[c as usize];
         if in_test {
             let g = self.alloc_ghost(Meta::new(hash, weight, TEST));
@@ -506,7 +510,7 @@ impl<P: Default> ClockPro<P> {
                     self.clear_referenced(h);
                 } else {
                     let meta = self.meta_mut(h);
-                    meta.state = 0;
+                    meta.state &= PROVED;
                     let w = u64::from(meta.weight);
                     self.counts.hot -= 1;
                     self.counts.hot_weight -= w;

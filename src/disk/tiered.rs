@@ -1,0 +1,124 @@
+//! The disk tier as the memory tier sees it: write policy, clock mapping, and
+//! the calls L1 makes around and under its shard locks.
+//!
+//! Ordering rule: every append for a key (value, tombstone, demotion) is made
+//! while that key's L1 shard lock is held. Appends only copy into the log's
+//! buffer (no I/O, no waiting), and anything slow (compression, waiting for the
+//! flusher) happens before the lock is taken. So the disk's order for a key is
+//! L1's order, and an L2 hit is promoted only if, under the same lock, the disk
+//! still points at the record that was read.
+
+use super::{DiskError, DiskStats, DiskTier, Prepared, Token};
+use bytes::Bytes;
+
+/// When values are written to the disk tier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WritePolicy {
+    /// Every insert is also written to disk, in the background (the default):
+    /// a crash leaves the disk tier warm, and evicting from memory costs no write.
+    #[default]
+    WriteBehind,
+    /// Values are written only when memory evicts them after they proved reuse:
+    /// fewer device writes, a colder disk tier after a crash.
+    Demote,
+}
+
+pub(crate) struct Tiered {
+    disk: DiskTier,
+    policy: WritePolicy,
+    /// Unix time (ns) at the memory tier's clock epoch: maps deadlines both ways.
+    unix_at_epoch: u64,
+}
+
+impl Tiered {
+    pub(crate) fn new(disk: DiskTier, policy: WritePolicy, unix_at_epoch: u64) -> Self {
+        Tiered {
+            disk,
+            policy,
+            unix_at_epoch,
+        }
+    }
+
+    fn to_unix(&self, deadline: u64) -> u64 {
+        if deadline == 0 {
+            0
+        } else {
+            self.unix_at_epoch.saturating_add(deadline)
+        }
+    }
+
+    fn to_mono(&self, expires_at: u64) -> u64 {
+        if expires_at == 0 {
+            0
+        } else {
+            expires_at.saturating_sub(self.unix_at_epoch).max(1)
+        }
+    }
+
+    /// Before an insert, outside any lock: the value made ready to write, if the
+    /// policy writes inserts and the tier has room (a refusal is counted).
+    pub(crate) fn prepare_insert(&self, value: &Bytes, deadline: u64) -> Option<Prepared> {
+        if self.policy != WritePolicy::WriteBehind {
+            return None;
+        }
+        self.disk.prepare(value, self.to_unix(deadline), true).ok()
+    }
+
+    /// Under the key's shard lock: writes a prepared value. `true` if it is now in
+    /// the disk tier's log (the L1 copy is clean).
+    pub(crate) fn commit(&self, key: &[u8], prepared: &Prepared) -> bool {
+        self.disk.commit(key, prepared).is_ok()
+    }
+
+    /// Under the key's shard lock: the key was removed or changed without being
+    /// written: supersede what the disk holds for it.
+    pub(crate) fn invalidate(&self, key: &[u8]) {
+        // A failed tier still forgets the key in its index, so nothing stale is served.
+        let _ = self.disk.remove(key);
+    }
+
+    /// Under the key's shard lock: an entry leaves memory. Written if it is not on
+    /// disk yet and the policy keeps it (never waits: a full tier refuses, counted).
+    pub(crate) fn evicted(
+        &self,
+        key: &[u8],
+        value: &Bytes,
+        deadline: u64,
+        dirty: bool,
+        proved: bool,
+    ) {
+        let keep = dirty
+            && match self.policy {
+                WritePolicy::WriteBehind => true,
+                WritePolicy::Demote => proved,
+            };
+        if keep && let Ok(p) = self.disk.prepare(value, self.to_unix(deadline), false) {
+            let _ = self.disk.commit(key, &p);
+        }
+    }
+
+    /// Outside any lock: the key's value on disk, its deadline (memory clock), and
+    /// a token for [`still_current`](Self::still_current).
+    pub(crate) fn get(&self, key: &[u8], now: u64) -> Option<(Bytes, u64, Token)> {
+        let (v, expires_at, token) = self.disk.get_current(key, self.to_unix(now))?;
+        Some((v, self.to_mono(expires_at), token))
+    }
+
+    /// Under the key's shard lock: whether the disk still holds what `token` read.
+    pub(crate) fn still_current(&self, key: &[u8], token: Token) -> bool {
+        self.disk.is_current(key, token)
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), DiskError> {
+        self.disk.sync()
+    }
+
+    pub(crate) fn stats(&self) -> DiskStats {
+        self.disk.stats()
+    }
+
+    pub(crate) fn policy(&self) -> WritePolicy {
+        self.policy
+    }
+}

@@ -1,0 +1,175 @@
+//! The cache with a disk tier under its memory tier: values evicted from memory
+//! come back from disk, removes and overwrites never bring back an older value,
+//! TTLs hold across tiers, and the write policies write what they promise.
+
+use larder::{BuildError, Bytes, Cache, ManualClock, WritePolicy};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::time::Duration;
+
+const SEGMENT: u64 = 64 << 10;
+
+fn tiered(dir: &std::path::Path, entries: u64, policy: WritePolicy) -> Cache {
+    Cache::builder()
+        .memory_capacity(entries)
+        .unit_weight()
+        .disk(dir, 64 * SEGMENT)
+        .segment_size(SEGMENT)
+        .write_policy(policy)
+        .build()
+        .unwrap()
+}
+
+fn value(key: u32, version: u32) -> Bytes {
+    let mut v = key.to_le_bytes().to_vec();
+    v.extend_from_slice(&version.to_le_bytes());
+    v.resize(100, (key ^ version) as u8);
+    v.into()
+}
+
+#[test]
+fn values_evicted_from_memory_come_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiered(dir.path(), 100, WritePolicy::WriteBehind);
+    for key in 0..2000u32 {
+        cache.insert(&key.to_le_bytes(), value(key, 0)).unwrap();
+    }
+    let mut found = 0;
+    for key in 0..2000u32 {
+        if let Some(v) = cache.get(&key.to_le_bytes()) {
+            assert_eq!(v, value(key, 0), "key {key}");
+            found += 1;
+        }
+    }
+    let s = cache.stats();
+    let disk = s.disk.clone().unwrap();
+    assert!(found > 1500, "only {found} of 2000 found: {s:?}");
+    assert!(disk.hits > 1000, "{disk:?}");
+    assert!(disk.healthy());
+    assert_eq!(s.hits, s.memory.hits + disk.hits);
+    cache.sync().unwrap();
+}
+
+#[test]
+fn removes_and_overwrites_never_bring_back_an_older_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiered(dir.path(), 50, WritePolicy::WriteBehind);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut model = std::collections::HashMap::new();
+    for version in 0..20_000u32 {
+        let key = rng.random_range(0..500u32);
+        let k = key.to_le_bytes();
+        match rng.random_range(0..10) {
+            0..4 => {
+                let v = value(key, version);
+                cache.insert(&k, v.clone()).unwrap();
+                model.insert(key, v);
+            }
+            4 => {
+                cache.remove(&k);
+                model.remove(&key);
+            }
+            _ => {
+                if let Some(v) = cache.get(&k) {
+                    assert_eq!(Some(&v), model.get(&key), "step {version}: key {key}");
+                }
+            }
+        }
+    }
+    for key in 0..500u32 {
+        if let Some(v) = cache.get(&key.to_le_bytes()) {
+            assert_eq!(Some(&v), model.get(&key), "key {key}");
+        }
+    }
+}
+
+#[test]
+fn ttls_hold_across_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .memory_capacity(10)
+        .unit_weight()
+        .clock(clock.clone())
+        .disk(dir.path(), 8 * SEGMENT)
+        .segment_size(SEGMENT)
+        .build()
+        .unwrap();
+    cache
+        .insert_with_ttl(b"short", "v", Duration::from_secs(10))
+        .unwrap();
+    for key in 0..100u32 {
+        cache.insert(&key.to_le_bytes(), value(key, 0)).unwrap();
+    }
+    assert_eq!(
+        cache.get(b"short").unwrap(),
+        "v",
+        "from disk, before its deadline"
+    );
+    for key in 0..100u32 {
+        cache.insert(&key.to_le_bytes(), value(key, 1)).unwrap();
+    }
+    clock.advance(Duration::from_secs(10));
+    assert!(cache.get(b"short").is_none(), "expired on disk too");
+}
+
+#[test]
+fn demote_writes_far_less_than_write_behind() {
+    let run = |policy| {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tiered(dir.path(), 500, policy);
+        let mut rng = StdRng::seed_from_u64(3);
+        for step in 0..30_000u32 {
+            // Skewed: most requests go to a hot set larger than memory.
+            let key = if rng.random_bool(0.8) {
+                rng.random_range(0..800u32)
+            } else {
+                rng.random_range(0..20_000u32)
+            };
+            let k = key.to_le_bytes();
+            if cache.get(&k).is_none() {
+                cache.insert(&k, value(key, step)).unwrap();
+            }
+        }
+        let disk = cache.stats().disk.unwrap();
+        (disk.value_bytes_in, cache.stats().hit_ratio())
+    };
+    let (behind, behind_hits) = run(WritePolicy::WriteBehind);
+    let (demote, demote_hits) = run(WritePolicy::Demote);
+    assert!(
+        demote * 3 <= behind,
+        "demote wrote {demote} bytes, write-behind {behind}"
+    );
+    // Demotion keeps what proved reuse (entries that were hot), and only that.
+    // Its price is the cold tail write-behind keeps on disk: the hit ratios are
+    // printed, not asserted (0.75..0.77 vs 0.81 here; docs/design.md §10).
+    assert!(
+        demote > 0,
+        "demote wrote nothing: evicted hot entries must be kept"
+    );
+    eprintln!(
+        "value bytes written: write-behind {behind}, demote {demote}; hit ratio {behind_hits:.3} vs {demote_hits:.3}"
+    );
+}
+
+#[test]
+fn one_cache_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = tiered(dir.path(), 10, WritePolicy::WriteBehind);
+    let second = Cache::builder()
+        .memory_capacity(10)
+        .disk(dir.path(), 64 * SEGMENT)
+        .segment_size(SEGMENT)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&second, BuildError::Disk { reason } if reason.contains("in use")),
+        "{second}"
+    );
+    let bad = Cache::builder()
+        .memory_capacity(10)
+        .disk(tempfile::tempdir().unwrap().path(), SEGMENT)
+        .segment_size(SEGMENT)
+        .build()
+        .unwrap_err();
+    assert!(matches!(bad, BuildError::Disk { .. }), "{bad}");
+}
