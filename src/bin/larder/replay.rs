@@ -2,7 +2,7 @@
 //! a function of the key, and every hit's bytes are checked against it.
 
 use crate::CliResult;
-use larder::{Bytes, Cache};
+use larder::{Bytes, Cache, WritePolicy};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,6 +24,26 @@ pub(crate) struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Put a disk tier under the memory tier, in this directory (a new one, or one
+    /// without segments: reopening is not supported yet).
+    #[arg(long, requires = "disk_capacity")]
+    disk_dir: Option<PathBuf>,
+    /// Bytes of segment files the disk tier may keep.
+    #[arg(long, requires = "disk_dir")]
+    disk_capacity: Option<u64>,
+    /// Size of a segment file in bytes (default 64 MiB).
+    #[arg(long, requires = "disk_dir")]
+    segment_size: Option<u64>,
+    /// When values reach the disk tier.
+    #[arg(long, value_enum, default_value_t = Policy::WriteBehind, requires = "disk_dir")]
+    write_policy: Policy,
+}
+
+/// `--write-policy`'s values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    WriteBehind,
+    Demote,
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
@@ -41,6 +61,17 @@ pub(crate) fn run(args: Args) -> CliResult {
         .unit_weight();
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
+    }
+    if let (Some(dir), Some(capacity)) = (&args.disk_dir, args.disk_capacity) {
+        builder = builder
+            .disk(dir, capacity)
+            .write_policy(match args.write_policy {
+                Policy::WriteBehind => WritePolicy::WriteBehind,
+                Policy::Demote => WritePolicy::Demote,
+            });
+        if let Some(size) = args.segment_size {
+            builder = builder.segment_size(size);
+        }
     }
     let cache = builder.build()?;
 
@@ -60,8 +91,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     let elapsed = started.elapsed().as_secs_f64();
     let requests = keys.len() as u64;
     let misses = requests - hits;
+    cache.sync()?;
     let stats = cache.stats();
-    let report = serde_json::json!({
+    let disk = stats.disk.clone();
+    let mut report = serde_json::json!({
         "trace": args.trace.display().to_string(),
         "capacity": args.capacity,
         "shards": stats.shards,
@@ -75,7 +108,24 @@ pub(crate) fn run(args: Args) -> CliResult {
         "hot_entries": stats.hot_entries,
         "ghost_entries": stats.ghost_entries,
         "evictions": stats.memory.evictions,
+        "l1_hits": stats.memory.hits,
+        "l2_hits": disk.as_ref().map_or(0, |d| d.hits),
+        "disk_bytes_written": disk.as_ref().map_or(0, |d| d.bytes_written),
     });
+    if let Some(d) = disk {
+        report["disk"] = serde_json::json!({
+            "entries": d.entries,
+            "segments": d.segments,
+            "value_bytes_in": d.value_bytes_in,
+            "value_bytes_stored": d.value_bytes_stored,
+            "compression_ratio": d.compression_ratio(),
+            "refused_writes": d.refused_writes,
+            "corrupt_records": d.corrupt_records,
+            "reclaimed_segments": d.reclaimed_segments,
+            "healthy": d.healthy(),
+            "io_backend": d.io_backend,
+        });
+    }
     if args.json {
         println!("{report}");
     } else {
