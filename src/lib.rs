@@ -1,8 +1,9 @@
 //! # larder
 //!
-//! A persistent, embedded, tiered cache engine. This release holds the memory
-//! tier (L1); the log-structured disk tier (L2) and warm restart build on the
-//! seams described below.
+//! A persistent, embedded, tiered cache engine: a sharded memory tier (L1)
+//! evicting with CLOCK-Pro, optionally over a log-structured disk tier (L2,
+//! [`CacheBuilder::disk`]). Warm restart and crash recovery are not built yet:
+//! reopening a directory that holds segments is refused.
 //!
 //! ```
 //! use larder::Cache;

@@ -6,9 +6,12 @@
 //!
 //! * A hit takes the read lock and only sets the entry's atomic reference bit.
 //! * Inserts and removes take the write lock. Whatever leaves the shard (evicted
-//!   entries, overwritten values) is collected under the lock and dropped, or
-//!   handed to the demotion hook, after the lock is released: no destructor, no
-//!   callback and no I/O runs under a shard lock.
+//!   entries, overwritten values) is collected under the lock and dropped after
+//!   it is released: no destructor, no callback and no I/O runs under a shard lock.
+//! * With a disk tier below, the appends for a key (its value, a tombstone, a
+//!   demoted entry) are made under the key's shard lock. They only copy into the
+//!   log's buffer; compression and any wait happen before the lock is taken
+//!   (see `disk::tiered`).
 
 mod shard;
 
@@ -138,7 +141,6 @@ impl MemoryTier {
         };
         // Anything slow (compression, waiting for the flusher) before the lock.
         let prepared = lower.prepare_insert(&value, deadline);
-        let written = value.clone();
         let old = {
             let mut shard = cell.write();
             let old = shard.insert(hash, owned, value, admit(DIRTY), &mut departed);
@@ -149,7 +151,7 @@ impl MemoryTier {
             self.demote(lower, &departed);
             old
         };
-        drop((old, written));
+        drop(old);
     }
 
     /// Under the shard lock: offers what left memory to the disk tier.
