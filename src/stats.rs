@@ -65,6 +65,14 @@ pub struct DiskTierStats {
     pub bytes_written: u64,
     /// Records written out in sealed segments.
     pub records_written: u64,
+    /// Value records appended to the log: inserts, demotions from memory and
+    /// reclaim's re-appends. The tier's record writes, whatever is sealed yet.
+    pub values_appended: u64,
+    /// Records reclaim appended again (referenced, not in memory) rather than drop.
+    pub reappended: u64,
+    /// Fingerprints of keys gone from both tiers that the tier remembers: such a
+    /// key proved reuse when it comes back, and enters memory hot.
+    pub ghosts: u64,
     /// Value bytes handed to the disk tier, and what they took once stored
     /// (compressed where that shrinks them).
     pub value_bytes_in: u64,

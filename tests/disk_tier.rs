@@ -173,3 +173,51 @@ fn one_cache_per_directory() {
         .unwrap_err();
     assert!(matches!(bad, BuildError::Disk { .. }), "{bad}");
 }
+
+/// Under `Demote`, a key memory evicts before it proved reuse is not written,
+/// but the disk tier remembers it: when it comes back it has proved reuse, so
+/// memory's next eviction of it writes it, and then it is served from disk.
+#[test]
+fn demote_writes_a_key_that_came_back_after_the_disk_remembered_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tiered(dir.path(), 64, WritePolicy::Demote);
+    let key = |i: u32| i.to_le_bytes();
+    let scan = |from: u32| {
+        for i in from..from + 1000 {
+            cache.insert(&key(i), value(i, 0)).unwrap();
+        }
+    };
+    scan(0);
+    let s = cache.stats().disk.unwrap();
+    assert!(
+        s.ghosts > 500,
+        "evicted unwritten keys are remembered: {s:?}"
+    );
+    assert_eq!(
+        s.values_appended, 0,
+        "a one-pass scan writes nothing: {s:?}"
+    );
+    // Keys from the middle of the scan come back (misses: nothing wrote them),
+    // then leave again. (The first keys stay in memory: warm-up made them hot.)
+    let returning = 500..600u32;
+    for i in returning.clone() {
+        assert!(cache.get(&key(i)).is_none(), "key {i}");
+        cache.insert(&key(i), value(i, 1)).unwrap();
+    }
+    scan(10_000);
+    let s = cache.stats().disk.unwrap();
+    assert!(
+        s.values_appended >= 90,
+        "the returning keys are written: {s:?}"
+    );
+    let back = returning
+        .clone()
+        .filter(|&i| cache.get(&key(i)).is_some_and(|v| v == value(i, 1)))
+        .count();
+    assert!(back >= 90, "only {back} of 100 served");
+    for i in 0..2000 {
+        if let Some(v) = cache.get(&key(i)) {
+            assert_eq!(v, value(i, u32::from(returning.contains(&i))));
+        }
+    }
+}

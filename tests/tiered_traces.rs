@@ -1,11 +1,14 @@
 //! Tiered replays of the shared traces: half of each reference capacity in
-//! memory, the rest on disk (64 KiB segments), both write policies.
+//! memory, the rest on disk (64 KiB segments), under each write policy.
 //!
-//! Asserted: every hit returns the right bytes, and with WriteBehind the disk
-//! tier serves hits. Printed, not yet asserted: the gap to the reference
-//! CLOCK-Pro figure of the combined capacity. Issue 3's bound (0.02) needs the
-//! cross-tier policy (reinsertion at reclaim, L2 ghosts), which is not built
-//! yet; see docs/benchmarks.md §5.
+//! Asserted:
+//! * every hit returns the right bytes, under every policy;
+//! * with `WriteBehind` (the default) the two tiers miss within 0.02 of the
+//!   reference CLOCK-Pro figure for one cache of their combined capacity, on
+//!   every trace and capacity but the one in [`KNOWN_GAPS`], which is held at its
+//!   measured gap so it cannot get worse unnoticed;
+//! * `Demote` appends at least 3× fewer records, over all the replays, than
+//!   `DemoteAll` (write every eviction).
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -14,6 +17,11 @@ use std::process::Command;
 const SEGMENT: u64 = 64 << 10;
 /// Records of a 64-byte value a segment holds, roughly.
 const PER_SEGMENT: u64 = 500;
+/// Issue 3's bound on the gap to the reference at the combined capacity.
+const BOUND: f64 = 0.02;
+/// Cases that miss the bound, with the gap they are held to. Not met: see
+/// docs/benchmarks.md §5 for why.
+const KNOWN_GAPS: &[(&str, &str, f64)] = &[("cloudphysics_io", "12243", 0.055)];
 
 fn traces_dir() -> PathBuf {
     std::env::var_os("LARDER_TRACES").map_or_else(
@@ -22,60 +30,88 @@ fn traces_dir() -> PathBuf {
     )
 }
 
+struct Replay {
+    miss: f64,
+    reference: f64,
+    appended: u64,
+}
+
+fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
+    let memory = total / 2;
+    let segments = ((total - memory).div_ceil(PER_SEGMENT) + 1).max(3);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["replay", "--json", "--capacity", &memory.to_string()])
+        .arg("--trace")
+        .arg(traces_dir().join(format!("{trace}.txt")))
+        .arg("--disk-dir")
+        .arg(dir.path().join("l2"))
+        .args(["--disk-capacity", &(segments * SEGMENT).to_string()])
+        .args(["--segment-size", &SEGMENT.to_string()])
+        .args(["--write-policy", policy])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["wrong_values"], 0, "{policy} {trace} @ {total}");
+    assert_eq!(r["disk"]["corrupt_records"], 0);
+    assert_eq!(r["disk"]["healthy"], true);
+    let miss = r["miss_ratio"].as_f64().unwrap();
+    let appended = r["disk"]["values_appended"].as_u64().unwrap();
+    eprintln!(
+        "{policy:>12} {trace:>16} {total:>6}: miss {miss:.4} reference {reference:.4} gap {:+.4} l2 hits {:>6} appended {appended:>6} re-appended {}",
+        miss - reference,
+        r["l2_hits"],
+        r["disk"]["reappended"],
+    );
+    Replay {
+        miss,
+        reference,
+        appended,
+    }
+}
+
 #[test]
-fn tiered_replays_return_only_right_bytes() {
+fn tiered_replays_miss_like_one_clock_pro_of_both_tiers() {
     let text = std::fs::read_to_string(traces_dir().join("reference.json"))
         .expect("reference.json (set LARDER_TRACES)");
     let reference: Value = serde_json::from_str(&text).unwrap();
     let mut cases = 0;
-    for policy in ["write-behind", "demote"] {
-        let mut worst = f64::MIN;
-        for (trace, data) in reference.as_object().unwrap() {
-            for (capacity, figures) in data["miss_ratio"].as_object().unwrap() {
-                let total: u64 = capacity.parse().unwrap();
-                if total < 2000 {
-                    continue; // too small for a segmented tier
-                }
-                let memory = total / 2;
-                let segments = ((total - memory).div_ceil(PER_SEGMENT) + 1).max(3);
-                let dir = tempfile::tempdir().unwrap();
-                let out = Command::new(env!("CARGO_BIN_EXE_larder"))
-                    .args(["replay", "--json", "--capacity", &memory.to_string()])
-                    .arg("--trace")
-                    .arg(traces_dir().join(format!("{trace}.txt")))
-                    .arg("--disk-dir")
-                    .arg(dir.path().join("l2"))
-                    .args(["--disk-capacity", &(segments * SEGMENT).to_string()])
-                    .args(["--segment-size", &SEGMENT.to_string()])
-                    .args(["--write-policy", policy])
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-                assert_eq!(r["wrong_values"], 0, "{policy} {trace} @ {capacity}");
-                assert_eq!(r["disk"]["corrupt_records"], 0);
-                if policy == "write-behind" {
-                    assert!(
-                        r["l2_hits"].as_u64().unwrap() > 0 || trace == "cpp",
-                        "{trace}: no L2 hits"
-                    );
-                }
-                let miss = r["miss_ratio"].as_f64().unwrap();
-                let adaptive = figures["CLOCK-Pro (reference, adaptive)"].as_f64().unwrap();
-                worst = worst.max(miss - adaptive);
-                eprintln!(
-                    "{policy:>12} {trace:>16} {capacity:>6}: miss {miss:.4} reference {adaptive:.4} gap {:+.4} l2 hits {}",
-                    miss - adaptive,
-                    r["l2_hits"]
-                );
-                cases += 1;
+    let mut failures = Vec::new();
+    let mut appended = [0u64; 2];
+    for (trace, data) in reference.as_object().unwrap() {
+        for (capacity, figures) in data["miss_ratio"].as_object().unwrap() {
+            let total: u64 = capacity.parse().unwrap();
+            if total < 2000 {
+                continue; // too small for a segmented tier
             }
+            let adaptive = figures["CLOCK-Pro (reference, adaptive)"].as_f64().unwrap();
+            let wb = replay(trace, total, "write-behind", adaptive);
+            let bound = KNOWN_GAPS
+                .iter()
+                .find(|(t, c, _)| t == trace && c == capacity)
+                .map_or(BOUND, |k| k.2);
+            if wb.miss - wb.reference > bound {
+                failures.push(format!(
+                    "{trace} @ {capacity}: gap {:+.4} > {bound}",
+                    wb.miss - wb.reference
+                ));
+            }
+            appended[0] += replay(trace, total, "demote", adaptive).appended;
+            appended[1] += replay(trace, total, "demote-all", adaptive).appended;
+            cases += 1;
         }
-        eprintln!("{policy}: worst gap to the reference at combined capacity {worst:+.4}");
     }
-    assert!(cases >= 20, "too few tiered cases");
+    assert!(cases >= 10, "too few tiered cases");
+    assert!(failures.is_empty(), "write-behind: {failures:#?}");
+    let [demote, all] = appended;
+    eprintln!("records appended: demote {demote}, demote-all {all}");
+    assert!(
+        demote * 3 <= all,
+        "Demote appended {demote} records, DemoteAll {all}: not 3x fewer"
+    );
 }

@@ -4,8 +4,14 @@
 //! hashbrown tables. The full key is not kept: every read compares the key
 //! stored in the record, so two keys that share a hash cost a miss, never a
 //! wrong value (the newer one takes the entry).
+//!
+//! Each entry carries two policy bits for reclaim, L2's clock hand:
+//! [`REFERENCED`] (the entry proved reuse since it was written) and
+//! [`IN_MEMORY`] (the memory tier holds the key, so a copy on disk is not
+//! worth a rewrite). They steer what reclaim keeps; they never decide what a
+//! read returns.
 
-use crate::sync::{AtomicBool, Ordering, RwLock};
+use crate::sync::{AtomicU8, AtomicUsize, Ordering, RwLock};
 use hashbrown::HashTable;
 
 /// Where a record lives.
@@ -16,23 +22,31 @@ pub(crate) struct Loc {
     pub(crate) len: u32,
 }
 
+/// Flag bits 0..1: a saturating use count. Raised by a read from disk (an L2
+/// hit) and set when memory lets go of a key that proved reuse there; reclaim
+/// re-appends an entry with uses left (if memory does not hold it), one fewer.
+pub(crate) const USES: u8 = 3;
+/// Entry flag: the memory tier holds the key.
+pub(crate) const IN_MEMORY: u8 = 4;
+
 struct Entry {
     hash: u64,
     loc: Loc,
-    /// Set on a hit: reclaim keeps referenced entries (CLOCK, the L2 hand).
-    referenced: AtomicBool,
+    flags: AtomicU8,
 }
 
 const STRIPES: usize = 16;
 
 pub(crate) struct Index {
     stripes: [RwLock<HashTable<Entry>>; STRIPES],
+    len: AtomicUsize,
 }
 
 impl Index {
     pub(crate) fn new() -> Self {
         Index {
             stripes: std::array::from_fn(|_| RwLock::new(HashTable::new())),
+            len: AtomicUsize::new(0),
         }
     }
 
@@ -40,14 +54,20 @@ impl Index {
         &self.stripes[(hash >> 40) as usize % STRIPES]
     }
 
-    /// The location of `hash`'s record; marks the entry referenced.
-    pub(crate) fn get(&self, hash: u64) -> Option<Loc> {
+    /// The location of `hash`'s record and its use count, which the read raises.
+    pub(crate) fn get(&self, hash: u64) -> Option<(Loc, u8)> {
         let stripe = self.stripe(hash).read();
         let e = stripe.find(hash, |e| e.hash == hash)?;
-        if !e.referenced.load(Ordering::Relaxed) {
-            e.referenced.store(true, Ordering::Relaxed);
+        let mut flags = e.flags.load(Ordering::Relaxed);
+        if flags & USES != USES {
+            flags = e
+                .flags
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                    (f & USES != USES).then_some(f + 1)
+                })
+                .map_or(USES, |f| f + 1);
         }
-        Some(e.loc)
+        Some((e.loc, flags & USES))
     }
 
     /// The location of `hash`'s record, without marking it referenced.
@@ -56,21 +76,18 @@ impl Index {
         stripe.find(hash, |e| e.hash == hash).map(|e| e.loc)
     }
 
-    /// Points `hash` at `loc`; returns where it pointed before.
-    pub(crate) fn insert(&self, hash: u64, loc: Loc) -> Option<Loc> {
+    /// Points `hash` at `loc` with `flags`; returns where it pointed before.
+    pub(crate) fn insert(&self, hash: u64, loc: Loc, flags: u8) -> Option<Loc> {
         let mut stripe = self.stripe(hash).write();
         match stripe.find_mut(hash, |e| e.hash == hash) {
-            Some(e) => Some(std::mem::replace(&mut e.loc, loc)),
+            Some(e) => {
+                *e.flags.get_mut() = flags;
+                Some(std::mem::replace(&mut e.loc, loc))
+            }
             None => {
-                stripe.insert_unique(
-                    hash,
-                    Entry {
-                        hash,
-                        loc,
-                        referenced: AtomicBool::new(false),
-                    },
-                    |e| e.hash,
-                );
+                let flags = AtomicU8::new(flags);
+                stripe.insert_unique(hash, Entry { hash, loc, flags }, |e| e.hash);
+                self.len.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
@@ -80,6 +97,7 @@ impl Index {
     pub(crate) fn remove(&self, hash: u64) -> Option<Loc> {
         let mut stripe = self.stripe(hash).write();
         let entry = stripe.find_entry(hash, |e| e.hash == hash).ok()?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
         Some(entry.remove().0.loc)
     }
 
@@ -89,21 +107,52 @@ impl Index {
         match stripe.find_entry(hash, |e| e.hash == hash && e.loc == loc) {
             Ok(entry) => {
                 entry.remove();
+                self.len.fetch_sub(1, Ordering::Relaxed);
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// Whether `hash` points at `loc`, and whether it was referenced (the bit is cleared).
-    pub(crate) fn take_reference(&self, hash: u64, loc: Loc) -> Option<bool> {
+    /// Sets `hash`'s flags to `flags` where `mask` has bits (no-op if absent).
+    /// Returns whether the entry exists.
+    pub(crate) fn set_flags(&self, hash: u64, mask: u8, flags: u8) -> bool {
+        let stripe = self.stripe(hash).read();
+        let Some(e) = stripe.find(hash, |e| e.hash == hash) else {
+            return false;
+        };
+        let _ = e
+            .flags
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some((old & !mask) | (flags & mask))
+            });
+        true
+    }
+
+    /// Clears [`IN_MEMORY`] and raises the use count to at least `uses`.
+    /// Returns whether the entry exists.
+    pub(crate) fn leave_memory(&self, hash: u64, uses: u8) -> bool {
+        let stripe = self.stripe(hash).read();
+        let Some(e) = stripe.find(hash, |e| e.hash == hash) else {
+            return false;
+        };
+        let _ = e
+            .flags
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some((old & !(IN_MEMORY | USES)) | (old & USES).max(uses & USES))
+            });
+        true
+    }
+
+    /// If `hash` points at `loc`: its flags.
+    pub(crate) fn flags_at(&self, hash: u64, loc: Loc) -> Option<u8> {
         let stripe = self.stripe(hash).read();
         let e = stripe.find(hash, |e| e.hash == hash && e.loc == loc)?;
-        Some(e.referenced.swap(false, Ordering::Relaxed))
+        Some(e.flags.load(Ordering::Relaxed))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.stripes.iter().map(|s| s.read().len()).sum()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -125,18 +174,27 @@ mod tests {
             len: 100,
         };
         let b = Loc { offset: 164, ..a };
-        assert_eq!(index.insert(7, a), None);
-        assert_eq!(index.get(7), Some(a));
-        assert_eq!(index.take_reference(7, a), Some(true));
-        assert_eq!(index.take_reference(7, a), Some(false));
-        assert_eq!(index.insert(7, b), Some(a));
+        assert_eq!(index.insert(7, a, IN_MEMORY), None);
+        assert_eq!(index.get(7), Some((a, 1)));
+        assert_eq!(index.flags_at(7, a), Some(IN_MEMORY | 1));
+        for _ in 0..5 {
+            index.get(7);
+        }
+        assert_eq!(index.flags_at(7, a), Some(IN_MEMORY | USES), "saturates");
+        assert!(index.set_flags(7, IN_MEMORY | USES, 2));
+        assert_eq!(index.flags_at(7, a), Some(2));
+        assert!(!index.set_flags(8, IN_MEMORY, 0), "absent");
+        assert_eq!(index.insert(7, b, 0), Some(a));
+        assert_eq!(index.flags_at(7, a), None, "moved");
+        assert_eq!(index.flags_at(7, b), Some(0), "a new record starts over");
         assert!(
             !index.remove_if(7, a),
             "a stale location does not remove the newer one"
         );
         assert_eq!(index.len(), 1);
         assert!(index.remove_if(7, b));
-        assert_eq!(index.get(7), None);
+        assert_eq!(index.len(), 0);
+        assert!(index.get(7).is_none());
         assert_eq!(index.remove(7), None);
     }
 }

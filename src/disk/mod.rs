@@ -1,9 +1,8 @@
 //! L2, the disk tier: a log of fixed-size segment files.
 //!
-//! Status: the tier works on its own (append, read, remove, sync, seal,
-//! reclaim, failure) and is tested here; it is not yet wired under the memory
-//! tier, and opening a directory that already holds segments (recovery) is
-//! refused until restart is built. See docs/design.md §9.
+//! The memory tier drives it through [`Tiered`] (write policy, promotion,
+//! demotion). Opening a directory that already holds segments (restart and
+//! recovery) is refused until restart is built. See docs/design.md §9–§10.
 //!
 //! # Write path
 //! Appends are serialized by one log mutex that assigns the sequence number,
@@ -17,7 +16,11 @@
 //! bytes every flush interval, writes frozen segments out with their summary
 //! and trailer, `fdatasync`s them and publishes their files, answers `sync()`
 //! requests, and reclaims the oldest segment when the tier is over capacity.
-//! Producers wait (bounded) or are refused when too many segments are frozen
+//! Reclaim is L2's clock hand: a live record that memory does not hold and
+//! that has uses left (an L2 hit, or reuse proved in memory) is appended again
+//! (within a budget, under the log mutex and only if it is still the key's
+//! newest record); the others are dropped, their fingerprints kept in the
+//! ghost table. Producers wait (bounded) or are refused when too many segments are frozen
 //! and unwritten: nothing is dropped silently.
 //!
 //! # Read path
@@ -29,6 +32,7 @@
 //! returned; a record that fails is a miss, dropped from the index and counted.
 #![cfg_attr(not(test), allow(dead_code))]
 
+mod ghosts;
 mod index;
 pub(crate) mod io;
 mod segment;
@@ -47,7 +51,8 @@ use crate::key::hash_key;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering, RwLock};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use index::{Index, Loc};
+use ghosts::Ghosts;
+use index::{IN_MEMORY, Index, Loc, USES};
 use io::Io;
 use segment::{ActiveBuffer, SegmentFile};
 use std::collections::BTreeMap;
@@ -122,9 +127,12 @@ pub(crate) struct Prepared {
     expires_at: u64,
 }
 
-/// Names the record a [`DiskTier::get_current`] read.
+/// Names the record a [`DiskTier::get_current`] read, and its use count then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Token(Loc);
+pub(crate) struct Token {
+    loc: Loc,
+    pub(crate) uses: u8,
+}
 
 /// Counters of the disk tier.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -133,6 +141,7 @@ pub(crate) struct DiskStats {
     pub(crate) segments: u64,
     pub(crate) hits: u64,
     pub(crate) records_written: u64,
+    pub(crate) values_appended: u64,
     /// Bytes the flusher wrote to segment files (records, summaries, trailers, headers).
     pub(crate) bytes_written: u64,
     /// Value bytes given to `put`, and what they took once stored.
@@ -141,6 +150,10 @@ pub(crate) struct DiskStats {
     pub(crate) refused: u64,
     pub(crate) corrupt: u64,
     pub(crate) reclaimed_segments: u64,
+    /// Records reclaim wrote again (referenced, not in memory) instead of dropping.
+    pub(crate) reappended: u64,
+    /// Fingerprints of keys that left both tiers, remembered.
+    pub(crate) ghosts: u64,
     pub(crate) failed: Option<String>,
     pub(crate) io_backend: &'static str,
     /// Full segments waiting, in memory, to be written.
@@ -158,6 +171,8 @@ struct Counters {
     refused: AtomicU64,
     corrupt: AtomicU64,
     reclaimed: AtomicU64,
+    reappended: AtomicU64,
+    values_appended: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -190,6 +205,7 @@ struct Shared {
     _lock: std::fs::File,
     config: DiskConfig,
     index: Index,
+    ghosts: Ghosts,
     log: Mutex<Log>,
     active: RwLock<ActiveBuffer>,
     frozen: RwLock<BTreeMap<u32, Arc<Frozen>>>,
@@ -199,6 +215,94 @@ struct Shared {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     counters: Counters,
+}
+
+impl Shared {
+    /// Appends a record under the log mutex and points the index at it. With
+    /// `expect`, appends only if the index still points the key at that record
+    /// (reclaim's re-append: a newer write or a removal wins). Returns `None` if
+    /// nothing was appended, else whether the active segment was frozen (the
+    /// flusher should be woken).
+    fn append(
+        &self,
+        key: &[u8],
+        mut header: RecordHeader,
+        stored: &[u8],
+        flags: u8,
+        expect: Option<Loc>,
+    ) -> Result<Option<bool>, DiskError> {
+        let len = header.record_len();
+        let room = self.config.segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN;
+        if len + SUMMARY_ENTRY_LEN > room {
+            return Err(DiskError::TooLarge(len));
+        }
+        let hash = hash_key(key);
+        let mut log = self.log.lock();
+        if header.kind == Kind::Tombstone && self.index.remove(hash).is_none() {
+            return Ok(None); // Nothing on disk to supersede.
+        }
+        if expect.is_some() && self.index.peek(hash) != expect {
+            return Ok(None);
+        }
+        // After a failure nothing more is written; the index removal above still
+        // stands, so a removed value is not served.
+        self.check_failed()?;
+        let mut active = self.active.write();
+        let summary_len = (log.summary.len() + 1) * SUMMARY_ENTRY_LEN;
+        let froze = active.bytes.len() + len + summary_len > room;
+        if froze {
+            self.freeze(&mut log, &mut active);
+        }
+        header.seq = log.next_seq;
+        log.next_seq += 1;
+        let offset = active.end_offset();
+        let segment_id = u64::from(active.id);
+        record::encode(&mut active.bytes, segment_id, offset, &header, key, stored);
+        log.summary.push(SummaryEntry {
+            hash,
+            seq: header.seq,
+            offset,
+            len: len as u32,
+            tombstone: header.kind == Kind::Tombstone,
+            compressed: header.compressed,
+        });
+        if header.kind == Kind::Value {
+            let loc = Loc {
+                segment: active.id,
+                offset,
+                len: len as u32,
+            };
+            self.index.insert(hash, loc, flags);
+            self.ghosts.observe(len);
+            add(&self.counters.values_appended, 1);
+        }
+        Ok(Some(froze))
+    }
+
+    /// Moves the full active segment to the frozen list and starts the next one.
+    /// Called with the log and active locks held.
+    fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer) {
+        let capacity = active.bytes.capacity();
+        let next = ActiveBuffer::new(log.next_id, log.next_seq, capacity);
+        let full = std::mem::replace(active, next);
+        log.next_id += 1;
+        let frozen = Frozen {
+            id: full.id,
+            first_seq: full.first_seq,
+            bytes: full.bytes,
+            summary: std::mem::take(&mut log.summary),
+        };
+        // Published before the active lock is released: readers find it here.
+        self.frozen.write().insert(frozen.id, Arc::new(frozen));
+    }
+
+    fn check_failed(&self) -> Result<(), DiskError> {
+        if self.failed.load(Ordering::Acquire) {
+            let why = self.failure.lock().clone().unwrap_or_default();
+            return Err(DiskError::Failed(why));
+        }
+        Ok(())
+    }
 }
 
 /// The disk tier.
@@ -242,6 +346,7 @@ impl DiskTier {
         let shared = Arc::new(Shared {
             _lock: lock,
             index: Index::new(),
+            ghosts: Ghosts::new(config.capacity),
             log: Mutex::new(Log {
                 next_seq: 1,
                 next_id: 2,
@@ -273,7 +378,7 @@ impl DiskTier {
     /// waiting for room as the backpressure setting says.
     pub(crate) fn put(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), DiskError> {
         let prepared = self.prepare(value, expires_at, true)?;
-        self.commit(key, &prepared)
+        self.commit(key, &prepared, 0)
     }
 
     /// The part of a `put` that may take time, done before any lock is held:
@@ -304,8 +409,9 @@ impl DiskTier {
         })
     }
 
-    /// Appends a prepared value for `key`. Never waits: safe under a caller's lock.
-    pub(crate) fn commit(&self, key: &[u8], p: &Prepared) -> Result<(), DiskError> {
+    /// Appends a prepared value for `key`, with index flags ([`IN_MEMORY`] if
+    /// the memory tier holds it). Never waits: safe under a caller's lock.
+    pub(crate) fn commit(&self, key: &[u8], p: &Prepared, flags: u8) -> Result<(), DiskError> {
         let header = RecordHeader {
             kind: Kind::Value,
             compressed: p.compressed,
@@ -315,7 +421,7 @@ impl DiskTier {
             expires_at: p.expires_at,
             seq: 0,
         };
-        self.append(key, header, &p.stored)?;
+        self.append(key, header, &p.stored, flags)?;
         let c = &self.shared.counters;
         add(&c.value_bytes_in, u64::from(p.raw_len));
         add(&c.value_bytes_stored, p.stored.len() as u64);
@@ -334,70 +440,49 @@ impl DiskTier {
             expires_at: 0,
             seq: 0,
         };
-        self.append(key, header, &[])
+        self.append(key, header, &[], 0)
     }
 
-    fn append(&self, key: &[u8], mut header: RecordHeader, stored: &[u8]) -> Result<(), DiskError> {
+    fn append(
+        &self,
+        key: &[u8],
+        header: RecordHeader,
+        stored: &[u8],
+        flags: u8,
+    ) -> Result<(), DiskError> {
         let sh = &*self.shared;
-        let len = header.record_len();
-        let room = sh.config.segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN;
-        if len + SUMMARY_ENTRY_LEN > room {
-            return Err(DiskError::TooLarge(len));
-        }
-        let hash = hash_key(key);
-        let mut log = sh.log.lock();
-        if header.kind == Kind::Tombstone && sh.index.remove(hash).is_none() {
-            return Ok(()); // Nothing on disk to supersede.
-        }
-        // After a failure nothing more is written; the index removal above still
-        // stands, so a removed value is not served.
-        self.check_failed()?;
-        let mut active = sh.active.write();
-        let summary_len = (log.summary.len() + 1) * SUMMARY_ENTRY_LEN;
-        if active.bytes.len() + len + summary_len > room {
-            self.freeze(&mut log, &mut active);
-        }
-        header.seq = log.next_seq;
-        log.next_seq += 1;
-        let offset = active.end_offset();
-        let segment_id = u64::from(active.id);
-        record::encode(&mut active.bytes, segment_id, offset, &header, key, stored);
-        log.summary.push(SummaryEntry {
-            hash,
-            seq: header.seq,
-            offset,
-            len: len as u32,
-            tombstone: header.kind == Kind::Tombstone,
-            compressed: header.compressed,
-        });
-        if header.kind == Kind::Value {
-            let loc = Loc {
-                segment: active.id,
-                offset,
-                len: len as u32,
-            };
-            sh.index.insert(hash, loc);
+        if sh.append(key, header, stored, flags, None)? == Some(true) {
+            self.wake();
         }
         Ok(())
     }
 
-    /// Moves the full active segment to the frozen list and starts the next one.
-    /// Called with the log and active locks held.
-    fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer) {
-        let sh = &*self.shared;
-        let capacity = active.bytes.capacity();
-        let next = ActiveBuffer::new(log.next_id, log.next_seq, capacity);
-        let full = std::mem::replace(active, next);
-        log.next_id += 1;
-        let frozen = Frozen {
-            id: full.id,
-            first_seq: full.first_seq,
-            bytes: full.bytes,
-            summary: std::mem::take(&mut log.summary),
-        };
-        // Published before the active lock is released: readers find it here.
-        sh.frozen.write().insert(frozen.id, Arc::new(frozen));
-        self.wake();
+    /// The memory tier now holds `key` (promoted from disk): reclaim need not keep it.
+    pub(crate) fn entered_memory(&self, key: &[u8]) {
+        self.shared
+            .index
+            .set_flags(hash_key(key), IN_MEMORY, IN_MEMORY);
+    }
+
+    /// The memory tier let go of `key`, whose record this tier still holds;
+    /// `proved`: it proved reuse there, so reclaim should keep it. `false` if
+    /// the tier no longer holds a record for the key.
+    pub(crate) fn left_memory(&self, key: &[u8], proved: bool) -> bool {
+        let uses = u8::from(proved);
+        self.shared.index.leave_memory(hash_key(key), uses)
+    }
+
+    /// Remembers that `key`, whose value is `value_len` bytes, left both tiers
+    /// unwritten (see `ghosts`).
+    pub(crate) fn remember(&self, key: &[u8], value_len: usize) {
+        let ghosts = &self.shared.ghosts;
+        ghosts.observe(record::RECORD_HEADER_LEN + key.len() + value_len);
+        ghosts.insert(hash_key(key));
+    }
+
+    /// Whether `key` was remembered as gone from both tiers; forgets it.
+    pub(crate) fn recall(&self, key: &[u8]) -> bool {
+        self.shared.ghosts.take(hash_key(key))
     }
 
     fn wait_for_space(&self) -> Result<(), DiskError> {
@@ -427,11 +512,7 @@ impl DiskTier {
     }
 
     fn check_failed(&self) -> Result<(), DiskError> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            let why = self.shared.failure.lock().clone().unwrap_or_default();
-            return Err(DiskError::Failed(why));
-        }
-        Ok(())
+        self.shared.check_failed()
     }
 
     fn wake(&self) {
@@ -448,7 +529,7 @@ impl DiskTier {
     /// Whether the index still points `key` at the record `token` names (no
     /// overwrite or removal since it was read). Does not mark it referenced.
     pub(crate) fn is_current(&self, key: &[u8], token: Token) -> bool {
-        self.shared.index.peek(hash_key(key)) == Some(token.0)
+        self.shared.index.peek(hash_key(key)) == Some(token.loc)
     }
 
     /// Like [`get`](Self::get), with the record's expiry (unix ns) and a token
@@ -456,7 +537,7 @@ impl DiskTier {
     pub(crate) fn get_current(&self, key: &[u8], now_unix_ns: u64) -> Option<(Bytes, u64, Token)> {
         let sh = &*self.shared;
         let hash = hash_key(key);
-        let loc = sh.index.get(hash)?;
+        let (loc, uses) = sh.index.get(hash)?;
         // `None`: the segment was reclaimed since the index was read: a plain miss.
         let bytes = self.read(loc)?;
         let found = bytes.and_then(|bytes| {
@@ -468,7 +549,7 @@ impl DiskTier {
         match found {
             Ok(Some((v, expires_at))) => {
                 add(&sh.counters.hits, 1);
-                Some((v, expires_at, Token(loc)))
+                Some((v, expires_at, Token { loc, uses }))
             }
             Ok(None) => None,
             Err(e) => {
@@ -529,12 +610,15 @@ impl DiskTier {
             segments: sh.files.read().len() as u64,
             hits: load(&c.hits),
             records_written: load(&c.records_written),
+            values_appended: load(&c.values_appended),
             bytes_written: load(&c.bytes_written),
             value_bytes_in: load(&c.value_bytes_in),
             value_bytes_stored: load(&c.value_bytes_stored),
             refused: load(&c.refused),
             corrupt: load(&c.corrupt),
             reclaimed_segments: load(&c.reclaimed),
+            reappended: load(&c.reappended),
+            ghosts: sh.ghosts.len() as u64,
             failed: sh.failure.lock().clone(),
             io_backend: sh.config.io.name(),
             queued_segments: sh.frozen.read().len() as u64,
@@ -759,7 +843,15 @@ impl Flusher {
         Ok(())
     }
 
-    /// Drops the oldest sealed segments while the tier is over capacity.
+    /// Reclaims the oldest sealed segments while the tier is over capacity.
+    ///
+    /// Reclaim is L2's clock hand. Each live record of the segment is
+    /// * dropped if the memory tier holds its key (memory writes it again when
+    ///   it lets go of it, if the write policy says so);
+    /// * re-appended if it was referenced (an L2 hit, or reuse proved in memory
+    ///   before it left), within a budget of half a segment per reclaimed
+    ///   segment so that reclaim always frees space;
+    /// * otherwise dropped, its fingerprint remembered in the ghost table.
     fn reclaim(&mut self) -> Result<(), DiskError> {
         let sh = Arc::clone(&self.shared);
         let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
@@ -771,21 +863,77 @@ impl Flusher {
             let Some(oldest) = sh.files.read().values().next().cloned() else {
                 return Ok(());
             };
-            // Forget the index entries that still point into it, then unlist it;
-            // the file goes when its last reader lets go of it.
-            for e in read_summary(&sh, &oldest).unwrap_or_default() {
+            let summary = read_summary(&sh, &oldest).unwrap_or_default();
+            let now = unix_now();
+            let mut budget = sh.config.segment_size / 2;
+            for e in summary.iter().filter(|e| !e.tombstone) {
                 let loc = Loc {
                     segment: oldest.id,
                     offset: e.offset,
                     len: e.len,
                 };
-                sh.index.remove_if(e.hash, loc);
+                let Some(flags) = sh.index.flags_at(e.hash, loc) else {
+                    continue; // Superseded or removed since.
+                };
+                let uses = flags & USES;
+                let keep = flags & IN_MEMORY == 0
+                    && uses > 0
+                    && u64::from(e.len) <= budget
+                    && self.reappend(&oldest, loc, uses - 1, now);
+                if keep {
+                    budget -= u64::from(e.len);
+                    continue;
+                }
+                if sh.index.remove_if(e.hash, loc) && flags & IN_MEMORY == 0 {
+                    sh.ghosts.insert(e.hash);
+                }
             }
+            // Unlisted now; the file goes when its last reader lets go of it.
             oldest.retire();
             sh.files.write().remove(&oldest.id);
             add(&sh.counters.reclaimed, 1);
         }
     }
+
+    /// Appends the record at `loc` of `file` again, if it is intact, live, and
+    /// still the key's newest record. Whether it was.
+    fn reappend(&self, file: &SegmentFile, loc: Loc, uses: u8, now_unix_ns: u64) -> bool {
+        let sh = &*self.shared;
+        let mut bytes = vec![0u8; loc.len as usize];
+        if sh
+            .config
+            .io
+            .read_exact_at(&file.file, &mut bytes, u64::from(loc.offset))
+            .is_err()
+        {
+            return false;
+        }
+        let r = match record::decode(u64::from(loc.segment), loc.offset, &bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                add(&sh.counters.corrupt, 1);
+                log_corruption(loc, &e);
+                return false;
+            }
+        };
+        let h = r.header;
+        if h.kind != Kind::Value || (h.expires_at != 0 && h.expires_at <= now_unix_ns) {
+            return false;
+        }
+        // The flusher itself writes what this freezes: no wake-up needed.
+        let appended = matches!(sh.append(r.key, h, r.stored, uses, Some(loc)), Ok(Some(_)));
+        if appended {
+            add(&sh.counters.reappended, 1);
+        }
+        appended
+    }
+}
+
+/// Unix time in nanoseconds (0 if the clock is before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A sealed segment's summary, read back from its file.

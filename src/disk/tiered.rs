@@ -8,6 +8,7 @@
 //! L1's order, and an L2 hit is promoted only if, under the same lock, the disk
 //! still points at the record that was read.
 
+use super::index::IN_MEMORY;
 use super::{DiskError, DiskStats, DiskTier, Prepared, Token};
 use bytes::Bytes;
 
@@ -19,9 +20,14 @@ pub enum WritePolicy {
     /// a crash leaves the disk tier warm, and evicting from memory costs no write.
     #[default]
     WriteBehind,
-    /// Values are written only when memory evicts them after they proved reuse:
-    /// fewer device writes, a colder disk tier after a crash.
+    /// Values are written only when memory evicts them after they proved reuse
+    /// (they were hot, referenced in memory, read from disk, or came back
+    /// while the disk tier remembered them): fewer device writes, a colder disk
+    /// tier after a crash.
     Demote,
+    /// Every value memory evicts is written, proved or not: the plain victim
+    /// cache that `Demote` is measured against.
+    DemoteAll,
 }
 
 pub(crate) struct Tiered {
@@ -68,7 +74,18 @@ impl Tiered {
     /// Under the key's shard lock: writes a prepared value. `true` if it is now in
     /// the disk tier's log (the L1 copy is clean).
     pub(crate) fn commit(&self, key: &[u8], prepared: &Prepared) -> bool {
-        self.disk.commit(key, prepared).is_ok()
+        self.disk.commit(key, prepared, IN_MEMORY).is_ok()
+    }
+
+    /// Before an insert, outside any lock: whether the disk tier remembers
+    /// `key` as gone from both tiers (it proved reuse: memory admits it hot).
+    pub(crate) fn recall(&self, key: &[u8]) -> bool {
+        self.disk.recall(key)
+    }
+
+    /// Under the key's shard lock: memory promoted `key` from disk.
+    pub(crate) fn promoted(&self, key: &[u8]) {
+        self.disk.entered_memory(key);
     }
 
     /// Under the key's shard lock: the key was removed or changed without being
@@ -78,8 +95,10 @@ impl Tiered {
         let _ = self.disk.remove(key);
     }
 
-    /// Under the key's shard lock: an entry leaves memory. Written if it is not on
-    /// disk yet and the policy keeps it (never waits: a full tier refuses, counted).
+    /// Under the key's shard lock: an entry leaves memory. If its bytes are on
+    /// disk (clean, and not reclaimed since), that costs nothing; otherwise it is
+    /// written if the policy keeps it (never waiting: a full tier refuses,
+    /// counted), or its fingerprint is remembered.
     pub(crate) fn evicted(
         &self,
         key: &[u8],
@@ -88,13 +107,20 @@ impl Tiered {
         dirty: bool,
         proved: bool,
     ) {
-        let keep = dirty
-            && match self.policy {
-                WritePolicy::WriteBehind => true,
-                WritePolicy::Demote => proved,
-            };
-        if keep && let Ok(p) = self.disk.prepare(value, self.to_unix(deadline), false) {
-            let _ = self.disk.commit(key, &p);
+        if !dirty && self.disk.left_memory(key, proved) {
+            return;
+        }
+        let write = match self.policy {
+            WritePolicy::WriteBehind | WritePolicy::DemoteAll => true,
+            WritePolicy::Demote => proved,
+        };
+        if !write {
+            self.disk.remember(key, value.len());
+            return;
+        }
+        if let Ok(p) = self.disk.prepare(value, self.to_unix(deadline), false) {
+            let flags = u8::from(proved); // one use: reclaim keeps it once
+            let _ = self.disk.commit(key, &p, flags);
         }
     }
 

@@ -127,23 +127,25 @@ impl MemoryTier {
         let cell = self.cell(hash);
         let mut departed = Departed::new();
         let owned = Probe::new(key).into_owned();
-        let admit = |tag| Admit {
+        let admit = |hot| Admit {
             weight,
             deadline,
-            tag,
+            tag: DIRTY,
+            hot,
         };
         let Some(lower) = &self.lower else {
             let old = cell
                 .write()
-                .insert(hash, owned, value, admit(DIRTY), &mut departed);
+                .insert(hash, owned, value, admit(false), &mut departed);
             drop(old);
             return;
         };
         // Anything slow (compression, waiting for the flusher) before the lock.
         let prepared = lower.prepare_insert(&value, deadline);
+        let hot = lower.recall(key);
         let old = {
             let mut shard = cell.write();
-            let old = shard.insert(hash, owned, value, admit(DIRTY), &mut departed);
+            let old = shard.insert(hash, owned, value, admit(hot), &mut departed);
             match &prepared {
                 Some(p) if lower.commit(key, p) => shard.set_clean(hash, &Probe::new(key)),
                 _ => lower.invalidate(key),
@@ -196,8 +198,10 @@ impl MemoryTier {
             weight,
             deadline,
             tag: 0,
+            hot: false,
         };
         shard.insert(hash, probe.into_owned(), value, clean, &mut departed);
+        lower.promoted(key);
         self.demote(lower, &departed);
         drop(shard);
     }

@@ -49,6 +49,8 @@ pub(crate) struct Admit {
     pub(crate) deadline: u64,
     /// Tag bits: [`DIRTY`] unless the bytes are already in the lower tier.
     pub(crate) tag: u8,
+    /// Enter hot if the key is new here (it proved reuse in a lower tier).
+    pub(crate) hot: bool,
 }
 
 /// What a lookup found.
@@ -184,6 +186,7 @@ impl Shard {
             weight,
             deadline,
             tag,
+            hot,
         }: Admit,
         departed: &mut Departed,
     ) -> Option<Bytes> {
@@ -211,7 +214,7 @@ impl Shard {
         }
         let payload = Payload { key, value };
         self.policy
-            .insert(hash, weight, tag | ttl_bit, payload, &mut |e| {
+            .insert(hash, weight, tag | ttl_bit, payload, hot, &mut |e| {
                 departed.push(e)
             });
         if deadline != 0 {
@@ -288,6 +291,7 @@ mod tests {
             weight,
             deadline,
             tag: DIRTY,
+            hot: false,
         }
     }
 

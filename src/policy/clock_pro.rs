@@ -297,16 +297,19 @@ impl<P: Default> ClockPro<P> {
     // ----- public operations -----------------------------------------------------
 
     /// Admits a new resident entry for `hash` (which must not be resident), making
-    /// room first. Evicted entries are passed to `evicted`.
+    /// room first. Evicted entries are passed to `evicted`. `hot`: the owner
+    /// knows the key proved reuse at a longer distance than this policy sees (a
+    /// lower tier's ghost): it enters hot, as on a ghost hit.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
         weight: u32,
         tag: u8,
         payload: P,
+        hot: bool,
         evicted: &mut impl FnMut(Evicted<P>),
     ) {
-        self.admit(hash, weight, tag, payload, evicted);
+        self.admit(hash, weight, tag, payload, hot, evicted);
         // The ghost bound follows the number of entries a full shard holds.
         self.run_hand_test(false);
     }
@@ -317,6 +320,7 @@ impl<P: Default> ClockPro<P> {
         weight: u32,
         tag: u8,
         payload: P,
+        hot: bool,
         evicted: &mut impl FnMut(Evicted<P>),
     ) {
         debug_assert!(
@@ -347,7 +351,12 @@ impl<P: Default> ClockPro<P> {
             return;
         }
         let free = self.capacity - self.counts.resident_weight;
-        if free >= w && free - w >= self.min_cold {
+        if hot {
+            // Proved reuse beyond this tier's ghosts: in hot, one hot entry out.
+            self.make_room(w, evicted);
+            self.run_hand_hot(NIL);
+            self.link_new(new(HOT | PROVED), payload);
+        } else if free >= w && free - w >= self.min_cold {
             // Warming up: fill the hot space first.
             self.link_new(new(HOT | PROVED), payload);
         } else {
@@ -860,7 +869,7 @@ mod tests {
             p.touch(idx);
             return true;
         }
-        p.insert(key, weight, 0, key, &mut |e: Evicted<u64>| {
+        p.insert(key, weight, 0, key, false, &mut |e: Evicted<u64>| {
             assert_ne!(
                 e.payload, key,
                 "an entry being admitted is never its own victim"

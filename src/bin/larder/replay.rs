@@ -44,6 +44,7 @@ pub(crate) struct Args {
 enum Policy {
     WriteBehind,
     Demote,
+    DemoteAll,
 }
 
 pub(crate) fn run(args: Args) -> CliResult {
@@ -68,6 +69,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             .write_policy(match args.write_policy {
                 Policy::WriteBehind => WritePolicy::WriteBehind,
                 Policy::Demote => WritePolicy::Demote,
+                Policy::DemoteAll => WritePolicy::DemoteAll,
             });
         if let Some(size) = args.segment_size {
             builder = builder.segment_size(size);
@@ -122,6 +124,9 @@ pub(crate) fn run(args: Args) -> CliResult {
             "refused_writes": d.refused_writes,
             "corrupt_records": d.corrupt_records,
             "reclaimed_segments": d.reclaimed_segments,
+            "values_appended": d.values_appended,
+            "reappended": d.reappended,
+            "ghosts": d.ghosts,
             "healthy": d.healthy(),
             "io_backend": d.io_backend,
         });
