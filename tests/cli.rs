@@ -120,6 +120,10 @@ fn demo_prints_a_summary() {
         "5000",
         "--memory-mib",
         "1",
+        "--disk-mib",
+        "3",
+        "--segment-mib",
+        "1",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -130,13 +134,40 @@ fn demo_prints_a_summary() {
         "throughput",
         "latency p99",
         "L1 memory",
+        "L1 hits",
+        "L2 hits",
+        "L2 disk",
+        "L2 writes",
+        "L2 health",
     ] {
         assert!(text.contains(row), "summary lacks {row:?}:\n{text}");
     }
+    let l2_hits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("L2 hits"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("an L2 hits count");
+    assert!(l2_hits > 0, "the disk tier served nothing:\n{text}");
+    assert!(text.contains("healthy"), "{text}");
+    let memory_only = larder(&[
+        "demo",
+        "--requests",
+        "2000",
+        "--keys",
+        "500",
+        "--disk-mib",
+        "0",
+    ]);
+    assert!(memory_only.status.success(), "{}", stderr(&memory_only));
+    assert!(String::from_utf8_lossy(&memory_only.stdout).contains("none (--disk-mib 0)"));
     let bad = larder(&["demo", "--zipf=-1"]);
     assert_clean_failure(&bad, "Zipf");
     let bad = larder(&["demo", "--memory-mib", "1", "--value-size", "4000000"]);
     assert_clean_failure(&bad, "more than one shard can hold");
     let bad = larder(&["demo", "--keys", "0"]);
     assert_clean_failure(&bad, "at least 1");
+    let bad = larder(&["demo", "--disk-dir", "/dev/null/x"]);
+    assert_clean_failure(&bad, "cannot create /dev/null/x");
+    let bad = larder(&["demo", "--disk-mib", "1"]);
+    assert_clean_failure(&bad, "at least 3 segments");
 }

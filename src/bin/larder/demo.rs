@@ -1,11 +1,13 @@
-//! `larder demo`: a Zipf workload against an embedded cache, with a progress bar
-//! on a terminal and a summary table at the end.
+//! `larder demo`: a Zipf workload against an embedded cache with a memory tier
+//! and a disk tier, with a progress bar on a terminal and a summary table of
+//! both tiers at the end.
 
 use crate::CliResult;
 use indicatif::{ProgressBar, ProgressStyle};
-use larder::{Bytes, Cache};
+use larder::{Bytes, Cache, WritePolicy};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Zipf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -22,6 +24,19 @@ pub(crate) struct Args {
     /// Memory capacity in MiB.
     #[arg(long, default_value_t = 32)]
     memory_mib: u64,
+    /// Disk tier capacity in MiB (0: memory only).
+    #[arg(long, default_value_t = 256)]
+    disk_mib: u64,
+    /// Directory of the disk tier; by default a fresh one under the system's
+    /// temporary directory, removed at the end.
+    #[arg(long)]
+    disk_dir: Option<PathBuf>,
+    /// Segment file size in MiB.
+    #[arg(long, default_value_t = 16)]
+    segment_mib: u64,
+    /// When values reach the disk tier.
+    #[arg(long, value_enum, default_value_t = Policy::WriteBehind)]
+    write_policy: Policy,
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
@@ -31,6 +46,22 @@ pub(crate) struct Args {
     /// Seed of the key stream.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+/// `--write-policy`'s values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    WriteBehind,
+    Demote,
+}
+
+/// A disk directory the demo made for itself, removed when the demo ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Every this many requests a worker times one and reports progress.
@@ -46,10 +77,33 @@ pub(crate) fn run(args: Args) -> CliResult {
             args.keys, args.zipf
         )
     })?;
-    let cache = Cache::builder()
-        .memory_capacity(args.memory_mib.saturating_mul(1 << 20))
-        .build()?;
-    let value = Bytes::from(vec![0x5a; args.value_size]);
+    let mut builder = Cache::builder().memory_capacity(args.memory_mib.saturating_mul(1 << 20));
+    let mut temp = None;
+    if args.disk_mib > 0 {
+        let dir = match &args.disk_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = std::env::temp_dir().join(format!("larder-demo-{}", std::process::id()));
+                temp = Some(TempDir(dir.clone()));
+                dir
+            }
+        };
+        builder = builder
+            .disk(dir, args.disk_mib.saturating_mul(1 << 20))
+            .segment_size(args.segment_mib.saturating_mul(1 << 20))
+            .write_policy(match args.write_policy {
+                Policy::WriteBehind => WritePolicy::WriteBehind,
+                Policy::Demote => WritePolicy::Demote,
+            });
+    }
+    let cache = builder.build()?;
+    // Bytes that do not compress (zstd stores them raw), the same for every key.
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let value = Bytes::from(
+        (0..args.value_size)
+            .map(|_| rng.random::<u8>())
+            .collect::<Vec<_>>(),
+    );
     // Refuse up front what the workers could not insert (e.g. a value larger than a shard).
     cache
         .insert(&0u64.to_le_bytes(), value.clone())
@@ -57,8 +111,14 @@ pub(crate) fn run(args: Args) -> CliResult {
     cache.remove(&0u64.to_le_bytes());
 
     println!(
-        "larder demo: {} requests, Zipf({}) over {} keys, {}-byte values, {} MiB memory tier, {} threads",
-        args.requests, args.zipf, args.keys, args.value_size, args.memory_mib, args.threads
+        "larder demo: {} requests, Zipf({}) over {} keys, {}-byte values, {} MiB memory tier, {} MiB disk tier, {} threads",
+        args.requests,
+        args.zipf,
+        args.keys,
+        args.value_size,
+        args.memory_mib,
+        args.disk_mib,
+        args.threads
     );
     let bar = ProgressBar::new(args.requests).with_style(
         ProgressStyle::with_template("{bar:40} {percent:>3}%  {human_pos}/{human_len} requests  {elapsed} elapsed, eta {eta}")
@@ -85,7 +145,10 @@ pub(crate) fn run(args: Args) -> CliResult {
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     latencies.sort_unstable();
+    cache.sync()?;
     print_summary(&cache, elapsed, args.requests, &latencies);
+    drop(cache);
+    drop(temp);
     Ok(())
 }
 
@@ -150,8 +213,50 @@ fn print_summary(cache: &Cache, elapsed: Duration, requests: u64, latencies: &[u
                 s.shards
             ),
         ),
+        ("L1 hits", s.memory.hits.to_string()),
         ("L1 evictions", s.memory.evictions.to_string()),
     ];
+    let mut rows = rows.to_vec();
+    match &s.disk {
+        None => rows.push(("L2 disk", "none (--disk-mib 0)".into())),
+        Some(d) => {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            rows.extend([
+                ("L2 hits", d.hits.to_string()),
+                (
+                    "L2 disk",
+                    format!(
+                        "{} entries in {} segments, {:.0} MiB capacity, {:?}, {}",
+                        d.entries,
+                        d.segments,
+                        mib(d.capacity),
+                        d.write_policy,
+                        d.io_backend
+                    ),
+                ),
+                (
+                    "L2 writes",
+                    format!(
+                        "{:.1} MiB written, {} records appended ({} kept by reclaim), compression {:.2}",
+                        mib(d.bytes_written),
+                        d.values_appended,
+                        d.reappended,
+                        d.compression_ratio()
+                    ),
+                ),
+                (
+                    "L2 health",
+                    match &d.failure {
+                        None => format!(
+                            "healthy; {} refused writes, {} corrupt records",
+                            d.refused_writes, d.corrupt_records
+                        ),
+                        Some(why) => format!("FAILED: {why}"),
+                    },
+                ),
+            ]);
+        }
+    }
     println!("{:-<64}", "");
     for (k, v) in rows {
         println!("{k:<14} {v}");
