@@ -78,11 +78,13 @@ pub(crate) struct ActiveBuffer {
 }
 
 impl ActiveBuffer {
-    pub(crate) fn new(id: u32, first_seq: u64, capacity: usize) -> Self {
+    /// A buffer for segment `id` in `bytes` (emptied; its allocation is reused).
+    pub(crate) fn new(id: u32, first_seq: u64, mut bytes: Vec<u8>) -> Self {
+        bytes.clear();
         ActiveBuffer {
             id,
             first_seq,
-            bytes: Vec::with_capacity(capacity),
+            bytes,
         }
     }
 

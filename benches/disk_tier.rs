@@ -1,0 +1,265 @@
+//! The disk tier against the device and against foyer's hybrid cache, in one
+//! run on one file system, for a shared, noisy machine: the three writers run
+//! in alternating rounds and each round yields paired ratios.
+//!
+//! ```text
+//! cargo bench --bench disk_tier                 # 1 GiB a writer a round, 3 rounds
+//! L2_BENCH_MIB=2048 L2_BENCH_ROUNDS=5 cargo bench --bench disk_tier
+//! ```
+//! * **Device**: sequential 1 MiB positional writes to one file, with an
+//!   `fdatasync` every 64 MiB (larder's segment size, where it syncs too): the
+//!   bandwidth the file system gives a writer that makes its bytes durable as
+//!   it goes. Measured just before and just after larder's run; the round's
+//!   figure is their mean, because this machine's disk speed drifts.
+//! * **Insert**: 4 KiB incompressible values under distinct keys into a cache
+//!   whose memory tier holds 4 MiB, so the bytes must go to disk. larder:
+//!   `WriteBehind`, timed up to `sync()` returning (all on stable storage).
+//!   foyer: `WriteOnInsertion`, timed up to its flush tasks finishing
+//!   (`storage().wait()`; foyer has no `sync`). foyer drops writes when its
+//!   flushers are behind, so the share of keys a reader finds is shown: its
+//!   MiB/s counts the bytes offered, not the bytes kept.
+//! * **L2 hit latency**: 100,000 gets of random keys not in the memory tier,
+//!   from the page cache (the data was just written), each timed.
+//!
+//! The disk tier's directory is under `L2_BENCH_DIR` (default: the system's
+//! temporary directory). Results: docs/benchmarks.md §6.
+
+use bytes::Bytes;
+use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder};
+use larder::{Backpressure, Cache, WritePolicy};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const VALUE: usize = 4096;
+const MEMORY: u64 = 4 << 20;
+const SEGMENT: u64 = 64 << 20;
+const READS: usize = 100_000;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 256 distinct incompressible values, used in turn.
+fn values() -> Vec<Bytes> {
+    let mut rng = StdRng::seed_from_u64(1);
+    (0..256)
+        .map(|_| Bytes::from((0..VALUE).map(|_| rng.random::<u8>()).collect::<Vec<_>>()))
+        .collect()
+}
+
+fn device_mib_s(dir: &Path, bytes: u64) -> f64 {
+    let path = dir.join("device.bin");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut rng = StdRng::seed_from_u64(2);
+    let chunk: Vec<u8> = (0..1 << 20).map(|_| rng.random()).collect();
+    let t = Instant::now();
+    let mut at = 0;
+    while at < bytes {
+        file.write_all_at(&chunk, at).unwrap();
+        at += chunk.len() as u64;
+        if at % SEGMENT == 0 {
+            file.sync_data().unwrap();
+        }
+    }
+    file.sync_data().unwrap();
+    let s = t.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+    bytes as f64 / s / 1048576.0
+}
+
+struct Run {
+    mib_s: f64,
+    /// Share of the inserted keys a reader finds afterwards (memory or disk).
+    kept: f64,
+    p50_us: f64,
+    p99_us: f64,
+    l2_reads: usize,
+}
+
+fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
+    ns.sort_unstable();
+    let at = |p: f64| ns[((ns.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    (at(0.50), at(0.99))
+}
+
+fn larder_run(dir: &Path, keys: u64, values: &[Bytes]) -> Run {
+    let cache = Cache::builder()
+        .memory_capacity(MEMORY)
+        .disk(dir.join("larder"), 2 * keys * VALUE as u64 + 4 * SEGMENT)
+        .segment_size(SEGMENT)
+        .write_policy(WritePolicy::WriteBehind)
+        // Measure what the disk sustains: wait for the flusher, never refuse.
+        .disk_backpressure(Backpressure::Wait(Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    for k in 0..keys {
+        cache
+            .insert(&k.to_le_bytes(), values[k as usize % values.len()].clone())
+            .unwrap();
+    }
+    cache.sync().unwrap();
+    let mib_s = (keys * VALUE as u64) as f64 / t.elapsed().as_secs_f64() / 1048576.0;
+    let refused = cache.stats().disk.unwrap().refused_writes;
+    assert_eq!(refused, 0, "larder refused writes");
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut ns = Vec::with_capacity(READS);
+    let mut kept = 0;
+    for _ in 0..READS {
+        let k = rng.random_range(0..keys).to_le_bytes();
+        if cache.contains(&k) {
+            kept += 1;
+            continue; // a memory hit: not what is measured
+        }
+        let t = Instant::now();
+        let v = cache.get(&k);
+        let dt = t.elapsed();
+        if let Some(v) = v {
+            assert_eq!(v.len(), VALUE);
+            kept += 1;
+            ns.push(dt.as_nanos() as u64);
+        }
+    }
+    let l2_reads = ns.len();
+    let (p50_us, p99_us) = percentiles(ns);
+    Run {
+        mib_s,
+        kept: kept as f64 / READS as f64,
+        p50_us,
+        p99_us,
+        l2_reads,
+    }
+}
+
+fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Bytes]) -> Run {
+    rt.block_on(async {
+        let device = FsDeviceBuilder::new(dir.join("foyer"))
+            .with_capacity((2 * keys * VALUE as u64 + 4 * SEGMENT) as usize)
+            .build()
+            .unwrap();
+        let hybrid: HybridCache<u64, Bytes> = HybridCacheBuilder::new()
+            .with_policy(foyer::HybridCachePolicy::WriteOnInsertion)
+            .memory(MEMORY as usize)
+            .with_weighter(|_k, v: &Bytes| v.len())
+            .storage()
+            .with_engine_config(BlockEngineConfig::new(device).with_block_size(SEGMENT as usize))
+            .build()
+            .await
+            .unwrap();
+        let t = Instant::now();
+        for k in 0..keys {
+            hybrid.insert(k, values[k as usize % values.len()].clone());
+        }
+        hybrid.storage().wait().await;
+        let mib_s = (keys * VALUE as u64) as f64 / t.elapsed().as_secs_f64() / 1048576.0;
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut ns = Vec::with_capacity(READS);
+        let mut kept = 0;
+        for _ in 0..READS {
+            let k = rng.random_range(0..keys);
+            if hybrid.memory().contains(&k) {
+                kept += 1;
+                continue;
+            }
+            let t = Instant::now();
+            let v = hybrid.get(&k).await.unwrap();
+            let dt = t.elapsed();
+            if let Some(v) = v {
+                assert_eq!(v.value().len(), VALUE);
+                kept += 1;
+                ns.push(dt.as_nanos() as u64);
+            }
+        }
+        hybrid.close().await.unwrap();
+        let l2_reads = ns.len();
+        let (p50_us, p99_us) = if ns.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            percentiles(ns)
+        };
+        Run {
+            mib_s,
+            kept: kept as f64 / READS as f64,
+            p50_us,
+            p99_us,
+            l2_reads,
+        }
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mib = env("L2_BENCH_MIB", 1024);
+    let rounds = env("L2_BENCH_ROUNDS", 3) as usize;
+    let base = std::env::var_os("L2_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let keys = mib * 1048576 / VALUE as u64;
+    let values = values();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("larder") {
+        // For profiling: larder's insert and read phases alone.
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let l = larder_run(dir.path(), keys, &values);
+        println!(
+            "larder {:.0} MiB/s, L2 hit p50 {:.1} µs p99 {:.1} µs",
+            l.mib_s, l.p50_us, l.p99_us
+        );
+        return;
+    }
+    println!(
+        "## Disk tier: {mib} MiB of {VALUE}-byte incompressible values a writer, {rounds} alternating rounds\n"
+    );
+    println!(
+        "| round | device MiB/s | larder MiB/s | foyer MiB/s | larder / device | foyer / device | larder kept | foyer kept | larder L2 p50 / p99 µs | foyer L2 p50 / p99 µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let (mut larder_ratio, mut foyer_ratio, mut l99, mut f99) = (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let before = device_mib_s(dir.path(), mib << 20);
+        let l = larder_run(dir.path(), keys, &values);
+        let after = device_mib_s(dir.path(), mib << 20);
+        let device = (before + after) / 2.0;
+        std::thread::sleep(Duration::from_millis(200));
+        let f = foyer_run(&rt, dir.path(), keys, &values);
+        println!(
+            "| {round} | {device:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} / {:.1} ({} reads) | {:.1} / {:.1} ({} reads) |",
+            l.mib_s,
+            f.mib_s,
+            l.mib_s / device,
+            f.mib_s / device,
+            l.kept,
+            f.kept,
+            l.p50_us,
+            l.p99_us,
+            l.l2_reads,
+            f.p50_us,
+            f.p99_us,
+            f.l2_reads
+        );
+        larder_ratio.push(l.mib_s / device);
+        foyer_ratio.push(f.mib_s / device);
+        l99.push(l.p99_us);
+        f99.push(f.p99_us);
+    }
+    println!(
+        "\nmedians: larder / device {:.2}, foyer / device {:.2}, L2 hit p99 larder {:.1} µs, foyer {:.1} µs",
+        median(larder_ratio),
+        median(foyer_ratio),
+        median(l99),
+        median(f99)
+    );
+}
