@@ -1,7 +1,7 @@
 //! [`CacheBuilder`]: every setting, its default, and its validation.
 
 use crate::cache::Cache;
-use crate::disk::io::default_backend;
+use crate::disk::io::{Io, default_backend};
 use crate::disk::{Backpressure, DiskConfig, DiskTier, Tiered, WritePolicy};
 use crate::error::BuildError;
 use crate::memory::MemoryTier;
@@ -90,6 +90,8 @@ struct DiskSettings {
     backpressure: Backpressure,
     flush_interval: Duration,
     compress_above: usize,
+    /// The I/O backend; `None`: the default one. Tests inject faults here.
+    io: Option<Arc<dyn Io>>,
 }
 
 impl Default for CacheBuilder {
@@ -156,7 +158,17 @@ impl CacheBuilder {
             backpressure: Backpressure::Wait(Duration::from_millis(100)),
             flush_interval: Duration::from_millis(100),
             compress_above: 512,
+            io: None,
         });
+        self
+    }
+
+    /// The disk tier's I/O backend (fault-injection tests).
+    #[cfg(test)]
+    pub(crate) fn disk_io(mut self, io: Arc<dyn Io>) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.io = Some(io);
+        }
         self
     }
 
@@ -210,7 +222,7 @@ impl CacheBuilder {
     }
 
     fn open_disk(&self, d: &DiskSettings) -> Result<Tiered, BuildError> {
-        let (io, _note) = default_backend();
+        let io = d.io.clone().unwrap_or_else(|| default_backend().0);
         let config = DiskConfig {
             dir: d.dir.clone(),
             capacity: d.capacity,

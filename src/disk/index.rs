@@ -151,6 +151,20 @@ impl Index {
         Some(e.flags.load(Ordering::Relaxed))
     }
 
+    /// Forgets every entry that points into `segment` (a full scan: for a
+    /// segment whose summary cannot be read). Returns how many it forgot.
+    pub(crate) fn remove_segment(&self, segment: u32) -> usize {
+        let mut gone = 0;
+        for stripe in &self.stripes {
+            let mut stripe = stripe.write();
+            let before = stripe.len();
+            stripe.retain(|e| e.loc.segment != segment);
+            gone += before - stripe.len();
+        }
+        self.len.fetch_sub(gone, Ordering::Relaxed);
+        gone
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -194,6 +208,19 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert!(index.remove_if(7, b));
         assert_eq!(index.len(), 0);
+        for h in 0..100 {
+            index.insert(
+                h,
+                Loc {
+                    segment: 1 + (h % 2) as u32,
+                    ..a
+                },
+                0,
+            );
+        }
+        assert_eq!(index.remove_segment(2), 50);
+        assert_eq!(index.len(), 50);
+        assert!(index.peek(1).is_none() && index.peek(2).is_some());
         assert!(index.get(7).is_none());
         assert_eq!(index.remove(7), None);
     }

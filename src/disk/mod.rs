@@ -549,8 +549,12 @@ impl DiskTier {
         let sh = &*self.shared;
         let hash = hash_key(key);
         let (loc, uses) = sh.index.get(hash)?;
-        // `None`: the segment was reclaimed since the index was read: a plain miss.
-        let bytes = self.read(loc)?;
+        let Some(bytes) = self.read(loc) else {
+            // Its segment was reclaimed since the index was read: a plain miss,
+            // and the entry goes if reclaim has not removed it already.
+            sh.index.remove_if(hash, loc);
+            return None;
+        };
         let found = bytes.and_then(|bytes| {
             let r = record::decode(u64::from(loc.segment), loc.offset, &bytes)?;
             let expires_at = r.header.expires_at;
@@ -922,7 +926,19 @@ impl Flusher {
             let Some(oldest) = sh.files.read().values().next().cloned() else {
                 return Ok(());
             };
-            let summary = read_summary(&sh, &oldest).unwrap_or_default();
+            let summary = match read_summary(&sh, &oldest) {
+                Ok(summary) => summary,
+                Err(e) => {
+                    // Damaged: forget whatever points into it the slow way.
+                    add(&sh.counters.corrupt, 1);
+                    eprintln!(
+                        "larder: segment {} has an unreadable summary ({e}); its {} entries are dropped",
+                        oldest.id,
+                        sh.index.remove_segment(oldest.id)
+                    );
+                    Vec::new()
+                }
+            };
             let now = unix_now();
             let mut budget = sh.config.segment_size / 2;
             for e in summary.iter().filter(|e| !e.tombstone) {
