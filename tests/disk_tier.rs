@@ -242,7 +242,7 @@ fn damaged_segment_files_under_an_open_cache_are_misses_never_wrong_bytes() {
         .unwrap();
     let mut rng = StdRng::seed_from_u64(2026);
     let mut model = std::collections::HashMap::new();
-    let mut write = |rng: &mut StdRng, model: &mut std::collections::HashMap<u32, u32>| {
+    let write = |rng: &mut StdRng, model: &mut std::collections::HashMap<u32, u32>| {
         let key = rng.random_range(0..3000u32);
         let version = model.get(&key).map_or(0, |v| v + 1);
         cache
