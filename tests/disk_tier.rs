@@ -344,3 +344,82 @@ fn compression_shows_in_the_stats() {
     assert!(compressible < 0.25, "ratio {compressible}");
     assert_eq!(ratio(&noise), 1.0, "incompressible values are stored raw");
 }
+
+/// Readers on keys that live mostly on disk while a writer overwrites and
+/// removes them and reclaim keeps recycling segments: every value read is the
+/// key's own, whole, and never older than a write or remove that had finished
+/// before the read began. `LARDER_STRESS_OPS` sets the writer's operations
+/// (default 40,000; the soak in docs/benchmarks.md used 4,000,000).
+#[test]
+fn readers_writers_and_reclaim_through_the_cache() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    const KEYS: u32 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder()
+        .memory_capacity(64)
+        .unit_weight()
+        .disk(dir.path(), 6 * SEGMENT)
+        .segment_size(SEGMENT)
+        .build()
+        .unwrap();
+    // Per key: the version of the last finished insert or remove.
+    let floor: Vec<AtomicU32> = (0..KEYS).map(|_| AtomicU32::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    let reads = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (cache, floor, stop) = (&cache, &floor, &stop);
+                s.spawn(move || {
+                    let mut rng = StdRng::seed_from_u64(t);
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = rng.random_range(0..KEYS);
+                        let before = floor[key as usize].load(Ordering::Acquire);
+                        if let Some(v) = cache.get(&key.to_le_bytes()) {
+                            let owner = u32::from_le_bytes(v[..4].try_into().unwrap());
+                            let version = u32::from_le_bytes(v[4..8].try_into().unwrap());
+                            assert_eq!(owner, key, "another key's value");
+                            assert_eq!(v, value(key, version), "torn value");
+                            assert!(version >= before, "key {key}: {version} < {before}");
+                        }
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        let mut rng = StdRng::seed_from_u64(99);
+        let ops: u32 = std::env::var("LARDER_STRESS_OPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40_000);
+        for version in 1..=ops {
+            let key = rng.random_range(0..KEYS);
+            if rng.random_ratio(1, 10) {
+                cache.remove(&key.to_le_bytes());
+            } else {
+                cache
+                    .insert(&key.to_le_bytes(), value(key, version))
+                    .unwrap();
+            }
+            floor[key as usize].store(version, Ordering::Release);
+        }
+        drop(_stop);
+        readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
+    });
+    let disk = cache.stats().disk.unwrap();
+    assert!(disk.reclaimed_segments >= 10, "{disk:?}");
+    assert!(disk.hits > 0 && reads > 10_000, "{disk:?}, {reads} reads");
+    assert_eq!(disk.corrupt_records, 0);
+    eprintln!(
+        "{reads} reads, {} L2 hits, {} segments reclaimed, {} re-appended",
+        disk.hits, disk.reclaimed_segments, disk.reappended
+    );
+}
