@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench disk_tier                 # 1 GiB a writer a round, 3 rounds
 //! L2_BENCH_MIB=2048 L2_BENCH_ROUNDS=5 cargo bench --bench disk_tier
+//! L2_BENCH_ONLY=memory cargo bench --bench disk_tier   # DRAM per L2-only entry
 //! ```
 //! * **Device**: sequential 1 MiB positional writes to one file, with an
 //!   `fdatasync` every 64 MiB (larder's segment size, where it syncs too): the
@@ -198,6 +199,48 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// DRAM per entry that lives only on disk: the resident set's growth over
+/// small entries written through a 64 KiB memory tier (what grows is the disk
+/// tier's index; segment buffers are recycled and stay the same), at several
+/// fill levels: a hash table's load factor swings between its doublings.
+fn memory_per_l2_entry(base: &Path) {
+    const BASE: u64 = 200_000;
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let cache = Cache::builder()
+        .memory_capacity(64 << 10)
+        .disk(dir.path(), 2 << 30)
+        .segment_size(4 << 20)
+        .disk_backpressure(Backpressure::Wait(Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    let value = Bytes::from_static(&[7; 16]);
+    let fill = |range: std::ops::Range<u64>| {
+        for k in range {
+            cache.insert(&k.to_le_bytes(), value.clone()).unwrap();
+        }
+        cache.sync().unwrap();
+    };
+    fill(0..BASE);
+    let before = rss_bytes();
+    println!("| disk entries | DRAM per L2-only entry (bytes) |");
+    println!("|---|---|");
+    let mut at = BASE;
+    for step in [300_000, 500_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000] {
+        fill(at..at + step);
+        at += step;
+        let disk = cache.stats().disk.unwrap();
+        assert!(disk.entries * 1000 >= at * 999, "{disk:?}"); // 36-bit hash collisions aside
+        let per = (rss_bytes() - before) as f64 / (at - BASE) as f64;
+        println!("| {} | {per:.1} |", disk.entries);
+    }
+}
+
 fn main() {
     let mib = env("L2_BENCH_MIB", 1024);
     let rounds = env("L2_BENCH_ROUNDS", 3) as usize;
@@ -209,6 +252,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("memory") {
+        memory_per_l2_entry(&base);
+        return;
+    }
     if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("larder") {
         // For profiling: larder's insert and read phases alone.
         let dir = tempfile::tempdir_in(&base).unwrap();
