@@ -403,7 +403,12 @@ impl DiskTier {
         let sh = &*self.shared;
         self.check_failed()?;
         if wait {
-            self.wait_for_space()?;
+            if let Err(e) = self.wait_for_space() {
+                if matches!(e, DiskError::Refused) {
+                    add(&sh.counters.refused, 1);
+                }
+                return Err(e);
+            }
         } else if sh.frozen.read().len() >= sh.config.max_frozen {
             add(&sh.counters.refused, 1);
             return Err(DiskError::Refused);
@@ -496,7 +501,10 @@ impl DiskTier {
         self.shared.ghosts.take(hash_key(key))
     }
 
-    fn wait_for_space(&self) -> Result<(), DiskError> {
+    /// Waits, as the backpressure setting says, until the flusher has room for
+    /// another segment. Does not count a refusal: callers that give up on a
+    /// write because of it do.
+    pub(crate) fn wait_for_space(&self) -> Result<(), DiskError> {
         let sh = &*self.shared;
         let full = || sh.frozen.read().len() >= sh.config.max_frozen;
         if !full() {
@@ -515,7 +523,6 @@ impl DiskTier {
                 Some(d) => cond.wait_until(&mut guard, d).timed_out(),
             };
             if timed_out && full() {
-                add(&sh.counters.refused, 1);
                 return Err(DiskError::Refused);
             }
         }

@@ -64,8 +64,13 @@ impl Tiered {
 
     /// Before an insert, outside any lock: the value made ready to write, if the
     /// policy writes inserts and the tier has room (a refusal is counted).
+    /// Under the demoting policies nothing is written now, but the insert may
+    /// evict an entry that must be written, under the lock, without waiting:
+    /// so the insert waits here, as the backpressure setting says, for the
+    /// flusher to have room.
     pub(crate) fn prepare_insert(&self, value: &Bytes, deadline: u64) -> Option<Prepared> {
         if self.policy != WritePolicy::WriteBehind {
+            let _ = self.disk.wait_for_space(); // a timeout shows as a refused demotion
             return None;
         }
         self.disk.prepare(value, self.to_unix(deadline), true).ok()

@@ -2,9 +2,9 @@
 //! a function of the key, and every hit's bytes are checked against it.
 
 use crate::CliResult;
-use larder::{Bytes, Cache, WritePolicy};
+use larder::{Backpressure, Bytes, Cache, WritePolicy};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -66,6 +66,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     if let (Some(dir), Some(capacity)) = (&args.disk_dir, args.disk_capacity) {
         builder = builder
             .disk(dir, capacity)
+            // A replay measures the policy: it waits for the disk rather than
+            // have writes refused by timing, so runs repeat.
+            .disk_backpressure(Backpressure::Wait(Duration::from_secs(60)))
             .write_policy(match args.write_policy {
                 Policy::WriteBehind => WritePolicy::WriteBehind,
                 Policy::Demote => WritePolicy::Demote,
