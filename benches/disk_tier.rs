@@ -228,8 +228,10 @@ fn memory_per_l2_entry(base: &Path) {
     };
     fill(0..BASE);
     let before = rss_bytes();
-    println!("| disk entries | DRAM per L2-only entry (bytes) |");
-    println!("|---|---|");
+    println!(
+        "| disk entries | RSS growth per L2-only entry (bytes) | index tables per entry (bytes) |"
+    );
+    println!("|---|---|---|");
     let mut at = BASE;
     for step in [300_000, 500_000, 1_000_000, 1_000_000, 1_000_000, 1_000_000] {
         fill(at..at + step);
@@ -237,7 +239,8 @@ fn memory_per_l2_entry(base: &Path) {
         let disk = cache.stats().disk.unwrap();
         assert!(disk.entries * 1000 >= at * 999, "{disk:?}"); // 36-bit hash collisions aside
         let per = (rss_bytes() - before) as f64 / (at - BASE) as f64;
-        println!("| {} | {per:.1} |", disk.entries);
+        let tables = disk.index_bytes as f64 / disk.entries as f64;
+        println!("| {} | {per:.1} | {tables:.1} |", disk.entries);
     }
 }
 

@@ -241,6 +241,7 @@ impl Cache {
             DiskTierStats {
                 hits: d.hits,
                 entries: d.entries,
+                index_bytes: d.index_bytes,
                 segments: d.segments,
                 capacity: d.capacity,
                 bytes_written: d.bytes_written,

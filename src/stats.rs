@@ -57,6 +57,8 @@ pub struct DiskTierStats {
     pub hits: u64,
     /// Keys the disk tier's index holds.
     pub entries: u64,
+    /// Bytes of memory the disk tier's index takes (its tables; about 21 a key).
+    pub index_bytes: u64,
     /// Sealed segment files.
     pub segments: u64,
     /// Bytes of segment files the tier may keep.

@@ -1,29 +1,40 @@
 //! The disk tier's index: key hash → where the key's newest record lives.
 //!
-//! One 16-byte entry per key on disk (asserted in a test), in lock-striped
-//! hashbrown tables: 32 bits of the key's hash (4 more chose the stripe), the
-//! record's segment, offset and length, and policy flags. Neither the full key
-//! nor the full hash is kept: every read compares the key stored in the
-//! record, so two keys that share those 36 bits cost a miss, never a wrong
-//! value (the newer one takes the entry). At 2,000,000 keys about 30 such
-//! pairs are expected.
+//! One 12-byte entry per key on disk (asserted in a test), in 256 lock-striped
+//! hashbrown tables: 32 bits of the key's hash (about 8 more chose the stripe), the
+//! record's segment (29 bits) and offset, and policy flags. The record's length
+//! is not kept: a read learns it from the record's header. Neither the full
+//! key nor the full hash is kept: every read compares the key stored in the
+//! record, so two keys that share those 40 bits cost a miss, never a wrong
+//! value (the newer one takes the entry); about 7 such pairs are expected at
+//! 4,000,000 keys.
+//!
+//! The stripes are deliberately unequal. A hash table doubles when it is 7/8
+//! full, so right after a doubling it is 7/16 full, and equal stripes would all
+//! double at once: the index's bytes per key would swing by 2× with the
+//! number of keys. Instead stripe `i` gets a share of keys proportional to
+//! `2^(i/256)`, so the stripes' sizes spread over one octave and their
+//! doublings are spread evenly over every doubling of the key count; the
+//! index's load factor stays near its mean, about 63%.
 //!
 //! The flags steer reclaim, L2's clock hand: a use count ([`USES`]) and
 //! [`IN_MEMORY`] (the memory tier holds the key, so a copy on disk is not
 //! worth a rewrite). They never decide what a read returns.
 
-use crate::format::record::RECORD_HEADER_LEN;
-use crate::key::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::sync::{AtomicU32, AtomicUsize, Ordering, RwLock};
 use hashbrown::HashTable;
 
-/// Where a record lives.
+/// Where a record starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Loc {
     pub(crate) segment: u32,
     pub(crate) offset: u32,
-    pub(crate) len: u32,
 }
+
+/// Bits of a segment id the index keeps: ids at or above `1 << 29` are refused
+/// (at 64 KiB, the smallest segment, that is 32 TiB written).
+pub(crate) const SEGMENT_BITS: u32 = 29;
+pub(crate) const MAX_SEGMENT_ID: u32 = (1 << SEGMENT_BITS) - 1;
 
 /// Flag bits 0..1: a saturating use count. Raised by a read from disk (an L2
 /// hit) and set when memory lets go of a key that proved reuse there; reclaim
@@ -32,39 +43,34 @@ pub(crate) const USES: u8 = 3;
 /// Entry flag: the memory tier holds the key.
 pub(crate) const IN_MEMORY: u8 = 4;
 
-/// Low bits of `len_flags`: the record's length; the flags sit above.
-const LEN_BITS: u32 = 28;
-const LEN_MASK: u32 = (1 << LEN_BITS) - 1;
-const _: () = assert!(RECORD_HEADER_LEN + MAX_KEY_LEN + MAX_VALUE_LEN <= LEN_MASK as usize);
+const SEGMENT_MASK: u32 = MAX_SEGMENT_ID;
 
 struct Entry {
     /// Bits 0..32 of the key hash.
     tag: u32,
-    segment: u32,
     offset: u32,
-    /// The record's length (bits 0..28) and the flags (bits 28..32).
-    len_flags: AtomicU32,
+    /// The segment (bits 0..29) and the flags (bits 29..32).
+    segment_flags: AtomicU32,
 }
 
 impl Entry {
     fn loc(&self) -> Loc {
         Loc {
-            segment: self.segment,
+            segment: self.segment_flags.load(Ordering::Relaxed) & SEGMENT_MASK,
             offset: self.offset,
-            len: self.len_flags.load(Ordering::Relaxed) & LEN_MASK,
         }
     }
 
     fn flags(&self) -> u8 {
-        (self.len_flags.load(Ordering::Relaxed) >> LEN_BITS) as u8
+        (self.segment_flags.load(Ordering::Relaxed) >> SEGMENT_BITS) as u8
     }
 
-    /// Changes the flag bits only (the length never changes in place).
+    /// Changes the flag bits only (the segment never changes in place).
     fn update_flags(&self, f: impl Fn(u8) -> u8) {
         let _ = self
-            .len_flags
+            .segment_flags
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some((v & LEN_MASK) | u32::from(f((v >> LEN_BITS) as u8)) << LEN_BITS)
+                Some((v & SEGMENT_MASK) | u32::from(f((v >> SEGMENT_BITS) as u8)) << SEGMENT_BITS)
             });
     }
 }
@@ -79,23 +85,43 @@ fn table_hash(tag: u32) -> u64 {
     u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-const STRIPES: usize = 16;
+const STRIPES: usize = 256;
+
+/// Hash bits that pick a stripe through [`Index::stripe_of`].
+const STRIPE_PICK_BITS: u32 = 12;
 
 pub(crate) struct Index {
     stripes: [RwLock<HashTable<Entry>>; STRIPES],
+    /// `STRIPE_PICK_BITS` hash bits → stripe, stripe `i` taking a share of the
+    /// slots proportional to `2^(i/STRIPES)`.
+    stripe_of: Box<[u8; 1 << STRIPE_PICK_BITS]>,
     len: AtomicUsize,
+}
+
+/// The stripe-picking table: slot `u` (of `n`) goes to stripe
+/// `floor(STRIPES · log2(1 + u/n))`, the inverse of the shares' distribution.
+fn stripe_table() -> Box<[u8; 1 << STRIPE_PICK_BITS]> {
+    let n = 1usize << STRIPE_PICK_BITS;
+    let mut table = Box::new([0u8; 1 << STRIPE_PICK_BITS]);
+    for (u, slot) in table.iter_mut().enumerate() {
+        let x = (u as f64 + 0.5) / n as f64;
+        *slot = ((STRIPES as f64 * (1.0 + x).log2()) as usize).min(STRIPES - 1) as u8;
+    }
+    table
 }
 
 impl Index {
     pub(crate) fn new() -> Self {
         Index {
             stripes: std::array::from_fn(|_| RwLock::new(HashTable::new())),
+            stripe_of: stripe_table(),
             len: AtomicUsize::new(0),
         }
     }
 
     fn stripe(&self, hash: u64) -> &RwLock<HashTable<Entry>> {
-        &self.stripes[(hash >> 40) as usize % STRIPES]
+        let pick = (hash >> 40) as usize & ((1 << STRIPE_PICK_BITS) - 1);
+        &self.stripes[usize::from(self.stripe_of[pick])]
     }
 
     /// The location of `hash`'s record and its use count, which the read raises.
@@ -120,24 +146,22 @@ impl Index {
 
     /// Points `hash` at `loc` with `flags`; returns where it pointed before.
     pub(crate) fn insert(&self, hash: u64, loc: Loc, flags: u8) -> Option<Loc> {
-        debug_assert!(loc.len <= LEN_MASK);
+        debug_assert!(loc.segment <= MAX_SEGMENT_ID);
         let tag = tag_of(hash);
-        let len_flags = loc.len | u32::from(flags) << LEN_BITS;
+        let segment_flags = loc.segment | u32::from(flags) << SEGMENT_BITS;
         let mut stripe = self.stripe(hash).write();
         match stripe.find_mut(table_hash(tag), |e| e.tag == tag) {
             Some(e) => {
                 let old = e.loc();
-                e.segment = loc.segment;
                 e.offset = loc.offset;
-                *e.len_flags.get_mut() = len_flags;
+                *e.segment_flags.get_mut() = segment_flags;
                 Some(old)
             }
             None => {
                 let entry = Entry {
                     tag,
-                    segment: loc.segment,
                     offset: loc.offset,
-                    len_flags: AtomicU32::new(len_flags),
+                    segment_flags: AtomicU32::new(segment_flags),
                 };
                 stripe.insert_unique(table_hash(tag), entry, |e| table_hash(e.tag));
                 self.len.fetch_add(1, Ordering::Relaxed);
@@ -212,11 +236,31 @@ impl Index {
         for stripe in &self.stripes {
             let mut stripe = stripe.write();
             let before = stripe.len();
-            stripe.retain(|e| e.segment != segment);
+            stripe.retain(|e| e.loc().segment != segment);
             gone += before - stripe.len();
         }
         self.len.fetch_sub(gone, Ordering::Relaxed);
         gone
+    }
+
+    /// Bytes the index's tables take: buckets (an entry and a control byte
+    /// each) plus the stripe table, not counting the allocator's own overhead.
+    pub(crate) fn table_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<Entry>() + 1;
+        let buckets: usize = self
+            .stripes
+            .iter()
+            .map(|s| {
+                let capacity = s.read().capacity();
+                // hashbrown keeps 1/8 of its buckets free (all but the smallest tables).
+                if capacity == 0 {
+                    0
+                } else {
+                    (capacity * 8 / 7).next_power_of_two()
+                }
+            })
+            .sum();
+        buckets * entry + self.stripe_of.len()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -229,17 +273,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_costs_16_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    fn stripes_share_keys_over_one_octave() {
+        let table = stripe_table();
+        let mut count = [0usize; STRIPES];
+        for &s in table.iter() {
+            count[usize::from(s)] += 1;
+        }
+        assert!(count.iter().all(|&c| c > 0), "every stripe is used");
+        // The last stripe gets about twice the first one's share.
+        let ratio = count[STRIPES - 1] as f64 / count[0] as f64;
+        assert!((1.6..2.5).contains(&ratio), "{ratio}");
     }
 
     #[test]
-    fn flags_never_touch_the_length() {
+    fn an_entry_costs_12_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 12);
+    }
+
+    #[test]
+    fn flags_never_touch_the_segment() {
         let index = Index::new();
         let loc = Loc {
-            segment: 3,
-            offset: 1 << 30,
-            len: LEN_MASK,
+            segment: MAX_SEGMENT_ID,
+            offset: u32::MAX,
         };
         index.insert(1 << 40 | 5, loc, IN_MEMORY | 2);
         index.leave_memory(1 << 40 | 5, 3);
@@ -247,9 +303,9 @@ mod tests {
         index.set_flags(1 << 40 | 5, IN_MEMORY | USES, IN_MEMORY);
         assert_eq!(index.peek(1 << 40 | 5), Some(loc));
         assert_eq!(index.flags_at(1 << 40 | 5, loc), Some(IN_MEMORY));
-        // Same 36 bits, other high bits: the same entry (the newer one wins).
-        assert_eq!(index.peek(1 << 40 | 5 | 1 << 50), Some(loc));
-        assert_eq!(index.peek(2 << 40 | 5), None, "another stripe");
+        // Same 40 bits, other high bits: the same entry (the newer one wins).
+        assert_eq!(index.peek(1 << 40 | 5 | 1 << 60), Some(loc));
+        assert_eq!(index.peek(0x800 << 40 | 5), None, "another stripe");
     }
 
     #[test]
@@ -258,7 +314,6 @@ mod tests {
         let a = Loc {
             segment: 1,
             offset: 64,
-            len: 100,
         };
         let b = Loc { offset: 164, ..a };
         assert_eq!(index.insert(7, a, IN_MEMORY), None);

@@ -42,7 +42,7 @@ pub(crate) use tiered::Tiered;
 pub use tiered::WritePolicy;
 
 use crate::format::FormatError;
-use crate::format::record::{self, Kind, RecordHeader};
+use crate::format::record::{self, Kind, RECORD_HEADER_LEN, RecordHeader};
 use crate::format::segment::{
     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry,
     TRAILER_LEN, Trailer, encode_summary,
@@ -52,7 +52,7 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering, RwLock};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ghosts::Ghosts;
-use index::{IN_MEMORY, Index, Loc, USES};
+use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID, USES};
 use io::Io;
 use segment::{ActiveBuffer, SegmentFile};
 use std::collections::BTreeMap;
@@ -139,6 +139,8 @@ pub(crate) struct Token {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DiskStats {
     pub(crate) entries: u64,
+    /// Bytes of memory the index's tables take.
+    pub(crate) index_bytes: u64,
     pub(crate) segments: u64,
     pub(crate) hits: u64,
     pub(crate) records_written: u64,
@@ -256,6 +258,11 @@ impl Shared {
         let summary_len = (log.summary.len() + 1) * SUMMARY_ENTRY_LEN;
         let froze = active.bytes.len() + len + summary_len > room;
         if froze {
+            if log.next_id > MAX_SEGMENT_ID {
+                return Err(self.fail(format!(
+                    "segment ids are exhausted ({MAX_SEGMENT_ID} segments written)"
+                )));
+            }
             self.freeze(&mut log, &mut active);
         }
         header.seq = log.next_seq;
@@ -275,7 +282,6 @@ impl Shared {
             let loc = Loc {
                 segment: active.id,
                 offset,
-                len: len as u32,
             };
             self.index.insert(hash, loc, flags);
             self.ghosts.observe(len);
@@ -304,6 +310,15 @@ impl Shared {
         };
         // Published before the active lock is released: readers find it here.
         self.frozen.write().insert(frozen.id, Arc::new(frozen));
+    }
+
+    /// Puts the tier in its failed state (sticky: it stops writing) and
+    /// returns the error to report.
+    fn fail(&self, why: String) -> DiskError {
+        *self.failure.lock() = Some(why.clone());
+        self.failed.store(true, Ordering::Release);
+        notify_space(self);
+        DiskError::Failed(why)
     }
 
     fn check_failed(&self) -> Result<(), DiskError> {
@@ -585,30 +600,56 @@ impl DiskTier {
     }
 
     /// The bytes of the record at `loc`, from wherever they are now; `None` if
-    /// its segment has been reclaimed. A file too short for the record (truncated
-    /// behind larder's back) is damage, reported as `Err(Some(..))`.
+    /// its segment has been reclaimed. The record's length comes from its
+    /// header (the index does not keep it); a header that fails its checks, or
+    /// a file too short for the record (truncated behind larder's back), is
+    /// damage, reported as `Some(Err(..))`.
     fn read(&self, loc: Loc) -> Option<Result<Vec<u8>, FormatError>> {
         let sh = &*self.shared;
         {
             let active = sh.active.read();
             if active.id == loc.segment {
-                return Some(slice_of(active.slice(loc.offset, loc.len), loc));
+                return Some(record_at_start(active.from(loc.offset)));
             }
         }
         if let Some(f) = sh.frozen.read().get(&loc.segment).cloned() {
-            let start = (loc.offset as usize).saturating_sub(SEGMENT_HEADER_LEN);
-            return Some(slice_of(f.bytes.get(start..start + loc.len as usize), loc));
+            let start = (loc.offset as usize).checked_sub(SEGMENT_HEADER_LEN);
+            return Some(record_at_start(start.and_then(|s| f.bytes.get(s..))));
         }
         let file = sh.files.read().get(&loc.segment).cloned()?;
-        let mut buf = vec![0u8; loc.len as usize];
-        let read = sh
-            .config
-            .io
-            .read_exact_at(&file.file, &mut buf, u64::from(loc.offset));
-        Some(read.map(|()| buf).map_err(|_| FormatError::Truncated {
-            needed: loc.len as usize,
+        Some(self.read_file(&file, loc.offset))
+    }
+
+    /// The record at `offset` of a sealed segment file: one read of up to
+    /// [`READ_AHEAD`] bytes learns its length and, for most records, gets all
+    /// of it; a longer record takes a second read.
+    fn read_file(&self, file: &SegmentFile, offset: u32) -> Result<Vec<u8>, FormatError> {
+        let io = &*self.shared.config.io;
+        let records_end = self.shared.config.segment_size as usize - TRAILER_LEN;
+        let ahead = READ_AHEAD.min(records_end.saturating_sub(offset as usize));
+        let short = |needed| FormatError::Truncated {
+            needed,
             available: 0,
-        }))
+        };
+        if ahead < RECORD_HEADER_LEN {
+            return Err(short(RECORD_HEADER_LEN));
+        }
+        let mut buf = vec![0u8; ahead];
+        io.read_exact_at(&file.file, &mut buf, u64::from(offset))
+            .map_err(|_| short(ahead))?;
+        let len = record::decode_header(&buf)?.record_len();
+        if len <= ahead {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0);
+            io.read_exact_at(
+                &file.file,
+                &mut buf[ahead..],
+                u64::from(offset) + ahead as u64,
+            )
+            .map_err(|_| short(len))?;
+        }
+        Ok(buf)
     }
 
     /// Returns once everything appended before the call is written and `fdatasync`ed.
@@ -629,6 +670,7 @@ impl DiskTier {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         DiskStats {
             entries: sh.index.len() as u64,
+            index_bytes: sh.index.table_bytes() as u64,
             segments: sh.files.read().len() as u64,
             hits: load(&c.hits),
             records_written: load(&c.records_written),
@@ -659,11 +701,23 @@ impl Drop for DiskTier {
     }
 }
 
-fn slice_of(bytes: Option<&[u8]>, loc: Loc) -> Result<Vec<u8>, FormatError> {
-    bytes.map(<[u8]>::to_vec).ok_or(FormatError::Truncated {
-        needed: loc.len as usize,
+/// Bytes read ahead of a record in a segment file (see `DiskTier::read_file`).
+const READ_AHEAD: usize = 8192;
+
+/// A copy of the record `bytes` start with (they may run on past it).
+fn record_at_start(bytes: Option<&[u8]>) -> Result<Vec<u8>, FormatError> {
+    let bytes = bytes.ok_or(FormatError::Truncated {
+        needed: RECORD_HEADER_LEN,
         available: 0,
-    })
+    })?;
+    let len = record::decode_header(bytes)?.record_len();
+    bytes
+        .get(..len)
+        .map(<[u8]>::to_vec)
+        .ok_or(FormatError::Truncated {
+            needed: len,
+            available: bytes.len(),
+        })
 }
 
 /// The value of a verified record for `key`: `None` if the record is for
@@ -795,9 +849,7 @@ impl Flusher {
         }
         let step = self.write_frozen().and_then(|_| self.write_active(durable));
         if let Err(e) = &step {
-            *sh.failure.lock() = Some(e.to_string());
-            sh.failed.store(true, Ordering::Release);
-            notify_space(&sh);
+            sh.fail(e.to_string());
         }
         step
     }
@@ -952,7 +1004,6 @@ impl Flusher {
                 let loc = Loc {
                     segment: oldest.id,
                     offset: e.offset,
-                    len: e.len,
                 };
                 let Some(flags) = sh.index.flags_at(e.hash, loc) else {
                     continue; // Superseded or removed since.
@@ -961,7 +1012,7 @@ impl Flusher {
                 let keep = flags & IN_MEMORY == 0
                     && uses > 0
                     && u64::from(e.len) <= budget
-                    && self.reappend(&oldest, loc, uses - 1, now);
+                    && self.reappend(&oldest, loc, e.len, uses - 1, now);
                 if keep {
                     budget -= u64::from(e.len);
                     continue;
@@ -979,9 +1030,9 @@ impl Flusher {
 
     /// Appends the record at `loc` of `file` again, if it is intact, live, and
     /// still the key's newest record. Whether it was.
-    fn reappend(&self, file: &SegmentFile, loc: Loc, uses: u8, now_unix_ns: u64) -> bool {
+    fn reappend(&self, file: &SegmentFile, loc: Loc, len: u32, uses: u8, now_unix_ns: u64) -> bool {
         let sh = &*self.shared;
-        let mut bytes = vec![0u8; loc.len as usize];
+        let mut bytes = vec![0u8; len as usize];
         if sh
             .config
             .io

@@ -93,9 +93,9 @@ impl ActiveBuffer {
         (SEGMENT_HEADER_LEN + self.bytes.len()) as u32
     }
 
-    /// The bytes of a record at file `offset`, if the buffer holds them.
-    pub(crate) fn slice(&self, offset: u32, len: u32) -> Option<&[u8]> {
+    /// The buffer's bytes from file `offset` on, if it holds that offset.
+    pub(crate) fn from(&self, offset: u32) -> Option<&[u8]> {
         let start = (offset as usize).checked_sub(SEGMENT_HEADER_LEN)?;
-        self.bytes.get(start..start + len as usize)
+        self.bytes.get(start..)
     }
 }

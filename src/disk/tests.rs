@@ -617,3 +617,34 @@ fn a_failed_disk_tier_leaves_the_memory_tier_serving() {
         cache.validate();
     }
 }
+
+/// Records longer than the read-ahead take a second read; records of every
+/// size, up to the end of a segment, read back whole from sealed files.
+#[test]
+fn records_of_every_length_read_back_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let lens: Vec<usize> = (0..120)
+        .map(|i| match i % 4 {
+            0 => rng.random_range(8..100),
+            1 => rng.random_range(READ_AHEAD - 200..READ_AHEAD + 200),
+            2 => rng.random_range(READ_AHEAD..3 * READ_AHEAD),
+            _ => rng.random_range(100..READ_AHEAD),
+        })
+        .collect();
+    for (key, &len) in lens.iter().enumerate() {
+        tier.put(&k(key as u32), &value(key as u32, 0, len), 0)
+            .unwrap();
+    }
+    tier.sync().unwrap();
+    assert!(tier.stats().segments >= 10);
+    for (key, &len) in lens.iter().enumerate() {
+        assert_eq!(
+            tier.get(&k(key as u32), 0).unwrap(),
+            value(key as u32, 0, len),
+            "key {key}, {len} bytes"
+        );
+    }
+    assert_eq!(tier.stats().corrupt, 0);
+}
