@@ -701,8 +701,10 @@ impl Drop for DiskTier {
     }
 }
 
-/// Bytes read ahead of a record in a segment file (see `DiskTier::read_file`).
-const READ_AHEAD: usize = 8192;
+/// Bytes read ahead of a record in a segment file (see `DiskTier::read_file`):
+/// a 4 KiB value with its header and a key of up to ~470 bytes takes one read.
+/// (8 KiB measured 0.4 µs slower at the median for 4 KiB values.)
+const READ_AHEAD: usize = 4608;
 
 /// A copy of the record `bytes` start with (they may run on past it).
 fn record_at_start(bytes: Option<&[u8]>) -> Result<Vec<u8>, FormatError> {
