@@ -1,12 +1,14 @@
 //! [`Cache`]: the public handle.
 
 use crate::builder::{CacheBuilder, Weigher};
+use crate::disk::CheckpointState;
 use crate::error::{Error, LoadError};
+use crate::format::checkpoint::MemoryEntry;
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
 use crate::memory::MemoryTier;
 use crate::patterns::single_flight::{Flights, Role};
-use crate::stats::{DiskTierStats, Stats, TierStats};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -34,6 +36,46 @@ struct Inner {
     max_weight: u64,
     flights: Flights,
     loads: AtomicU64,
+    /// `close` ran (or is running): `Drop` has nothing left to do.
+    closed: AtomicBool,
+    /// What the disk tier's directory held of a checkpoint at open.
+    checkpoint: CheckpointStatus,
+    refilled: AtomicU64,
+    refill_done: AtomicBool,
+}
+
+impl Inner {
+    /// A clean shutdown of the disk tier: dirty entries written, the log
+    /// sealed, the checkpoint of what memory holds written. Runs once.
+    fn shutdown(&self) -> Result<(), Error> {
+        let Some(lower) = self.memory.lower() else {
+            return Ok(());
+        };
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let disk_err = |e: crate::disk::DiskError| Error::Disk {
+            reason: e.to_string(),
+        };
+        lower.hold_reclaim(true);
+        let unwritten = self.memory.flush_dirty();
+        let written = lower.checkpoint(self.memory.checkpoint());
+        lower.hold_reclaim(false);
+        written.map_err(disk_err)?;
+        if unwritten > 0 {
+            return Err(Error::Disk {
+                reason: format!("{unwritten} dirty entries could not be written at close"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    /// A best-effort [`Cache::close`]: errors cannot be reported here.
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -53,15 +95,58 @@ impl Cache {
     pub(crate) fn from_parts(memory: MemoryTier, weigher: Weigher) -> Self {
         let max_weight = memory.max_weight();
         let flights = Flights::new(memory.shard_count());
-        Cache {
+        let found = memory.lower().map(|l| l.take_checkpoint());
+        let (checkpoint, refill) = match found {
+            None | Some(CheckpointState::Missing) => (CheckpointStatus::None, None),
+            Some(CheckpointState::Valid(c)) => (CheckpointStatus::Used, Some(c.memory)),
+            Some(CheckpointState::Stale { checkpoint, log }) => {
+                eprintln!(
+                    "larder: the checkpoint was written at record {checkpoint}, the log ends at {log}: ignored"
+                );
+                (CheckpointStatus::Stale, None)
+            }
+            Some(CheckpointState::Corrupt(why)) => {
+                eprintln!("larder: the checkpoint is damaged ({why}): ignored");
+                (CheckpointStatus::Corrupt(why), None)
+            }
+        };
+        let cache = Cache {
             inner: Arc::new(Inner {
                 memory,
                 weigher,
                 max_weight,
                 flights,
                 loads: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                checkpoint,
+                refilled: AtomicU64::new(0),
+                refill_done: AtomicBool::new(refill.is_none()),
             }),
+        };
+        if let Some(entries) = refill {
+            let weak = Arc::downgrade(&cache.inner);
+            let spawned = std::thread::Builder::new()
+                .name("larder-refill".into())
+                .spawn(move || refill_memory(&weak, &entries));
+            if spawned.is_err() {
+                cache.inner.refill_done.store(true, Ordering::Release);
+            }
         }
+        cache
+    }
+
+    /// Closes the cache cleanly: memory's unwritten entries go to disk, the
+    /// log is sealed, and a checkpoint of what memory holds is written, so the
+    /// next open of the directory is warm: its index comes from segment
+    /// summaries and memory is refilled, hottest first, in the background.
+    /// Without a disk tier, does nothing.
+    ///
+    /// Dropping the last handle does the same as a best effort, without a way
+    /// to report an error. Other handles to the cache keep working after
+    /// `close`; what they write reaches disk as usual, and a later open finds
+    /// the checkpoint stale and falls back to crash recovery.
+    pub fn close(self) -> Result<(), Error> {
+        self.inner.shutdown()
     }
 
     /// The value for `key`, if it is cached and not expired. A hit marks the entry
@@ -258,6 +343,19 @@ impl Cache {
                 failure: d.failed,
                 io_backend: d.io_backend,
                 write_policy: l.policy(),
+                recovery: RecoveryStats {
+                    segments: d.recovery.segments,
+                    entries: d.recovery.entries,
+                    records: d.recovery.records,
+                    sealed_tails: d.recovery.sealed,
+                    torn_tails: d.recovery.torn_tails,
+                    quarantined_files: d.recovery.quarantined,
+                    foreign_files: d.recovery.foreign,
+                    open_time: d.recovery.elapsed,
+                    checkpoint: self.inner.checkpoint.clone(),
+                    refilled: self.inner.refilled.load(Ordering::Relaxed),
+                    refill_done: self.inner.refill_done.load(Ordering::Acquire),
+                },
             }
         });
         let l2_hits = disk.as_ref().map_or(0, |d| d.hits);
@@ -288,5 +386,40 @@ impl Cache {
     #[cfg(any(test, fuzzing, feature = "validate"))]
     pub fn validate(&self) {
         self.inner.memory.validate();
+    }
+}
+
+/// The warm refill: brings back into memory, from disk, what memory held at the
+/// last close, in the checkpoint's order (hot entries first). Each entry goes
+/// through the ordinary promotion path, so a key written or removed meanwhile
+/// is never overwritten with an older value. Stops early if the cache goes.
+fn refill_memory(weak: &std::sync::Weak<Inner>, entries: &[MemoryEntry]) {
+    for e in entries {
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let memory = &inner.memory;
+        let hash = e.hash;
+        if e.ghost {
+            // After the residents (the checkpoint lists ghosts last): ghosts
+            // are bounded by what the shard holds.
+            memory.add_ghost(hash, e.weight);
+            continue;
+        }
+        let Some(lower) = memory.lower() else {
+            return;
+        };
+        let now = memory.clock().now();
+        if let Some((key, value, deadline, token)) = lower.read_by_hash(hash, now) {
+            let weight = inner.weigher.weigh(&key, &value);
+            if weight <= inner.max_weight
+                && memory.promote(hash, &key, value, weight as u32, deadline, token)
+            {
+                inner.refilled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(inner) = weak.upgrade() {
+        inner.refill_done.store(true, Ordering::Release);
     }
 }

@@ -77,7 +77,7 @@ pub use cache::Cache;
 pub use disk::{Backpressure, WritePolicy};
 pub use error::{BuildError, Error, LoadError};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
-pub use stats::{DiskTierStats, Stats, TierStats};
+pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
 pub use time::ManualClock;
 
 /// Entry points for the fuzz targets in `fuzz/` (compiled with `--cfg fuzzing` only).

@@ -94,6 +94,54 @@ pub struct DiskTierStats {
     pub io_backend: &'static str,
     /// When values are written.
     pub write_policy: crate::WritePolicy,
+    /// What opening the directory found and did.
+    pub recovery: RecoveryStats,
+}
+
+/// What opening the disk tier's directory found and did: a new directory
+/// shows zeros, a reopened one what recovery read, repaired and brought back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryStats {
+    /// Segment files read.
+    pub segments: u64,
+    /// Keys the rebuilt index holds.
+    pub entries: u64,
+    /// Records applied (from segment summaries, or scans of unsealed segments).
+    pub records: u64,
+    /// Segments left unsealed (by a crash, or a drop without `close`) that
+    /// recovery scanned and sealed.
+    pub sealed_tails: u64,
+    /// Of those, segments that ended in a torn record (cut off, not applied).
+    pub torn_tails: u64,
+    /// Segment files with an invalid header, renamed `*.quarantined`.
+    pub quarantined_files: u64,
+    /// Files named like segments that are not larder's; left alone.
+    pub foreign_files: u64,
+    /// Time to rebuild the index.
+    pub open_time: std::time::Duration,
+    /// The checkpoint written by the last `close`, and whether it was used.
+    pub checkpoint: CheckpointStatus,
+    /// Entries refilled into memory from disk so far (a warm open refills, in
+    /// the background, what memory held at the last close, hottest first).
+    pub refilled: u64,
+    /// Whether the refill has finished (or there was none to do).
+    pub refill_done: bool,
+}
+
+/// What a reopen found of the checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointStatus {
+    /// None: a new directory, or the last run did not `close` cleanly.
+    #[default]
+    None,
+    /// Valid and used: memory is refilled from it (a warm open).
+    Used,
+    /// Written before the last records on disk (a crash after a close): ignored.
+    Stale,
+    /// Damaged: ignored; the reason.
+    Corrupt(String),
 }
 
 impl DiskTierStats {

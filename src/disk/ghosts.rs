@@ -47,8 +47,13 @@ impl Ghosts {
 
     /// Counts a record of `len` bytes towards the mean record length.
     pub(crate) fn observe(&self, len: usize) {
-        self.seen.fetch_add(1, Ordering::Relaxed);
-        self.seen_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.observe_many(1, len as u64);
+    }
+
+    /// Counts `records` records of `bytes` bytes in all.
+    pub(crate) fn observe_many(&self, records: u64, bytes: u64) {
+        self.seen.fetch_add(records, Ordering::Relaxed);
+        self.seen_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Fingerprints one stripe keeps: its share of the records the tier holds when full.
@@ -97,6 +102,21 @@ impl Ghosts {
             }
             Err(_) => false,
         }
+    }
+
+    /// Every fingerprint remembered, oldest first within each stripe.
+    pub(crate) fn list(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for s in &self.stripes {
+            let s = s.lock();
+            out.extend(
+                s.order
+                    .iter()
+                    .copied()
+                    .filter(|&h| s.live.find(h, |&x| x == h).is_some()),
+            );
+        }
+        out
     }
 
     pub(crate) fn len(&self) -> usize {

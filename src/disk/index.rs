@@ -263,6 +263,37 @@ impl Index {
         buckets * entry + self.stripe_of.len()
     }
 
+    /// Every entry with uses left: its location and use count.
+    pub(crate) fn used(&self) -> Vec<(Loc, u8)> {
+        let mut out = Vec::new();
+        for stripe in &self.stripes {
+            for e in stripe.read().iter() {
+                let uses = e.flags() & USES;
+                if uses > 0 {
+                    out.push((e.loc(), uses));
+                }
+            }
+        }
+        out
+    }
+
+    /// Clears every entry's flags.
+    pub(crate) fn clear_flags(&self) {
+        for stripe in &self.stripes {
+            for e in stripe.read().iter() {
+                e.update_flags(|_| 0);
+            }
+        }
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&self) {
+        for stripe in &self.stripes {
+            stripe.write().clear();
+        }
+        self.len.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }

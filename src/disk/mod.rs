@@ -35,6 +35,7 @@
 mod ghosts;
 mod index;
 pub(crate) mod io;
+pub(crate) mod recovery;
 mod segment;
 pub(crate) mod tiered;
 
@@ -42,6 +43,7 @@ pub(crate) use tiered::Tiered;
 pub use tiered::WritePolicy;
 
 use crate::format::FormatError;
+use crate::format::checkpoint::Checkpoint;
 use crate::format::record::{self, Kind, RECORD_HEADER_LEN, RecordHeader};
 use crate::format::segment::{
     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry,
@@ -99,8 +101,6 @@ pub(crate) enum DiskError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} already holds segment files; reopening a disk tier is not supported yet")]
-    NotEmpty(PathBuf),
     #[error("{0} is in use by another cache (its LOCK file is locked)")]
     Locked(PathBuf),
     #[error("{dir} was created with {what}; it cannot be opened with {asked}")]
@@ -117,6 +117,34 @@ pub(crate) enum DiskError {
     Refused,
     #[error("a record of {0} bytes does not fit in a segment")]
     TooLarge(usize),
+}
+
+/// The checkpoint's file name in the directory.
+pub(crate) const CHECKPOINT_FILE: &str = "CHECKPOINT";
+
+/// What a reopen found of the checkpoint.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CheckpointState {
+    Missing,
+    Valid(Checkpoint),
+    /// Written for another state of the log (a crash after the last close).
+    Stale {
+        checkpoint: u64,
+        log: u64,
+    },
+    Corrupt(String),
+}
+
+/// The checkpoint in `dir`: `Ok(None)` if there is none, `Err` if it cannot
+/// be read or decoded.
+fn read_checkpoint_file(dir: &std::path::Path) -> Result<Option<Checkpoint>, String> {
+    match std::fs::read(dir.join(CHECKPOINT_FILE)) {
+        Ok(bytes) => Checkpoint::decode(&bytes)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read it: {e}")),
+    }
 }
 
 /// A value made ready for [`DiskTier::commit`] by [`DiskTier::prepare`].
@@ -162,6 +190,7 @@ pub(crate) struct DiskStats {
     /// Full segments waiting, in memory, to be written.
     pub(crate) queued_segments: u64,
     pub(crate) capacity: u64,
+    pub(crate) recovery: recovery::RecoveryReport,
 }
 
 #[derive(Default)]
@@ -200,6 +229,9 @@ struct Frozen {
 
 enum Request {
     Sync(Sender<Result<(), DiskError>>),
+    /// Seal the active segment (if it holds records) and sync; answers the
+    /// sequence number of the last record.
+    Seal(Sender<Result<u64, DiskError>>),
     Wake,
 }
 
@@ -217,6 +249,13 @@ struct Shared {
     /// every 4 KiB written to it.
     spare: Mutex<Option<Vec<u8>>>,
     files: RwLock<BTreeMap<u32, Arc<SegmentFile>>>,
+    /// What opening the directory found and did.
+    recovery: recovery::RecoveryReport,
+    /// Set while the cache closes: reclaim would drop records of keys memory
+    /// holds after memory has decided they need no writing.
+    reclaim_held: AtomicBool,
+    /// What open found of the checkpoint, until the memory tier takes it.
+    checkpoint: Mutex<Option<CheckpointState>>,
     /// Signalled when a frozen segment has been written.
     space: (Mutex<()>, Condvar),
     failed: AtomicBool,
@@ -360,27 +399,52 @@ impl DiskTier {
             .map_err(io_err(format!("cannot create {}", config.dir.display())))?;
         let lock = lock_directory(&config.dir)?;
         check_manifest(&config)?;
-        let listing = std::fs::read_dir(&config.dir)
-            .map_err(io_err(format!("cannot list {}", config.dir.display())))?;
-        for entry in listing.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".seg") {
-                return Err(DiskError::NotEmpty(config.dir.clone()));
+        let index = Index::new();
+        let found = read_checkpoint_file(&config.dir);
+        let uses: std::collections::HashMap<(u32, u32), u8> = match &found {
+            Ok(Some(c)) => c.uses.iter().map(|&(s, o, n)| ((s, o), n)).collect(),
+            _ => Default::default(),
+        };
+        let recovered = recovery::recover(&*config.io, &config.dir, s, &index, &uses)?;
+        let ghosts = Ghosts::new(config.capacity);
+        let on_disk: u64 = recovered.files.len() as u64 * s;
+        ghosts.observe_many(recovered.report.records, on_disk);
+        let log_end = recovered.next_seq - 1;
+        let checkpoint = match found {
+            Err(why) => CheckpointState::Corrupt(why),
+            Ok(None) => CheckpointState::Missing,
+            Ok(Some(c)) if c.last_seq != log_end || recovered.report.sealed > 0 => {
+                index.clear_flags();
+                CheckpointState::Stale {
+                    checkpoint: c.last_seq,
+                    log: log_end,
+                }
             }
-        }
+            Ok(Some(c)) => {
+                for &hash in &c.ghosts {
+                    ghosts.insert(hash);
+                }
+                CheckpointState::Valid(c)
+            }
+        };
+        let (id, seq) = (recovered.next_id, recovered.next_seq);
         let buffer = (s as usize) - SEGMENT_HEADER_LEN - TRAILER_LEN;
         let shared = Arc::new(Shared {
             _lock: lock,
-            index: Index::new(),
-            ghosts: Ghosts::new(config.capacity),
+            index,
+            ghosts,
             log: Mutex::new(Log {
-                next_seq: 1,
-                next_id: 2,
+                next_seq: seq,
+                next_id: id + 1,
                 summary: Vec::new(),
             }),
-            active: RwLock::new(ActiveBuffer::new(1, 1, Vec::with_capacity(buffer))),
+            active: RwLock::new(ActiveBuffer::new(id, seq, Vec::with_capacity(buffer))),
             frozen: RwLock::new(BTreeMap::new()),
             spare: Mutex::new(None),
-            files: RwLock::new(BTreeMap::new()),
+            files: RwLock::new(recovered.files),
+            recovery: recovered.report,
+            checkpoint: Mutex::new(Some(checkpoint)),
+            reclaim_held: AtomicBool::new(false),
             space: (Mutex::new(()), Condvar::new()),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -486,6 +550,12 @@ impl DiskTier {
             self.wake();
         }
         Ok(())
+    }
+
+    /// Whether the index holds a record for `key` (or for a key sharing its
+    /// index bits: then a read misses, and the caller writes the key again).
+    pub(crate) fn holds(&self, key: &[u8]) -> bool {
+        self.shared.index.peek(hash_key(key)).is_some()
     }
 
     /// The memory tier now holds `key` (promoted from disk): reclaim need not keep it.
@@ -652,6 +722,89 @@ impl DiskTier {
         Ok(buf)
     }
 
+    /// Writes `checkpoint` atomically: a temporary file, `fdatasync`, rename,
+    /// and a sync of the directory.
+    pub(crate) fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), DiskError> {
+        let dir = &self.shared.config.dir;
+        let (tmp, path) = (dir.join("CHECKPOINT.tmp"), dir.join(CHECKPOINT_FILE));
+        let write = || -> std::io::Result<()> {
+            let f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut &f, &checkpoint.encode())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(dir)
+        };
+        write().map_err(|source| DiskError::Io {
+            context: format!("cannot write {}", path.display()),
+            source,
+        })
+    }
+
+    /// Holds reclaim off (`true`) or lets it run again (`false`): while the
+    /// cache closes, memory writes what the disk does not hold, and reclaim
+    /// must not drop more behind its back.
+    pub(crate) fn hold_reclaim(&self, held: bool) {
+        self.shared.reclaim_held.store(held, Ordering::Release);
+    }
+
+    /// What open found of the checkpoint; the memory part of a valid one is
+    /// handed over once (the disk part was applied at open).
+    pub(crate) fn take_checkpoint(&self) -> CheckpointState {
+        self.shared
+            .checkpoint
+            .lock()
+            .take()
+            .unwrap_or(CheckpointState::Missing)
+    }
+
+    /// The disk tier's part of a checkpoint: records with uses left, and ghosts.
+    pub(crate) fn policy_state(&self) -> (Vec<(u32, u32, u8)>, Vec<u64>) {
+        let sh = &*self.shared;
+        let uses = sh
+            .index
+            .used()
+            .into_iter()
+            .map(|(loc, n)| (loc.segment, loc.offset, n))
+            .collect();
+        (uses, sh.ghosts.list())
+    }
+
+    /// Reads the record the index holds for `hash` without counting a use or a
+    /// hit (for refilling memory): its key, value, expiry (unix ns) and token.
+    pub(crate) fn read_by_hash(
+        &self,
+        hash: u64,
+        now_unix_ns: u64,
+    ) -> Option<(Vec<u8>, Bytes, u64, Token)> {
+        let sh = &*self.shared;
+        let loc = sh.index.peek(hash)?;
+        let bytes = self.read(loc)?.ok()?;
+        let r = record::decode(u64::from(loc.segment), loc.offset, &bytes).ok()?;
+        if hash_key(r.key) != hash {
+            return None;
+        }
+        let expires_at = r.header.expires_at;
+        if expires_at != 0 && expires_at <= now_unix_ns {
+            return None;
+        }
+        let value = value_of(&r, r.key).ok()??;
+        Some((r.key.to_vec(), value, expires_at, Token { loc, uses: 0 }))
+    }
+
+    /// Seals the active segment (written, summarized, `fdatasync`ed) so that a
+    /// reopen reads only summaries. Returns the sequence number of the last
+    /// record, which names this state of the log (see the checkpoint).
+    pub(crate) fn seal(&self) -> Result<u64, DiskError> {
+        self.check_failed()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let requests = self.requests.as_ref().expect("open tier");
+        requests
+            .send(Request::Seal(tx))
+            .map_err(|_| DiskError::Failed("the flusher has stopped".into()))?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(DiskError::Failed("the flusher has stopped".into())))
+    }
+
     /// Returns once everything appended before the call is written and `fdatasync`ed.
     pub(crate) fn sync(&self) -> Result<(), DiskError> {
         self.check_failed()?;
@@ -687,6 +840,7 @@ impl DiskTier {
             io_backend: sh.config.io.name(),
             queued_segments: sh.frozen.read().len() as u64,
             capacity: sh.config.capacity,
+            recovery: sh.recovery.clone(),
         }
     }
 }
@@ -801,6 +955,7 @@ struct Flusher {
     requests: Receiver<Request>,
     /// Files of segments not sealed yet, and how many record bytes each holds.
     unsealed: BTreeMap<u32, (Arc<SegmentFile>, usize)>,
+    reclaim_paused: bool,
 }
 
 impl Flusher {
@@ -809,35 +964,65 @@ impl Flusher {
             shared,
             requests,
             unsealed: BTreeMap::new(),
+            reclaim_paused: false,
         }
     }
 
     fn run(mut self) {
+        // A reopened directory may hold more than this tier's capacity: the
+        // first seal reclaims it back within it. Not at once: the memory tier
+        // is refilled from the checkpoint first, and reclaim must know which
+        // keys memory holds.
         let interval = self.shared.config.flush_interval;
         loop {
-            let mut syncs = Vec::new();
+            let mut requests = Vec::new();
             let open = match self.requests.recv_timeout(interval) {
                 Ok(r) => {
-                    syncs.extend(take_sync(r));
-                    syncs.extend(self.requests.try_iter().filter_map(take_sync));
+                    requests.push(r);
+                    requests.extend(self.requests.try_iter());
                     true
                 }
                 Err(RecvTimeoutError::Timeout) => true,
                 Err(RecvTimeoutError::Disconnected) => false,
             };
-            let result = self.flush(!syncs.is_empty() || !open);
+            let (mut syncs, mut seals) = (Vec::new(), Vec::new());
+            for r in requests {
+                match r {
+                    Request::Sync(reply) => syncs.push(reply),
+                    Request::Seal(reply) => seals.push(reply),
+                    Request::Wake => {}
+                }
+            }
+            let last_seq = (!seals.is_empty()).then(|| self.freeze_active());
+            // Sealing for a close: no reclaim, whose re-appends would move the
+            // log past the state the checkpoint is about to describe.
+            self.reclaim_paused = !seals.is_empty();
+            let result = self.flush(!syncs.is_empty() || !seals.is_empty() || !open);
+            self.reclaim_paused = false;
+            let failed = |e: &DiskError| DiskError::Failed(e.to_string());
             for reply in syncs {
-                let _ = reply.send(
-                    result
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|e| DiskError::Failed(e.to_string())),
-                );
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(failed));
+            }
+            for reply in seals {
+                let sealed = result.as_ref().map(|_| last_seq.unwrap_or(0));
+                let _ = reply.send(sealed.map_err(failed));
             }
             if !open {
                 return;
             }
         }
+    }
+
+    /// Freezes the active segment if it holds records, so the next flush seals
+    /// it. Returns the sequence number of the last record appended.
+    fn freeze_active(&self) -> u64 {
+        let sh = &*self.shared;
+        let mut log = sh.log.lock();
+        let mut active = sh.active.write();
+        if !active.bytes.is_empty() {
+            sh.freeze(&mut log, &mut active);
+        }
+        log.next_seq - 1
     }
 
     /// Writes frozen segments and the active segment's new bytes; `fdatasync`s the
@@ -865,6 +1050,8 @@ impl Flusher {
             return Ok((Arc::clone(f), *written));
         }
         let sh = &*self.shared;
+        // The new name is made durable too, or a power loss could lose the
+        // file with everything later synced into it.
         let f = SegmentFile::create(
             &*sh.config.io,
             &sh.config.dir,
@@ -872,6 +1059,7 @@ impl Flusher {
             first_seq,
             sh.config.segment_size,
         )
+        .and_then(|f| sync_dir(&sh.config.dir).map(|()| f))
         .map_err(|source| DiskError::Io {
             context: format!("cannot create segment {id}"),
             source,
@@ -954,8 +1142,8 @@ impl Flusher {
                 active.bytes[written..].to_vec(),
             )
         };
-        if fresh.is_empty() && !durable {
-            return Ok(());
+        if fresh.is_empty() && (!durable || !self.unsealed.contains_key(&id)) {
+            return Ok(()); // nothing new, or no file yet and nothing to put in one
         }
         let (file, written) = self.file_for(id, first_seq)?;
         self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
@@ -977,6 +1165,9 @@ impl Flusher {
     ///   segment so that reclaim always frees space;
     /// * otherwise dropped, its fingerprint remembered in the ghost table.
     fn reclaim(&mut self) -> Result<(), DiskError> {
+        if self.reclaim_paused || self.shared.reclaim_held.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let sh = Arc::clone(&self.shared);
         let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
         loop {
@@ -987,22 +1178,19 @@ impl Flusher {
             let Some(oldest) = sh.files.read().values().next().cloned() else {
                 return Ok(());
             };
-            let summary = match read_summary(&sh, &oldest) {
-                Ok(summary) => summary,
-                Err(e) => {
-                    // Damaged: forget whatever points into it the slow way.
-                    add(&sh.counters.corrupt, 1);
-                    eprintln!(
-                        "larder: segment {} has an unreadable summary ({e}); its {} entries are dropped",
-                        oldest.id,
-                        sh.index.remove_segment(oldest.id)
-                    );
-                    Vec::new()
-                }
-            };
+            let summary = read_summary(&sh, &oldest);
+            if let Err(e) = &summary {
+                add(&sh.counters.corrupt, 1);
+                eprintln!(
+                    "larder: segment {} has an unreadable summary ({e}); its entries are dropped",
+                    oldest.id
+                );
+            }
+            // 1. Keep what earned it: re-append, within the budget.
             let now = unix_now();
             let mut budget = sh.config.segment_size / 2;
-            for e in summary.iter().filter(|e| !e.tombstone) {
+            let mut dropped = Vec::new();
+            for e in summary.iter().flatten().filter(|e| !e.tombstone) {
                 let loc = Loc {
                     segment: oldest.id,
                     offset: e.offset,
@@ -1017,15 +1205,32 @@ impl Flusher {
                     && self.reappend(&oldest, loc, e.len, uses - 1, now);
                 if keep {
                     budget -= u64::from(e.len);
-                    continue;
-                }
-                if sh.index.remove_if(e.hash, loc) && flags & IN_MEMORY == 0 {
-                    sh.ghosts.insert(e.hash);
+                } else {
+                    dropped.push((e.hash, loc, flags & IN_MEMORY == 0));
                 }
             }
-            // Unlisted now; the file goes when its last reader lets go of it.
-            oldest.retire();
+            // 2. Unlist the segment and remove its file for good (readers that
+            //    hold it read on) *before* the index forgets its keys: once a key
+            //    is gone from the index, removing it writes no tombstone, so no
+            //    file that could bring it back after a restart may remain.
             sh.files.write().remove(&oldest.id);
+            oldest
+                .unlink()
+                .and_then(|()| sync_dir(&sh.config.dir))
+                .map_err(|source| DiskError::Io {
+                    context: format!("cannot remove reclaimed segment {}", oldest.id),
+                    source,
+                })?;
+            // 3. Forget its keys; remember the ones no tier holds.
+            if summary.is_ok() {
+                for (hash, loc, ghost) in dropped {
+                    if sh.index.remove_if(hash, loc) && ghost {
+                        sh.ghosts.insert(hash);
+                    }
+                }
+            } else {
+                sh.index.remove_segment(oldest.id);
+            }
             add(&sh.counters.reclaimed, 1);
         }
     }
@@ -1097,6 +1302,11 @@ fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, Fo
     io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
         .map_err(|_| short(end))?;
     trailer.summary(u64::from(file.id), &segment)
+}
+
+/// Makes the directory's entries (created, renamed, removed files) durable.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Takes the directory's advisory lock: one cache per directory at a time.
@@ -1177,13 +1387,6 @@ fn check_manifest(config: &DiskConfig) -> Result<(), DiskError> {
 fn notify_space(sh: &Shared) {
     let _guard = sh.space.0.lock();
     sh.space.1.notify_all();
-}
-
-fn take_sync(r: Request) -> Option<Sender<Result<(), DiskError>>> {
-    match r {
-        Request::Sync(reply) => Some(reply),
-        Request::Wake => None,
-    }
 }
 
 #[cfg(test)]

@@ -5,23 +5,22 @@ use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The file name of segment `id`.
 pub(crate) fn file_name(id: u32) -> String {
     format!("{id:010}.seg")
 }
 
-/// A segment file. Shared by `Arc` between the tier and its readers: a reclaimed
-/// segment is unlisted first and its file removed when the last reader drops it,
-/// so no read ever touches a file that was reused. Reads are positional reads,
-/// never a memory map: a file truncated behind larder's back costs a short read
-/// (a miss), not a SIGBUS.
+/// A segment file, shared by `Arc` between the tier and its readers. Reclaim
+/// unlists it, then unlinks it at once: a reader that still holds it reads on
+/// through its open descriptor (the inode lives until the last one closes),
+/// and segment ids are never reused, so no read ever touches another
+/// segment's bytes. Reads are positional reads, never a memory map: a file
+/// truncated behind larder's back costs a short read (a miss), not a SIGBUS.
 pub(crate) struct SegmentFile {
     pub(crate) id: u32,
     pub(crate) file: File,
     path: PathBuf,
-    remove_on_drop: AtomicBool,
 }
 
 impl SegmentFile {
@@ -45,25 +44,20 @@ impl SegmentFile {
             segment_size,
         };
         io.write_all_at(&file, &header.encode(), 0)?;
-        Ok(SegmentFile {
-            id,
-            file,
-            path,
-            remove_on_drop: AtomicBool::new(false),
-        })
+        Ok(SegmentFile { id, file, path })
     }
 
-    /// Removes the file once the last holder lets go.
-    pub(crate) fn retire(&self) {
-        self.remove_on_drop.store(true, Ordering::SeqCst);
+    /// Opens the existing segment file `path` (recovery checks its contents).
+    pub(crate) fn open(path: PathBuf, id: u32) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        Ok(SegmentFile { id, file, path })
     }
-}
 
-impl Drop for SegmentFile {
-    fn drop(&mut self) {
-        if self.remove_on_drop.load(Ordering::SeqCst) {
-            // Best effort: a file that cannot be removed is only wasted space.
-            let _ = std::fs::remove_file(&self.path);
+    /// Removes the file's name; readers holding it read on.
+    pub(crate) fn unlink(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 }

@@ -9,7 +9,8 @@
 //! still points at the record that was read.
 
 use super::index::IN_MEMORY;
-use super::{DiskError, DiskStats, DiskTier, Prepared, Token};
+use super::{CheckpointState, DiskError, DiskStats, DiskTier, Prepared, Token};
+use crate::format::checkpoint::{Checkpoint, MemoryEntry};
 use bytes::Bytes;
 
 /// When values are written to the disk tier.
@@ -86,6 +87,52 @@ impl Tiered {
     /// `key` as gone from both tiers (it proved reuse: memory admits it hot).
     pub(crate) fn recall(&self, key: &[u8]) -> bool {
         self.disk.recall(key)
+    }
+
+    /// Whether the disk holds a record for `key` (its memory copy, if clean,
+    /// need not be written).
+    pub(crate) fn holds(&self, key: &[u8]) -> bool {
+        self.disk.holds(key)
+    }
+
+    /// Under the key's shard lock, at close: writes an entry the disk does not
+    /// hold (waiting for room as the backpressure setting says). Whether it was
+    /// written.
+    pub(crate) fn write_dirty(&self, key: &[u8], value: &Bytes, deadline: u64) -> bool {
+        self.disk
+            .prepare(value, self.to_unix(deadline), true)
+            .and_then(|p| self.disk.commit(key, &p, IN_MEMORY))
+            .is_ok()
+    }
+
+    /// See [`DiskTier::hold_reclaim`].
+    pub(crate) fn hold_reclaim(&self, held: bool) {
+        self.disk.hold_reclaim(held);
+    }
+
+    /// Seals the log and writes the checkpoint: what memory holds (hottest
+    /// first), and the disk tier's use counts and ghosts.
+    pub(crate) fn checkpoint(&self, memory: Vec<MemoryEntry>) -> Result<(), DiskError> {
+        let last_seq = self.disk.seal()?;
+        let (uses, ghosts) = self.disk.policy_state();
+        self.disk.write_checkpoint(&Checkpoint {
+            last_seq,
+            memory,
+            uses,
+            ghosts,
+        })
+    }
+
+    /// What open found of the checkpoint (handed over once).
+    pub(crate) fn take_checkpoint(&self) -> CheckpointState {
+        self.disk.take_checkpoint()
+    }
+
+    /// The record the index holds for `hash`, for refilling memory: key,
+    /// value, deadline (memory clock) and token. Counts no hit.
+    pub(crate) fn read_by_hash(&self, hash: u64, now: u64) -> Option<(Vec<u8>, Bytes, u64, Token)> {
+        let (key, value, expires_at, token) = self.disk.read_by_hash(hash, self.to_unix(now))?;
+        Some((key, value, self.to_mono(expires_at), token))
     }
 
     /// Under the key's shard lock: memory promoted `key` from disk.

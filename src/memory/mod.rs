@@ -19,6 +19,7 @@ pub(crate) use shard::DIRTY;
 use shard::{Admit, Departed, Lookup, Shard};
 
 use crate::disk::{Tiered, Token};
+use crate::format::checkpoint::MemoryEntry;
 use crate::key::Probe;
 use crate::policy::Counts;
 use crate::sync::{Arc, Ordering, RwLock};
@@ -183,16 +184,16 @@ impl MemoryTier {
         weight: u32,
         deadline: u64,
         token: Token,
-    ) {
+    ) -> bool {
         let Some(lower) = &self.lower else {
-            return;
+            return false;
         };
         let cell = self.cell(hash);
         let mut departed = Departed::new();
         let probe = Probe::new(key);
         let mut shard = cell.write();
         if shard.holds(hash, &probe) || !lower.still_current(key, token) {
-            return;
+            return false;
         }
         let clean = Admit {
             weight,
@@ -204,6 +205,7 @@ impl MemoryTier {
         lower.promoted(key);
         self.demote(lower, &departed);
         drop(shard);
+        true
     }
 
     pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
@@ -220,6 +222,47 @@ impl MemoryTier {
             return None;
         }
         Some(gone.payload.value)
+    }
+
+    /// Writes every live entry the disk tier does not hold (dirty ones, and
+    /// clean ones whose record reclaim dropped while memory held them) to the
+    /// disk tier, waiting for room as the backpressure setting says, and marks
+    /// them clean. Returns how many it could not write.
+    pub(crate) fn flush_dirty(&self) -> u64 {
+        let Some(lower) = &self.lower else {
+            return 0;
+        };
+        let mut unwritten = 0;
+        for cell in self.cells.iter() {
+            // Under the write lock: the ordering rule holds, and nothing changes
+            // an entry between reading it and writing it.
+            let mut shard = cell.write();
+            for (key, value, deadline) in shard.unwritten(self.clock.now(), |k| lower.holds(k)) {
+                let key = key.as_slice();
+                if lower.write_dirty(key, &value, deadline) {
+                    shard.set_clean(crate::key::hash_key(key), &Probe::new(key));
+                } else {
+                    unwritten += 1;
+                }
+            }
+        }
+        unwritten
+    }
+
+    /// What memory holds, for a checkpoint: hot entries, cold ones, ghosts.
+    pub(crate) fn checkpoint(&self) -> Vec<MemoryEntry> {
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for cell in self.cells.iter() {
+            cell.read().checkpoint(now, &mut out);
+        }
+        out.sort_by_key(|e| (e.ghost, !e.hot));
+        out
+    }
+
+    /// Restores a ghost from a checkpoint.
+    pub(crate) fn add_ghost(&self, hash: u64, weight: u32) {
+        self.cell(hash).write().add_ghost(hash, weight);
     }
 
     pub(crate) fn lower(&self) -> Option<&Tiered> {

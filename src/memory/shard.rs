@@ -1,6 +1,7 @@
 //! One shard of the memory tier: CLOCK-Pro over entries that hold a key, a value
 //! and a deadline. Plain data and algorithm; the tier wraps it in a lock.
 
+use crate::format::checkpoint::MemoryEntry;
 use crate::key::{KeyBuf, Probe};
 use crate::policy::{ClockPro, Counts, Evicted, Idx};
 use crate::sync::{AtomicU64, Ordering};
@@ -258,6 +259,54 @@ impl Shard {
         if let Some(idx) = self.find(hash, key) {
             self.policy.resident_mut(idx).tag &= !DIRTY;
         }
+    }
+
+    /// The live entries, then the ghosts, for a checkpoint.
+    pub(crate) fn checkpoint(&self, now: u64, out: &mut Vec<MemoryEntry>) {
+        for (idx, hash, hot) in self.policy.residents() {
+            if !self.is_expired(idx, || now) {
+                out.push(MemoryEntry {
+                    hash,
+                    hot,
+                    ghost: false,
+                    weight: self.policy.resident(idx).weight(),
+                });
+            }
+        }
+        for (hash, weight) in self.policy.ghost_entries() {
+            out.push(MemoryEntry {
+                hash,
+                hot: false,
+                ghost: true,
+                weight,
+            });
+        }
+    }
+
+    /// Restores a ghost from a checkpoint.
+    pub(crate) fn add_ghost(&mut self, hash: u64, weight: u32) {
+        self.policy.add_ghost(hash, weight);
+    }
+
+    /// The live entries whose bytes are not in the lower tier (dirty, or
+    /// `on_disk` says the tier lost them): key, value, deadline.
+    pub(crate) fn unwritten(
+        &self,
+        now: u64,
+        on_disk: impl Fn(&[u8]) -> bool,
+    ) -> Vec<(KeyBuf, Bytes, u64)> {
+        self.policy
+            .residents()
+            .filter(|&(idx, _, _)| {
+                let r = self.policy.resident(idx);
+                !self.is_expired(idx, || now)
+                    && (r.tag & DIRTY != 0 || !on_disk(r.payload.key.as_slice()))
+            })
+            .map(|(idx, _, _)| {
+                let p = &self.policy.resident(idx).payload;
+                (p.key.clone(), p.value.clone(), self.policy.aux(idx))
+            })
+            .collect()
     }
 
     /// Whether `key` is resident, expired or not.

@@ -102,6 +102,11 @@ pub(crate) struct Resident<P> {
 }
 
 impl<P> Resident<P> {
+    /// The entry's weight.
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight
+    }
+
     /// Sets the reference bit: the whole cost of a hit. Safe under a shared lock.
     #[inline]
     pub(crate) fn touch(&self) {
@@ -221,6 +226,41 @@ impl<P: Default> ClockPro<P> {
 
     /// A resident entry found by [`find_resident`](Self::find_resident).
     #[inline]
+    /// Every ghost (non-resident entry in its test period): hash and weight.
+    pub(crate) fn ghost_entries(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.ghosts
+            .iter()
+            .filter(|m| m.state & FREE == 0)
+            .map(|m| (m.hash, m.weight))
+    }
+
+    /// Remembers `hash` as a ghost in its test period, at the head of the
+    /// clock (restoring a checkpoint): a re-reference before `HAND_test` ends
+    /// it admits the key hot, as for an entry evicted here. Ignored if the
+    /// hash is known already or nothing is resident (ghosts are bounded by
+    /// what a full shard holds).
+    pub(crate) fn add_ghost(&mut self, hash: u64, weight: u32) {
+        if self.head == NIL || self.find(hash).is_some() {
+            return;
+        }
+        let g = self.alloc_ghost(Meta::new(hash, weight, TEST));
+        self.link_at_head(g);
+        self.table
+            .insert_unique(hash, g, |&i| hash_of(&self.slot_meta, &self.ghosts, i));
+        self.counts.ghosts += 1;
+        self.run_hand_test(false);
+    }
+
+    /// Every resident entry: its index, key hash and whether it is hot (slot
+    /// order, not clock order).
+    pub(crate) fn residents(&self) -> impl Iterator<Item = (Idx, u64, bool)> + '_ {
+        self.slot_meta
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.state & FREE == 0)
+            .map(|(i, m)| (i as Idx, m.hash, m.is_hot()))
+    }
+
     pub(crate) fn resident(&self, idx: Idx) -> &Resident<P> {
         &self.slots[idx as usize]
     }
