@@ -1,0 +1,364 @@
+//! The crash loop (issue 4, contract promises 1, 2, 7 and 8).
+//!
+//! A child process (this test binary, run as `crash_child`) opens a cache on a
+//! directory, recovering whatever the last run left, and runs a random
+//! workload: inserts, overwrites, removes, inserts with TTLs, a `sync()` now
+//! and then, and once in a while a clean `close()` and reopen. Before each
+//! operation it logs its intent to a side file, and after each `sync()` a
+//! sync mark. The parent kills it with SIGKILL at a random moment (some kills
+//! land while it is still recovering), reopens the directory itself, reads
+//! every key, and checks the contract against the log:
+//!
+//! * every value read is whole and is one that was written for that key;
+//! * there is one moment M between the last completed `sync()` and the kill
+//!   such that every key read has the value it had at M (absent keys are
+//!   allowed: a cache may forget). So nothing removed or overwritten before
+//!   the last sync comes back, and nothing applies out of order;
+//! * no value is returned past its TTL.
+//!
+//! What the parent reads is the next iteration's starting state.
+//! `LARDER_CRASH_ITERATIONS` sets the iterations (default 50; the soak in the
+//! issue note ran 1,000) and `LARDER_CRASH_SEED` the seed, printed on failure.
+
+use larder::{Bytes, Cache, WritePolicy};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const KEYS: u32 = 300;
+const SEGMENT: u64 = 64 << 10;
+
+fn open(dir: &Path, policy: WritePolicy) -> Cache {
+    Cache::builder()
+        .memory_capacity(40)
+        .unit_weight()
+        .disk(dir, 12 * SEGMENT)
+        .segment_size(SEGMENT)
+        .write_policy(policy)
+        .flush_interval(Duration::from_millis(5))
+        .build()
+        .expect("open")
+}
+
+fn policy_of(seed: u64) -> WritePolicy {
+    if seed.is_multiple_of(3) {
+        WritePolicy::Demote
+    } else {
+        WritePolicy::WriteBehind
+    }
+}
+
+/// The value written for `key` at `version`: names both, and checks itself.
+fn value(key: u32, version: u64, len: usize) -> Bytes {
+    let mut v = Vec::with_capacity(len.max(16));
+    v.extend_from_slice(&key.to_le_bytes());
+    v.extend_from_slice(&version.to_le_bytes());
+    let mut x = version ^ (u64::from(key) << 40);
+    while v.len() < len.max(16) - 4 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.push((x >> 56) as u8);
+    }
+    let sum = crc32fast::hash(&v);
+    v.extend_from_slice(&sum.to_le_bytes());
+    v.into()
+}
+
+/// The (key, version) a value names, if it is whole.
+fn parse(v: &[u8]) -> Option<(u32, u64)> {
+    if v.len() < 16 {
+        return None;
+    }
+    let (body, sum) = v.split_at(v.len() - 4);
+    (crc32fast::hash(body) == u32::from_le_bytes(sum.try_into().ok()?)).then(|| {
+        (
+            u32::from_le_bytes(body[..4].try_into().unwrap()),
+            u64::from_le_bytes(body[4..12].try_into().unwrap()),
+        )
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The child: runs until killed (or for 10 s at most).
+#[test]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("LARDER_CRASH_DIR") else {
+        return; // run by the parent only
+    };
+    let seed: u64 = std::env::var("LARDER_CRASH_CHILD_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let base: u64 = std::env::var("LARDER_CRASH_VERSION_BASE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log_path = std::env::var_os("LARDER_CRASH_LOG").unwrap();
+    let dir = Path::new(&dir);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    // One write per line: a kill cannot split it.
+    let mut note = |line: String| log.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let policy = policy_of(seed);
+    let mut cache = Some(open(dir, policy));
+    note("O".into()); // opened (recovery done)
+    let started = Instant::now();
+    let mut version = base;
+    while started.elapsed() < Duration::from_secs(10) {
+        version += 1;
+        let key = rng.random_range(0..KEYS);
+        let c = cache.as_ref().unwrap();
+        match rng.random_range(0..100) {
+            0..60 => {
+                let len = rng.random_range(16..1500);
+                note(format!("W {key} {version} 0"));
+                c.insert(&key.to_le_bytes(), value(key, version, len))
+                    .unwrap();
+            }
+            60..70 => {
+                let ttl = rng.random_range(50..2000u64);
+                let len = rng.random_range(16..500);
+                // The deadline is at least this: the cache takes its clock after.
+                note(format!("W {key} {version} {}", unix_ms() + ttl));
+                c.insert_with_ttl(
+                    &key.to_le_bytes(),
+                    value(key, version, len),
+                    Duration::from_millis(ttl),
+                )
+                .unwrap();
+            }
+            70..85 => {
+                note(format!("R {key} {version}"));
+                c.remove(&key.to_le_bytes());
+            }
+            85..97 => {
+                let _ = c.get(&key.to_le_bytes());
+            }
+            97..99 => {
+                c.sync().unwrap();
+                note("S".into());
+            }
+            _ => {
+                if rng.random_ratio(1, 4) {
+                    cache.take().unwrap().close().unwrap();
+                    note("S".into()); // a clean close syncs everything
+                    cache = Some(open(dir, policy));
+                }
+            }
+        }
+    }
+}
+
+/// One logged operation: which key, and what it left (None: removed).
+struct Op {
+    key: u32,
+    version: u64,
+    /// `Some(deadline_ms)` for a write (0: no TTL), `None` for a remove.
+    write: Option<u64>,
+}
+
+struct Log {
+    ops: Vec<Op>,
+    /// Ops before the last sync mark.
+    synced: usize,
+}
+
+fn read_log(path: &Path) -> Log {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut log = Log {
+        ops: Vec::new(),
+        synced: 0,
+    };
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f[0] {
+            "W" if f.len() == 4 => log.ops.push(Op {
+                key: f[1].parse().unwrap(),
+                version: f[2].parse().unwrap(),
+                write: Some(f[3].parse().unwrap()),
+            }),
+            "R" if f.len() == 3 => log.ops.push(Op {
+                key: f[1].parse().unwrap(),
+                version: f[2].parse().unwrap(),
+                write: None,
+            }),
+            "S" => log.synced = log.ops.len(),
+            _ => {} // "O", or a line cut by the kill
+        }
+    }
+    log
+}
+
+/// What a key held: version and deadline (ms, 0 = none), or absent.
+type State = HashMap<u32, (u64, u64)>;
+
+/// Checks what the parent read (`seen`) against the start state and the log.
+/// Returns the violations.
+fn check(start: &State, log: &Log, seen: &HashMap<u32, u64>, read_at_ms: u64) -> Vec<String> {
+    let mut bad = Vec::new();
+    // For each key: the moments (op counts) at which it held each version.
+    // Moment m = the state after the first m ops.
+    let n = log.ops.len();
+    let (mut lo, mut hi) = (log.synced, n);
+    for (&key, &version) in seen {
+        // Intervals of moments where `key` held `version`.
+        let mut holds_from: Option<usize> = start
+            .get(&key)
+            .and_then(|&(v, _)| (v == version).then_some(0));
+        let mut found = None;
+        for (i, op) in log.ops.iter().enumerate().filter(|(_, op)| op.key == key) {
+            if let Some(from) = holds_from.take() {
+                found = Some((from, i)); // held from `from` until op i changed it
+                break;
+            }
+            if op.write.is_some() && op.version == version {
+                holds_from = Some(i + 1);
+            }
+        }
+        let (from, to) = match (found, holds_from) {
+            (Some(f), _) => f,
+            (None, Some(from)) => (from, n),
+            (None, None) => {
+                bad.push(format!("key {key}: version {version} was never its value"));
+                continue;
+            }
+        };
+        // A moment in [from, to] (inclusive: at moment `to` the change had not happened).
+        lo = lo.max(from);
+        hi = hi.min(to);
+        if lo > hi {
+            bad.push(format!(
+                "key {key}: version {version} held only at moments {from}..={to}, \
+                 outside what the other keys allow (last sync after {} of {n} ops)",
+                log.synced
+            ));
+            lo = log.synced;
+            hi = n;
+        }
+        let deadline = log
+            .ops
+            .iter()
+            .find(|op| op.key == key && op.version == version)
+            .and_then(|op| op.write)
+            .or_else(|| start.get(&key).map(|&(_, d)| d))
+            .unwrap_or(0);
+        if deadline != 0 && read_at_ms > deadline + 1000 {
+            bad.push(format!(
+                "key {key}: version {version} returned past its TTL"
+            ));
+        }
+    }
+    bad
+}
+
+#[test]
+fn crash_loop() {
+    let iterations: u64 = std::env::var("LARDER_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("LARDER_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("crash loop: {iterations} iterations, LARDER_CRASH_SEED={seed}");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("cache");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut state: State = HashMap::new();
+    let mut violations = Vec::new();
+    let (mut during_open, mut reads) = (0, 0);
+    for i in 0..iterations {
+        let log_path = work.path().join(format!("log-{i}"));
+        let child_seed = rng.random::<u64>();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env("LARDER_CRASH_DIR", &dir)
+            .env("LARDER_CRASH_CHILD_SEED", child_seed.to_string())
+            .env(
+                "LARDER_CRASH_VERSION_BASE",
+                ((i + 1) * 10_000_000).to_string(),
+            )
+            .env("LARDER_CRASH_LOG", &log_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Mostly mid-workload, sometimes within the child's first milliseconds
+        // (while it opens and recovers).
+        let delay = if rng.random_ratio(1, 3) {
+            rng.random_range(0..6)
+        } else {
+            rng.random_range(15..250)
+        };
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let log = read_log(&log_path);
+        if !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .starts_with('O')
+        {
+            during_open += 1;
+        }
+        // Reopen (recovery), read everything, check.
+        let cache = open(&dir, policy_of(child_seed));
+        let read_at = unix_ms();
+        let mut seen = HashMap::new();
+        for key in 0..KEYS {
+            if let Some(v) = cache.get(&key.to_le_bytes()) {
+                reads += 1;
+                match parse(&v) {
+                    Some((k, version)) if k == key => {
+                        seen.insert(key, version);
+                    }
+                    _ => violations.push(format!(
+                        "iteration {i}: key {key}: bytes not written for it"
+                    )),
+                }
+            }
+        }
+        for v in check(&state, &log, &seen, read_at) {
+            violations.push(format!("iteration {i} (seed {seed}): {v}"));
+        }
+        // What was read is the next start state (with deadlines from the log).
+        let deadline = |key: u32, version: u64| {
+            log.ops
+                .iter()
+                .find(|op| op.key == key && op.version == version)
+                .and_then(|op| op.write)
+                .or_else(|| state.get(&key).map(|&(_, d)| d))
+                .unwrap_or(0)
+        };
+        state = seen
+            .iter()
+            .map(|(&k, &v)| (k, (v, deadline(k, v))))
+            .collect();
+        drop(cache);
+        if violations.len() > 20 {
+            break;
+        }
+    }
+    eprintln!(
+        "crash loop: {iterations} iterations, {during_open} killed while opening, {reads} values read, {} violations",
+        violations.len()
+    );
+    assert!(
+        violations.is_empty(),
+        "LARDER_CRASH_SEED={seed}\n{violations:#?}"
+    );
+}
