@@ -74,10 +74,34 @@ mod time;
 pub use builder::{CacheBuilder, ENTRY_OVERHEAD, MAX_SHARDS};
 pub use bytes::Bytes;
 pub use cache::Cache;
+pub use disk::verify::VerifyReport;
 pub use disk::{Backpressure, WritePolicy};
 pub use error::{BuildError, Error, LoadError};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
 pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
+
+/// Checks a disk tier's directory without opening a cache on it: every
+/// segment header, summary and record, and the checkpoint. Read-only (it takes
+/// no lock and writes nothing). `Err` only if the directory or its manifest
+/// cannot be read.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let cache = larder::Cache::builder()
+///     .memory_capacity(1 << 20)
+///     .disk(dir.path(), 1 << 20)
+///     .segment_size(64 << 10)
+///     .build()?;
+/// cache.insert(b"k", "v")?;
+/// cache.close()?;
+/// let report = larder::verify_dir(dir.path())?;
+/// assert!(report.is_clean());
+/// assert_eq!(report.live_entries, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn verify_dir(dir: impl AsRef<std::path::Path>) -> Result<VerifyReport, Error> {
+    disk::verify::verify(dir.as_ref()).map_err(|reason| Error::Disk { reason })
+}
 pub use time::ManualClock;
 
 /// Entry points for the fuzz targets in `fuzz/` (compiled with `--cfg fuzzing` only).

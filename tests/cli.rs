@@ -139,6 +139,9 @@ fn demo_prints_a_summary() {
         "L2 disk",
         "L2 writes",
         "L2 health",
+        "restart: close, then reopen",
+        "checkpoint Used",
+        "before the restart",
     ] {
         assert!(text.contains(row), "summary lacks {row:?}:\n{text}");
     }
@@ -170,4 +173,81 @@ fn demo_prints_a_summary() {
     assert_clean_failure(&bad, "cannot create /dev/null/x");
     let bad = larder(&["demo", "--disk-mib", "1"]);
     assert_clean_failure(&bad, "at least 3 segments");
+}
+
+/// Every file of a directory with its bytes: to prove a command changed nothing.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn verify_reports_corruption_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("l2");
+    let cache = larder::Cache::builder()
+        .memory_capacity(50)
+        .unit_weight()
+        .disk(&disk, 16 * (64 << 10))
+        .segment_size(64 << 10)
+        .build()
+        .unwrap();
+    for key in 0..2000u32 {
+        cache
+            .insert(&key.to_le_bytes(), vec![key as u8; 200])
+            .unwrap();
+    }
+    cache.close().unwrap();
+    let d = disk.to_str().unwrap();
+
+    let before = snapshot(&disk);
+    let out = larder(&["verify", "--disk-dir", d, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clean"], true, "{r}");
+    assert_eq!(r["checkpoint"], "valid", "{r}");
+    assert!(r["live_entries"].as_u64().unwrap() > 500, "{r}");
+    assert_eq!(snapshot(&disk), before, "verify changed the directory");
+
+    // A flipped bit in a record of a sealed segment.
+    let mut segments: Vec<_> = std::fs::read_dir(&disk)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    bytes[64 + 40] ^= 0x10;
+    std::fs::write(&segments[0], &bytes).unwrap();
+    let before = snapshot(&disk);
+    let out = larder(&["verify", "--disk-dir", d, "--json"]);
+    assert!(!out.status.success(), "a corrupt directory must fail");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clean"], false, "{r}");
+    assert_eq!(r["corrupt_records"], 1, "{r}");
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    assert_eq!(snapshot(&disk), before, "verify changed the directory");
+    let text = larder(&["verify", "--disk-dir", d]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("CORRUPT"));
+
+    // A damaged checkpoint is corruption too; a missing directory a clear error.
+    std::fs::write(&segments[0], {
+        bytes[64 + 40] ^= 0x10;
+        &bytes
+    })
+    .unwrap();
+    assert!(larder(&["verify", "--disk-dir", d]).status.success());
+    std::fs::write(disk.join("CHECKPOINT"), b"garbage").unwrap();
+    let out = larder(&["verify", "--disk-dir", d, "--json"]);
+    assert!(!out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["checkpoint"], "corrupt", "{r}");
+    let out = larder(&["verify", "--disk-dir", "/nonexistent/larder"]);
+    assert_clean_failure(&out, "MANIFEST");
 }

@@ -38,6 +38,7 @@ pub(crate) mod io;
 pub(crate) mod recovery;
 mod segment;
 pub(crate) mod tiered;
+pub(crate) mod verify;
 
 pub(crate) use tiered::Tiered;
 pub use tiered::WritePolicy;

@@ -96,7 +96,7 @@ pub(crate) fn run(args: Args) -> CliResult {
                 Policy::Demote => WritePolicy::Demote,
             });
     }
-    let cache = builder.build()?;
+    let cache = builder.clone().build()?;
     // Bytes that do not compress (zstd stores them raw), the same for every key.
     let mut rng = StdRng::seed_from_u64(args.seed);
     let value = Bytes::from(
@@ -147,7 +147,9 @@ pub(crate) fn run(args: Args) -> CliResult {
     latencies.sort_unstable();
     cache.sync()?;
     print_summary(&cache, elapsed, args.requests, &latencies);
-    drop(cache);
+    if args.disk_mib > 0 {
+        restart(cache, &builder, &zipf, &value, &args)?;
+    }
     drop(temp);
     Ok(())
 }
@@ -175,6 +177,83 @@ fn worker(
         }
     }
     latencies
+}
+
+/// The hit ratio of `requests` more requests (one thread), from the stats.
+fn hit_ratio_of(cache: &Cache, zipf: &Zipf<f64>, value: &Bytes, seed: u64, requests: u64) -> f64 {
+    let before = cache.stats();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..requests {
+        let key = (zipf.sample(&mut rng) as u64).to_le_bytes();
+        if cache.get(&key).is_none() {
+            let _ = cache.insert(&key, value.clone());
+        }
+    }
+    let after = cache.stats();
+    let hits = after.hits - before.hits;
+    let misses = after.misses - before.misses;
+    hits as f64 / (hits + misses).max(1) as f64
+}
+
+/// A clean close and a reopen: the hit ratio of the last requests before it
+/// and of the first requests after it.
+fn restart(
+    cache: Cache,
+    builder: &larder::CacheBuilder,
+    zipf: &Zipf<f64>,
+    value: &Bytes,
+    args: &Args,
+) -> CliResult {
+    let window = (args.requests / 10).max(1);
+    // Fresh key streams (the workers' seeds are seed + 0..threads).
+    let before = hit_ratio_of(&cache, zipf, value, args.seed.wrapping_add(1 << 32), window);
+    let closing = Instant::now();
+    cache.close()?;
+    let closed = closing.elapsed();
+    let opening = Instant::now();
+    let cache = builder.clone().build()?;
+    let opened = opening.elapsed();
+    let after = hit_ratio_of(&cache, zipf, value, args.seed.wrapping_add(2 << 32), window);
+    let s = cache.stats();
+    let r = s
+        .disk
+        .as_ref()
+        .map(|d| d.recovery.clone())
+        .unwrap_or_default();
+    println!("restart: close, then reopen the same directory");
+    for (k, v) in [
+        (
+            "close",
+            format!(
+                "{:.1} ms (memory's unwritten entries written, log sealed, checkpoint written)",
+                closed.as_secs_f64() * 1e3
+            ),
+        ),
+        (
+            "reopen",
+            format!(
+                "{:.1} ms: {} entries from {} segment summaries, checkpoint {:?}, {} entries refilled into memory so far",
+                opened.as_secs_f64() * 1e3,
+                r.entries,
+                r.segments,
+                r.checkpoint,
+                r.refilled
+            ),
+        ),
+        (
+            "hit ratio",
+            format!(
+                "{:.2}% over the last {window} requests before the restart, {:.2}% over the first {window} after it",
+                before * 100.0,
+                after * 100.0
+            ),
+        ),
+    ] {
+        println!("{k:<14} {v}");
+    }
+    println!("{:-<64}", "");
+    cache.close()?;
+    Ok(())
 }
 
 fn print_summary(cache: &Cache, elapsed: Duration, requests: u64, latencies: &[u32]) {

@@ -1,8 +1,9 @@
 //! The `larder` command-line tool: `demo` shows the engine at work, `replay`
-//! measures the policy on a trace.
+//! measures the policy on a trace, `verify` checks a disk tier's directory.
 
 mod demo;
 mod replay;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ enum Command {
     Demo(demo::Args),
     /// Replay a trace (one key per line) and report hits and misses.
     Replay(replay::Args),
+    /// Check every segment, record and checkpoint of a disk tier's directory,
+    /// without changing it; exits non-zero if anything is corrupt.
+    Verify(verify::Args),
 }
 
 /// Errors the tool reports to a person: a message, exit status 1.
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result: CliResult = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,8 +24,10 @@ pub(crate) struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Put a disk tier under the memory tier, in this directory (a new one, or one
-    /// without segments: reopening is not supported yet).
+    /// Put a disk tier under the memory tier, in this directory. A directory a
+    /// previous run left is reopened (warm after a clean close, recovered after
+    /// a crash) before the replay starts, and closed cleanly at the end, so a
+    /// trace replayed in parts, one run each, behaves like one replay.
     #[arg(long, requires = "disk_capacity")]
     disk_dir: Option<PathBuf>,
     /// Bytes of segment files the disk tier may keep.
@@ -78,7 +80,10 @@ pub(crate) fn run(args: Args) -> CliResult {
             builder = builder.segment_size(size);
         }
     }
+    let opening = Instant::now();
     let cache = builder.build()?;
+    let open_s = opening.elapsed().as_secs_f64();
+    let opened = cache.stats().disk.map(|d| d.recovery);
 
     let started = Instant::now();
     let (mut hits, mut wrong) = (0u64, 0u64);
@@ -98,6 +103,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let misses = requests - hits;
     cache.sync()?;
     let stats = cache.stats();
+    cache.close()?;
     let disk = stats.disk.clone();
     let mut report = serde_json::json!({
         "trace": args.trace.display().to_string(),
@@ -117,6 +123,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         "l2_hits": disk.as_ref().map_or(0, |d| d.hits),
         "disk_bytes_written": disk.as_ref().map_or(0, |d| d.bytes_written),
     });
+    if let Some(r) = &opened {
+        report["recovered_entries"] = r.entries.into();
+        report["open_s"] = open_s.into();
+        report["warm"] = (r.checkpoint == larder::CheckpointStatus::Used).into();
+    }
     if let Some(d) = disk {
         report["disk"] = serde_json::json!({
             "entries": d.entries,
