@@ -69,6 +69,7 @@ pub(crate) fn verify(dir: &Path) -> Result<VerifyReport, String> {
     let mut live: HashMap<u64, bool> = HashMap::new();
     let mut last_seq = 0u64;
     let mut all_sealed = true;
+    let newest = paths.keys().next_back().copied();
     for (id, path) in paths {
         let name = path.display();
         let file = match std::fs::File::open(&path) {
@@ -126,11 +127,18 @@ pub(crate) fn verify(dir: &Path) -> Result<VerifyReport, String> {
                 all_sealed = false;
                 // Only sealing writes the last bytes of a segment: a full-length
                 // file without a valid trailer and summary had them damaged.
+                // And only the newest segment can be unsealed: one is sealed
+                // before the next is written to.
                 if file.metadata().is_ok_and(|m| m.len() >= size) {
                     report.corrupt_segments += 1;
                     report
                         .problems
                         .push(format!("{name}: its trailer or summary fails its checks"));
+                } else if Some(id) != newest {
+                    report.corrupt_segments += 1;
+                    report.problems.push(format!(
+                        "{name}: unsealed but not the newest segment (truncated?)"
+                    ));
                 }
                 if torn {
                     report.torn_tails += 1;
