@@ -109,10 +109,14 @@ pub use time::ManualClock;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::format::FormatError;
+    pub use crate::format::checkpoint::{Checkpoint, MemoryEntry};
+    pub use crate::format::manifest::{HASH_XXH3_64, Manifest};
     pub use crate::format::record::{
         Kind, RecordHeader, decode as decode_record, encode as encode_record,
     };
-    pub use crate::format::segment::{SegmentHeader, Trailer};
+    pub use crate::format::segment::{
+        SEGMENT_HEADER_LEN, SegmentHeader, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
+    };
 }
 
 /// The README's examples, compiled and run as doc tests.

@@ -44,7 +44,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 /// its summary, and its trailer. (Between them is unused space.)
 fn covered(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
     if bytes.len() < 32 {
-        return vec![0..bytes.len()];
+        return std::iter::once(0..bytes.len()).collect();
     }
     let t = &bytes[bytes.len() - 32..];
     let summary_at = u32::from_le_bytes(t[8..12].try_into().unwrap()) as usize;
@@ -68,7 +68,7 @@ fn damage(dir: &Path, rng: &mut StdRng) -> Option<String> {
     let ranges = if name.ends_with(".seg") {
         covered(&bytes)
     } else {
-        vec![0..bytes.len()]
+        std::iter::once(0..bytes.len()).collect()
     };
     let what = match rng.random_range(0..6) {
         0 => {
