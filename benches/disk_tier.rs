@@ -6,6 +6,7 @@
 //! cargo bench --bench disk_tier                 # 1 GiB a writer a round, 3 rounds
 //! L2_BENCH_MIB=2048 L2_BENCH_ROUNDS=5 cargo bench --bench disk_tier
 //! L2_BENCH_ONLY=memory cargo bench --bench disk_tier   # DRAM per L2-only entry
+//! L2_BENCH_ONLY=restart cargo bench --bench disk_tier  # reopen and recovery times
 //! ```
 //! * **Device**: sequential 1 MiB positional writes to one file, with an
 //!   `fdatasync` every 64 MiB (larder's segment size, where it syncs too): the
@@ -244,6 +245,57 @@ fn memory_per_l2_entry(base: &Path) {
     }
 }
 
+/// Reopening a directory of 1,000,000 entries (64-byte values, 64 MiB
+/// segments): after a clean close (warm: the checkpoint is used) and as after
+/// a crash (no checkpoint, the index rebuilt from the segment summaries alone).
+/// Index entries rebuilt per second come from the recovery's own timer.
+fn restart_times(base: &Path) {
+    const N: u64 = 1_000_000;
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let build = || {
+        Cache::builder()
+            .memory_capacity(16 << 20)
+            .disk(dir.path(), 1 << 30)
+            .segment_size(SEGMENT)
+            .disk_backpressure(Backpressure::Wait(Duration::from_secs(30)))
+            .build()
+            .unwrap()
+    };
+    let cache = build();
+    let value = Bytes::from_static(&[9; 64]);
+    for k in 0..N {
+        cache.insert(&k.to_le_bytes(), value.clone()).unwrap();
+    }
+    let t = Instant::now();
+    cache.close().unwrap();
+    let close_s = t.elapsed().as_secs_f64();
+    println!("| open | entries | open (s) | index rebuilt (entries/s) | checkpoint |");
+    println!("|---|---|---|---|---|");
+    for crash in [false, false, true, true] {
+        if crash {
+            let _ = std::fs::remove_file(dir.path().join("CHECKPOINT"));
+        }
+        let t = Instant::now();
+        let cache = build();
+        let open_s = t.elapsed().as_secs_f64();
+        let r = cache.stats().disk.unwrap().recovery;
+        assert!(r.entries >= N - 100, "{r:?}");
+        println!(
+            "| {} | {} | {open_s:.3} | {:.1} M | {:?} |",
+            if crash {
+                "no checkpoint"
+            } else {
+                "after a clean close"
+            },
+            r.entries,
+            r.entries as f64 / r.open_time.as_secs_f64() / 1e6,
+            r.checkpoint
+        );
+        cache.close().unwrap();
+    }
+    println!("\nclose of 1,000,000 entries: {close_s:.3} s");
+}
+
 fn main() {
     let mib = env("L2_BENCH_MIB", 1024);
     let rounds = env("L2_BENCH_ROUNDS", 3) as usize;
@@ -255,6 +307,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("restart") {
+        restart_times(&base);
+        return;
+    }
     if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("memory") {
         memory_per_l2_entry(&base);
         return;

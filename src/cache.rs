@@ -42,6 +42,9 @@ struct Inner {
     checkpoint: CheckpointStatus,
     refilled: AtomicU64,
     refill_done: AtomicBool,
+    /// Tells the refill thread to stop; its handle, to wait for it.
+    refill_stop: AtomicBool,
+    refill: crate::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -54,6 +57,7 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.stop_refill();
         let disk_err = |e: crate::disk::DiskError| Error::Disk {
             reason: e.to_string(),
         };
@@ -68,6 +72,20 @@ impl Inner {
             });
         }
         Ok(())
+    }
+}
+
+impl Inner {
+    /// Stops the refill thread and waits for it (unless this is that thread:
+    /// it may hold the last handle).
+    fn stop_refill(&self) {
+        self.refill_stop.store(true, Ordering::Release);
+        let handle = self.refill.lock().take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
     }
 }
 
@@ -121,6 +139,8 @@ impl Cache {
                 checkpoint,
                 refilled: AtomicU64::new(0),
                 refill_done: AtomicBool::new(refill.is_none()),
+                refill_stop: AtomicBool::new(false),
+                refill: crate::sync::Mutex::new(None),
             }),
         };
         if let Some(entries) = refill {
@@ -128,8 +148,9 @@ impl Cache {
             let spawned = std::thread::Builder::new()
                 .name("larder-refill".into())
                 .spawn(move || refill_memory(&weak, &entries));
-            if spawned.is_err() {
-                cache.inner.refill_done.store(true, Ordering::Release);
+            match spawned {
+                Ok(h) => *cache.inner.refill.lock() = Some(h),
+                Err(_) => cache.inner.refill_done.store(true, Ordering::Release),
             }
         }
         cache
@@ -141,12 +162,16 @@ impl Cache {
     /// summaries and memory is refilled, hottest first, in the background.
     /// Without a disk tier, does nothing.
     ///
-    /// Dropping the last handle does the same as a best effort, without a way
-    /// to report an error. Other handles to the cache keep working after
-    /// `close`; what they write reaches disk as usual, and a later open finds
-    /// the checkpoint stale and falls back to crash recovery.
+    /// When `close` returns the directory is released: a cache may open it
+    /// again at once. Other handles to this cache keep working, from memory
+    /// only: the disk tier is closed (its stats say so). Dropping the last
+    /// handle does the same as a best effort, without a way to report an error.
     pub fn close(self) -> Result<(), Error> {
-        self.inner.shutdown()
+        let result = self.inner.shutdown();
+        if let Some(lower) = self.inner.memory.lower() {
+            lower.close();
+        }
+        result
     }
 
     /// The value for `key`, if it is cached and not expired. A hit marks the entry
@@ -398,6 +423,9 @@ fn refill_memory(weak: &std::sync::Weak<Inner>, entries: &[MemoryEntry]) {
         let Some(inner) = weak.upgrade() else {
             return;
         };
+        if inner.refill_stop.load(Ordering::Acquire) {
+            break;
+        }
         let memory = &inner.memory;
         let hash = e.hash;
         if e.ghost {

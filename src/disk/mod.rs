@@ -238,7 +238,10 @@ enum Request {
 
 struct Shared {
     /// Held open, and locked, for as long as the tier exists.
-    _lock: std::fs::File,
+    /// Held open and locked until the tier is closed.
+    lock: Mutex<Option<std::fs::File>>,
+    /// Closed: nothing is read or written any more.
+    closed: AtomicBool,
     config: DiskConfig,
     index: Index,
     ghosts: Ghosts,
@@ -373,8 +376,9 @@ impl Shared {
 /// The disk tier.
 pub(crate) struct DiskTier {
     shared: Arc<Shared>,
-    requests: Option<Sender<Request>>,
-    flusher: Option<JoinHandle<()>>,
+    /// `None` once the tier is closed.
+    requests: Mutex<Option<Sender<Request>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DiskTier {
@@ -431,7 +435,8 @@ impl DiskTier {
         let (id, seq) = (recovered.next_id, recovered.next_seq);
         let buffer = (s as usize) - SEGMENT_HEADER_LEN - TRAILER_LEN;
         let shared = Arc::new(Shared {
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
+            closed: AtomicBool::new(false),
             index,
             ghosts,
             log: Mutex::new(Log {
@@ -460,8 +465,8 @@ impl DiskTier {
             .map_err(io_err("cannot start the flusher thread".into()))?;
         Ok(DiskTier {
             shared,
-            requests: Some(tx),
-            flusher: Some(handle),
+            requests: Mutex::new(Some(tx)),
+            flusher: Mutex::new(Some(handle)),
         })
     }
 
@@ -620,7 +625,7 @@ impl DiskTier {
     }
 
     fn wake(&self) {
-        if let Some(tx) = &self.requests {
+        if let Some(tx) = &*self.requests.lock() {
             let _ = tx.send(Request::Wake);
         }
     }
@@ -640,6 +645,9 @@ impl DiskTier {
     /// for [`is_current`](Self::is_current).
     pub(crate) fn get_current(&self, key: &[u8], now_unix_ns: u64) -> Option<(Bytes, u64, Token)> {
         let sh = &*self.shared;
+        if sh.closed.load(Ordering::Acquire) {
+            return None; // another cache may own the directory now
+        }
         let hash = hash_key(key);
         let (loc, uses) = sh.index.get(hash)?;
         let Some(bytes) = self.read(loc) else {
@@ -778,6 +786,9 @@ impl DiskTier {
         now_unix_ns: u64,
     ) -> Option<(Vec<u8>, Bytes, u64, Token)> {
         let sh = &*self.shared;
+        if sh.closed.load(Ordering::Acquire) {
+            return None;
+        }
         let loc = sh.index.peek(hash)?;
         let bytes = self.read(loc)?.ok()?;
         let r = record::decode(u64::from(loc.segment), loc.offset, &bytes).ok()?;
@@ -798,10 +809,7 @@ impl DiskTier {
     pub(crate) fn seal(&self) -> Result<u64, DiskError> {
         self.check_failed()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let requests = self.requests.as_ref().expect("open tier");
-        requests
-            .send(Request::Seal(tx))
-            .map_err(|_| DiskError::Failed("the flusher has stopped".into()))?;
+        self.request(Request::Seal(tx))?;
         rx.recv()
             .unwrap_or_else(|_| Err(DiskError::Failed("the flusher has stopped".into())))
     }
@@ -810,12 +818,34 @@ impl DiskTier {
     pub(crate) fn sync(&self) -> Result<(), DiskError> {
         self.check_failed()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let requests = self.requests.as_ref().expect("open tier");
-        requests
-            .send(Request::Sync(tx))
-            .map_err(|_| DiskError::Failed("the flusher has stopped".into()))?;
+        self.request(Request::Sync(tx))?;
         rx.recv()
             .unwrap_or_else(|_| Err(DiskError::Failed("the flusher has stopped".into())))
+    }
+
+    fn request(&self, r: Request) -> Result<(), DiskError> {
+        match &*self.requests.lock() {
+            Some(tx) => tx
+                .send(r)
+                .map_err(|_| DiskError::Failed("the flusher has stopped".into())),
+            None => Err(DiskError::Failed("the disk tier is closed".into())),
+        }
+    }
+
+    /// Stops the flusher after it has written and synced what was appended,
+    /// and lets go of the directory (its lock): another cache may open it now.
+    /// From then on the tier reads and writes nothing. Idempotent.
+    pub(crate) fn close(&self) {
+        let sh = &*self.shared;
+        sh.closed.store(true, Ordering::Release);
+        drop(self.requests.lock().take());
+        if let Some(h) = self.flusher.lock().take() {
+            let _ = h.join();
+        }
+        if sh.failure.lock().is_none() {
+            sh.fail("the disk tier is closed".into());
+        }
+        drop(sh.lock.lock().take());
     }
 
     pub(crate) fn stats(&self) -> DiskStats {
@@ -847,12 +877,8 @@ impl DiskTier {
 }
 
 impl Drop for DiskTier {
-    /// Stops the flusher after it has written and synced what was appended.
     fn drop(&mut self) {
-        drop(self.requests.take());
-        if let Some(h) = self.flusher.take() {
-            let _ = h.join();
-        }
+        self.close();
     }
 }
 

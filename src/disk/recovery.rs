@@ -124,9 +124,15 @@ pub(crate) fn read_segment(
         .map_err(|e| format!("cannot stat: {e}"))?
         .len()
         .min(segment_size) as usize;
+    // A zeroed buffer of the file's length costs nothing until written (the
+    // allocator maps zero pages lazily): a sealed segment fills in only its
+    // header, trailer and summary; the records are read only for a scan.
     let mut bytes = vec![0u8; len];
-    io.read_exact_at(file, &mut bytes, 0)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    let read = |bytes: &mut [u8], range: std::ops::Range<usize>| {
+        io.read_exact_at(file, &mut bytes[range.clone()], range.start as u64)
+            .map_err(|e| format!("cannot read: {e}"))
+    };
+    read(&mut bytes, 0..SEGMENT_HEADER_LEN.min(len))?;
     let header = SegmentHeader::decode(&bytes).map_err(|e| e.to_string())?;
     if header.segment_id != u64::from(id) {
         return Err(format!("its header names segment {}", header.segment_id));
@@ -137,7 +143,14 @@ pub(crate) fn read_segment(
             header.segment_size
         ));
     }
-    if len as u64 == segment_size
+    let sealed = len as u64 == segment_size
+        && read(&mut bytes, len - TRAILER_LEN..len).is_ok()
+        && Trailer::decode(u64::from(id), &bytes).is_ok_and(|t| {
+            let start = t.summary_offset as usize;
+            let end = start + t.record_count as usize * SUMMARY_ENTRY_LEN;
+            read(&mut bytes, start..end).is_ok()
+        });
+    if sealed
         && let Ok(trailer) = Trailer::decode(u64::from(id), &bytes)
         && let Ok(entries) = trailer.summary(u64::from(id), &bytes)
     {
@@ -150,6 +163,7 @@ pub(crate) fn read_segment(
         ));
     }
     // Unsealed (or a damaged trailer or summary): trust only what checks out.
+    read(&mut bytes, 0..len)?;
     let limit = (segment_size as usize - TRAILER_LEN).min(len);
     let mut entries = Vec::new();
     let mut at = SEGMENT_HEADER_LEN;

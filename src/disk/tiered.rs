@@ -105,6 +105,11 @@ impl Tiered {
             .is_ok()
     }
 
+    /// See [`DiskTier::close`].
+    pub(crate) fn close(&self) {
+        self.disk.close();
+    }
+
     /// See [`DiskTier::hold_reclaim`].
     pub(crate) fn hold_reclaim(&self, held: bool) {
         self.disk.hold_reclaim(held);
