@@ -31,7 +31,10 @@ pub struct Cache {
 }
 
 struct Inner {
-    memory: MemoryTier,
+    /// Shared with the refill thread, which holds no handle to the cache: so
+    /// dropping the last handle runs `Drop` on the dropping thread, which stops
+    /// and waits for the refill before the directory is released.
+    memory: Arc<MemoryTier>,
     weigher: Weigher,
     max_weight: u64,
     flights: Flights,
@@ -40,11 +43,17 @@ struct Inner {
     closed: AtomicBool,
     /// What the disk tier's directory held of a checkpoint at open.
     checkpoint: CheckpointStatus,
+    refill: Arc<Refill>,
+    /// The refill thread, to wait for.
+    refill_thread: crate::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The warm refill's progress, shared with its thread.
+#[derive(Default)]
+struct Refill {
     refilled: AtomicU64,
-    refill_done: AtomicBool,
-    /// Tells the refill thread to stop; its handle, to wait for it.
-    refill_stop: AtomicBool,
-    refill: crate::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    done: AtomicBool,
+    stop: AtomicBool,
 }
 
 impl Inner {
@@ -76,14 +85,10 @@ impl Inner {
 }
 
 impl Inner {
-    /// Stops the refill thread and waits for it (unless this is that thread:
-    /// it may hold the last handle).
+    /// Stops the refill thread and waits for it.
     fn stop_refill(&self) {
-        self.refill_stop.store(true, Ordering::Release);
-        let handle = self.refill.lock().take();
-        if let Some(h) = handle
-            && h.thread().id() != std::thread::current().id()
-        {
+        self.refill.stop.store(true, Ordering::Release);
+        if let Some(h) = self.refill_thread.lock().take() {
             let _ = h.join();
         }
     }
@@ -128,7 +133,26 @@ impl Cache {
                 (CheckpointStatus::Corrupt(why), None)
             }
         };
-        let cache = Cache {
+        let memory = Arc::new(memory);
+        let progress = Arc::new(Refill {
+            done: AtomicBool::new(refill.is_none()),
+            ..Refill::default()
+        });
+        let thread = refill.and_then(|entries| {
+            let (memory, weigher, progress) =
+                (Arc::clone(&memory), weigher.clone(), Arc::clone(&progress));
+            let spawned = std::thread::Builder::new()
+                .name("larder-refill".into())
+                .spawn(move || {
+                    refill_memory(&memory, &weigher, max_weight, &progress, &entries);
+                    progress.done.store(true, Ordering::Release);
+                });
+            spawned.ok()
+        });
+        if thread.is_none() {
+            progress.done.store(true, Ordering::Release);
+        }
+        Cache {
             inner: Arc::new(Inner {
                 memory,
                 weigher,
@@ -137,23 +161,10 @@ impl Cache {
                 loads: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
                 checkpoint,
-                refilled: AtomicU64::new(0),
-                refill_done: AtomicBool::new(refill.is_none()),
-                refill_stop: AtomicBool::new(false),
-                refill: crate::sync::Mutex::new(None),
+                refill: progress,
+                refill_thread: crate::sync::Mutex::new(thread),
             }),
-        };
-        if let Some(entries) = refill {
-            let weak = Arc::downgrade(&cache.inner);
-            let spawned = std::thread::Builder::new()
-                .name("larder-refill".into())
-                .spawn(move || refill_memory(&weak, &entries));
-            match spawned {
-                Ok(h) => *cache.inner.refill.lock() = Some(h),
-                Err(_) => cache.inner.refill_done.store(true, Ordering::Release),
-            }
         }
-        cache
     }
 
     /// Closes the cache cleanly: memory's unwritten entries go to disk, the
@@ -378,8 +389,8 @@ impl Cache {
                     foreign_files: d.recovery.foreign,
                     open_time: d.recovery.elapsed,
                     checkpoint: self.inner.checkpoint.clone(),
-                    refilled: self.inner.refilled.load(Ordering::Relaxed),
-                    refill_done: self.inner.refill_done.load(Ordering::Acquire),
+                    refilled: self.inner.refill.refilled.load(Ordering::Relaxed),
+                    refill_done: self.inner.refill.done.load(Ordering::Acquire),
                 },
             }
         });
@@ -415,39 +426,36 @@ impl Cache {
 }
 
 /// The warm refill: brings back into memory, from disk, what memory held at the
-/// last close, in the checkpoint's order (hot entries first). Each entry goes
-/// through the ordinary promotion path, so a key written or removed meanwhile
-/// is never overwritten with an older value. Stops early if the cache goes.
-fn refill_memory(weak: &std::sync::Weak<Inner>, entries: &[MemoryEntry]) {
+/// last close, in the checkpoint's order (hot entries first, ghosts last).
+/// Each entry goes through the ordinary promotion path, so a key written or
+/// removed meanwhile is never overwritten with an older value. Stops when told.
+fn refill_memory(
+    memory: &MemoryTier,
+    weigher: &Weigher,
+    max_weight: u64,
+    progress: &Refill,
+    entries: &[MemoryEntry],
+) {
+    let Some(lower) = memory.lower() else {
+        return;
+    };
     for e in entries {
-        let Some(inner) = weak.upgrade() else {
+        if progress.stop.load(Ordering::Acquire) {
             return;
-        };
-        if inner.refill_stop.load(Ordering::Acquire) {
-            break;
         }
-        let memory = &inner.memory;
-        let hash = e.hash;
         if e.ghost {
-            // After the residents (the checkpoint lists ghosts last): ghosts
-            // are bounded by what the shard holds.
-            memory.add_ghost(hash, e.weight);
+            // After the residents: ghosts are bounded by what the shard holds.
+            memory.add_ghost(e.hash, e.weight);
             continue;
         }
-        let Some(lower) = memory.lower() else {
-            return;
-        };
         let now = memory.clock().now();
-        if let Some((key, value, deadline, token)) = lower.read_by_hash(hash, now) {
-            let weight = inner.weigher.weigh(&key, &value);
-            if weight <= inner.max_weight
-                && memory.promote(hash, &key, value, weight as u32, deadline, token)
+        if let Some((key, value, deadline, token)) = lower.read_by_hash(e.hash, now) {
+            let weight = weigher.weigh(&key, &value);
+            if weight <= max_weight
+                && memory.promote(e.hash, &key, value, weight as u32, deadline, token)
             {
-                inner.refilled.fetch_add(1, Ordering::Relaxed);
+                progress.refilled.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-    if let Some(inner) = weak.upgrade() {
-        inner.refill_done.store(true, Ordering::Release);
     }
 }

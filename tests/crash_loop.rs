@@ -20,6 +20,8 @@
 //! `LARDER_CRASH_ITERATIONS` sets the iterations (default 50; the soak in the
 //! issue note ran 1,000) and `LARDER_CRASH_SEED` the seed, printed on failure.
 
+mod support;
+
 use larder::{Bytes, Cache, WritePolicy};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::contract::History;
 
 const KEYS: u32 = 300;
 const SEGMENT: u64 = 64 << 10;
@@ -206,56 +209,26 @@ fn read_log(path: &Path) -> Log {
 /// What a key held: version and deadline (ms, 0 = none), or absent.
 type State = HashMap<u32, (u64, u64)>;
 
-/// Checks what the parent read (`seen`) against the start state and the log.
-/// Returns the violations.
+/// Checks what the parent read (`seen`) against the start state and the log:
+/// the crash promise (one moment after the last sync explains every value),
+/// and no value past its TTL. Returns the violations.
 fn check(start: &State, log: &Log, seen: &HashMap<u32, u64>, read_at_ms: u64) -> Vec<String> {
-    let mut bad = Vec::new();
-    // For each key: the moments (op counts) at which it held each version.
-    // Moment m = the state after the first m ops.
-    let n = log.ops.len();
-    let (mut lo, mut hi) = (log.synced, n);
-    for (&key, &version) in seen {
-        // Intervals of moments where `key` held `version`.
-        let mut holds_from: Option<usize> = start
-            .get(&key)
-            .and_then(|&(v, _)| (v == version).then_some(0));
-        let mut found = None;
-        for (i, op) in log.ops.iter().enumerate().filter(|(_, op)| op.key == key) {
-            if let Some(from) = holds_from.take() {
-                found = Some((from, i)); // held from `from` until op i changed it
-                break;
-            }
-            if op.write.is_some() && op.version == version {
-                holds_from = Some(i + 1);
-            }
-        }
-        let (from, to) = match (found, holds_from) {
-            (Some(f), _) => f,
-            (None, Some(from)) => (from, n),
-            (None, None) => {
-                bad.push(format!("key {key}: version {version} was never its value"));
-                continue;
-            }
-        };
-        // A moment in [from, to] (inclusive: at moment `to` the change had not happened).
-        lo = lo.max(from);
-        hi = hi.min(to);
-        if lo > hi {
-            bad.push(format!(
-                "key {key}: version {version} held only at moments {from}..={to}, \
-                 outside what the other keys allow (last sync after {} of {n} ops)",
-                log.synced
-            ));
-            lo = log.synced;
-            hi = n;
-        }
-        let deadline = log
+    let history = History {
+        start: start
+            .iter()
+            .map(|(&k, &(v, _))| (u64::from(k), v))
+            .collect(),
+        ops: log
             .ops
             .iter()
-            .find(|op| op.key == key && op.version == version)
-            .and_then(|op| op.write)
-            .or_else(|| start.get(&key).map(|&(_, d)| d))
-            .unwrap_or(0);
+            .map(|op| (u64::from(op.key), op.write.map(|_| op.version)))
+            .collect(),
+        synced: log.synced,
+    };
+    let seen64 = seen.iter().map(|(&k, &v)| (u64::from(k), v)).collect();
+    let mut bad = history.check_crash(&seen64);
+    for (&key, &version) in seen {
+        let deadline = deadline_of(start, log, key, version);
         if deadline != 0 && read_at_ms > deadline + 1000 {
             bad.push(format!(
                 "key {key}: version {version} returned past its TTL"
@@ -263,6 +236,16 @@ fn check(start: &State, log: &Log, seen: &HashMap<u32, u64>, read_at_ms: u64) ->
         }
     }
     bad
+}
+
+/// The deadline (ms, 0 = none) of the value `version` of `key`.
+fn deadline_of(start: &State, log: &Log, key: u32, version: u64) -> u64 {
+    log.ops
+        .iter()
+        .find(|op| op.key == key && op.version == version)
+        .and_then(|op| op.write)
+        .or_else(|| start.get(&key).map(|&(_, d)| d))
+        .unwrap_or(0)
 }
 
 #[test]
@@ -336,17 +319,9 @@ fn crash_loop() {
             violations.push(format!("iteration {i} (seed {seed}): {v}"));
         }
         // What was read is the next start state (with deadlines from the log).
-        let deadline = |key: u32, version: u64| {
-            log.ops
-                .iter()
-                .find(|op| op.key == key && op.version == version)
-                .and_then(|op| op.write)
-                .or_else(|| state.get(&key).map(|&(_, d)| d))
-                .unwrap_or(0)
-        };
         state = seen
             .iter()
-            .map(|(&k, &v)| (k, (v, deadline(k, v))))
+            .map(|(&k, &v)| (k, (v, deadline_of(&state, &log, k, v))))
             .collect();
         drop(cache);
         if violations.len() > 20 {

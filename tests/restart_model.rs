@@ -8,10 +8,13 @@
 //! segment first (an older segment is sealed before a newer one gets data, so
 //! this order copies a state a crash can leave), and opening the copy.
 
+mod support;
+
 use larder::{Bytes, Cache};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::HashMap;
 use std::path::Path;
+use support::contract::History;
 
 const SEGMENT: u64 = 64 << 10;
 const KEYS: u8 = 24;
@@ -70,9 +73,15 @@ fn sequence(seed: u64, steps: usize) {
     let mut generation = 0;
     let mut dir = root.path().join("0");
     let mut cache = Some(open(&dir));
-    let mut start: HashMap<u8, u32> = HashMap::new();
-    let mut ops: Vec<(u8, Option<u32>)> = Vec::new();
-    let mut synced = 0;
+    let mut history = History::default();
+    let read_all = |c: &Cache| -> HashMap<u64, u64> {
+        (0..KEYS)
+            .filter_map(|k| {
+                c.get(&[k])
+                    .map(|v| (u64::from(k), u64::from(version_of(k, &v))))
+            })
+            .collect()
+    };
     for step in 0..steps {
         let key = rng.random_range(0..KEYS);
         let version = step as u32 + 1;
@@ -81,11 +90,11 @@ fn sequence(seed: u64, steps: usize) {
             0..45 => {
                 let len = rng.random_range(0..2000);
                 c.insert(&[key], value(key, version, len)).unwrap();
-                ops.push((key, Some(version)));
+                history.write(u64::from(key), u64::from(version));
             }
             45..55 => {
                 c.remove(&[key]);
-                ops.push((key, None));
+                history.remove(u64::from(key));
             }
             55..88 => {
                 if let Some(v) = c.get(&[key]) {
@@ -94,32 +103,16 @@ fn sequence(seed: u64, steps: usize) {
             }
             88..94 => {
                 c.sync().unwrap();
-                synced = ops.len();
+                history.sync();
             }
             94..97 => {
                 cache.take().unwrap().close().unwrap();
                 let c = open(&dir);
-                let mut state = start.clone();
-                for &(k, v) in &ops {
-                    match v {
-                        Some(v) => state.insert(k, v),
-                        None => state.remove(&k),
-                    };
-                }
-                let mut seen = HashMap::new();
-                for k in 0..KEYS {
-                    if let Some(v) = c.get(&[k]) {
-                        let got = version_of(k, &v);
-                        assert_eq!(
-                            state.get(&k),
-                            Some(&got),
-                            "seed {seed}: key {k} after a clean close"
-                        );
-                        seen.insert(k, got);
-                    }
-                }
+                let seen = read_all(&c);
+                let bad = history.check_clean(&seen);
+                assert!(bad.is_empty(), "seed {seed}, step {step}: {bad:#?}");
+                history.restart_from(seen);
                 cache = Some(c);
-                (start, ops, synced) = (seen, Vec::new(), 0);
             }
             _ => {
                 generation += 1;
@@ -128,35 +121,11 @@ fn sequence(seed: u64, steps: usize) {
                 drop(cache.take());
                 dir = copy;
                 let c = open(&dir);
-                let (mut lo, mut hi) = (synced, ops.len());
-                let mut seen = HashMap::new();
-                for k in 0..KEYS {
-                    let Some(v) = c.get(&[k]) else { continue };
-                    let got = version_of(k, &v);
-                    seen.insert(k, got);
-                    let mut from = (start.get(&k) == Some(&got)).then_some(0);
-                    let mut range = None;
-                    for (i, &(_, ver)) in ops.iter().enumerate().filter(|(_, o)| o.0 == k) {
-                        if let Some(f) = from.take() {
-                            range = Some((f, i));
-                            break;
-                        }
-                        if ver == Some(got) {
-                            from = Some(i + 1);
-                        }
-                    }
-                    let (f, t) = range.or(from.map(|f| (f, ops.len()))).unwrap_or_else(|| {
-                        panic!("seed {seed}: key {k}: {got} was never its value")
-                    });
-                    lo = lo.max(f);
-                    hi = hi.min(t);
-                    assert!(
-                        lo <= hi,
-                        "seed {seed}: key {k}: version {got} does not fit one moment after the last sync"
-                    );
-                }
+                let seen = read_all(&c);
+                let bad = history.check_crash(&seen);
+                assert!(bad.is_empty(), "seed {seed}, step {step}: {bad:#?}");
+                history.restart_from(seen);
                 cache = Some(c);
-                (start, ops, synced) = (seen, Vec::new(), 0);
             }
         }
     }

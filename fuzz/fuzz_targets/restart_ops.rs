@@ -10,6 +10,10 @@
 
 #![no_main]
 
+#[path = "../../tests/support/contract.rs"]
+mod contract;
+
+use contract::History;
 use larder::{Bytes, Cache};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
@@ -44,10 +48,12 @@ fuzz_target!(|data: &[u8]| {
     let mut generation = 0;
     let mut dir = root.path().join("0");
     let mut cache = Some(open(&dir));
-    // The state (key -> version) at the start of `ops`, and the ops since: (key, Some(version) | None).
-    let mut start: HashMap<u8, u32> = HashMap::new();
-    let mut ops: Vec<(u8, Option<u32>)> = Vec::new();
-    let mut synced = 0usize;
+    let mut history = History::default();
+    let read_all = |c: &Cache| -> HashMap<u64, u64> {
+        (0..24u8)
+            .filter_map(|k| c.get(&[k]).map(|v| (u64::from(k), u64::from(version_of(k, &v)))))
+            .collect()
+    };
     for (step, op) in data.chunks(2).enumerate() {
         let [kind, arg] = [op[0], *op.get(1).unwrap_or(&0)];
         let key = arg % 24;
@@ -56,11 +62,11 @@ fuzz_target!(|data: &[u8]| {
         match kind % 10 {
             0..=3 => {
                 c.insert(&[key], value(key, version, kind >> 4)).expect("insert");
-                ops.push((key, Some(version)));
+                history.write(u64::from(key), u64::from(version));
             }
             4 => {
                 c.remove(&[key]);
-                ops.push((key, None));
+                history.remove(u64::from(key));
             }
             5 | 6 => {
                 if let Some(v) = c.get(&[key]) {
@@ -69,37 +75,24 @@ fuzz_target!(|data: &[u8]| {
             }
             7 => {
                 c.sync().expect("sync");
-                synced = ops.len();
+                history.sync();
             }
             8 => {
-                // Clean close and reopen: the last value of every key, or nothing.
                 cache.take().unwrap().close().expect("close");
                 let c = open(&dir);
-                let mut state = start.clone();
-                for &(k, v) in &ops {
-                    match v {
-                        Some(v) => state.insert(k, v),
-                        None => state.remove(&k),
-                    };
-                }
-                let mut seen = HashMap::new();
-                for k in 0..24u8 {
-                    if let Some(v) = c.get(&[k]) {
-                        let got = version_of(k, &v);
-                        assert_eq!(state.get(&k), Some(&got), "key {k} after a clean close");
-                        seen.insert(k, got);
-                    }
-                }
+                let seen = read_all(&c);
+                let bad = history.check_clean(&seen);
+                assert!(bad.is_empty(), "after a clean close: {bad:#?}");
+                history.restart_from(seen);
                 cache = Some(c);
-                (start, ops, synced) = (seen, Vec::new(), 0);
             }
             _ => {
-                // Crash: copy what the files hold now, open the copy.
+                // Crash: copy what the files hold now, newest segment first (an
+                // older one is sealed before a newer one gets data, so this
+                // order copies a state a crash can leave), and open the copy.
                 generation += 1;
                 let copy = root.path().join(generation.to_string());
                 std::fs::create_dir_all(&copy).expect("mkdir");
-                // Newest segment first: an older one is sealed before a newer
-                // one gets data, so this order copies a state a crash can leave.
                 let mut files: Vec<_> = std::fs::read_dir(&dir)
                     .expect("list")
                     .flatten()
@@ -113,34 +106,11 @@ fuzz_target!(|data: &[u8]| {
                 drop(cache.take()); // the original goes on no further
                 dir = copy;
                 let c = open(&dir);
-                let (mut lo, mut hi) = (synced, ops.len());
-                let mut seen = HashMap::new();
-                for k in 0..24u8 {
-                    let Some(v) = c.get(&[k]) else { continue };
-                    let got = version_of(k, &v);
-                    seen.insert(k, got);
-                    // Moments (ops applied) at which k held `got`.
-                    let mut from = (start.get(&k) == Some(&got)).then_some(0);
-                    let mut range = None;
-                    for (i, &(key, ver)) in ops.iter().enumerate().filter(|(_, o)| o.0 == k) {
-                        if let Some(f) = from.take() {
-                            range = Some((f, i));
-                            break;
-                        }
-                        let _ = key;
-                        if ver == Some(got) {
-                            from = Some(i + 1);
-                        }
-                    }
-                    let (f, t) = range.or(from.map(|f| (f, ops.len()))).unwrap_or_else(|| {
-                        panic!("key {k}: version {got} was never its value")
-                    });
-                    lo = lo.max(f);
-                    hi = hi.min(t);
-                    assert!(lo <= hi, "key {k}: version {got} does not fit one moment after the last sync");
-                }
+                let seen = read_all(&c);
+                let bad = history.check_crash(&seen);
+                assert!(bad.is_empty(), "after a crash: {bad:#?}");
+                history.restart_from(seen);
                 cache = Some(c);
-                (start, ops, synced) = (seen, Vec::new(), 0);
             }
         }
     }
