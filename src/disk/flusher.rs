@@ -1,0 +1,372 @@
+//! The flusher thread: all of the disk tier's I/O. It writes the active
+//! segment's new bytes every flush interval, writes frozen segments out with
+//! their summary and trailer, `fdatasync`s them and publishes their files,
+//! answers `sync()` and seal requests, and reclaims the oldest segment when
+//! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
+
+use super::index::{IN_MEMORY, Loc, USES};
+use super::segment::SegmentFile;
+use super::{DiskError, Request, Shared, add, log_corruption, notify_space, sync_dir};
+use crate::format::FormatError;
+use crate::format::record::{self, Kind};
+use crate::format::segment::{
+    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
+};
+use crate::sync::{Arc, Ordering};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::collections::BTreeMap;
+
+/// The flusher thread's state: all the tier's I/O happens here.
+pub(super) struct Flusher {
+    shared: Arc<Shared>,
+    requests: Receiver<Request>,
+    /// Files of segments not sealed yet, and how many record bytes each holds.
+    unsealed: BTreeMap<u32, (Arc<SegmentFile>, usize)>,
+    reclaim_paused: bool,
+}
+
+impl Flusher {
+    pub(super) fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Self {
+        Flusher {
+            shared,
+            requests,
+            unsealed: BTreeMap::new(),
+            reclaim_paused: false,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        // A reopened directory may hold more than this tier's capacity: the
+        // first seal reclaims it back within it. Not at once: the memory tier
+        // is refilled from the checkpoint first, and reclaim must know which
+        // keys memory holds.
+        let interval = self.shared.config.flush_interval;
+        loop {
+            let mut requests = Vec::new();
+            let open = match self.requests.recv_timeout(interval) {
+                Ok(r) => {
+                    requests.push(r);
+                    requests.extend(self.requests.try_iter());
+                    true
+                }
+                Err(RecvTimeoutError::Timeout) => true,
+                Err(RecvTimeoutError::Disconnected) => false,
+            };
+            let (mut syncs, mut seals) = (Vec::new(), Vec::new());
+            for r in requests {
+                match r {
+                    Request::Sync(reply) => syncs.push(reply),
+                    Request::Seal(reply) => seals.push(reply),
+                    Request::Wake => {}
+                }
+            }
+            let last_seq = (!seals.is_empty()).then(|| self.freeze_active());
+            // Sealing for a close: no reclaim, whose re-appends would move the
+            // log past the state the checkpoint is about to describe.
+            self.reclaim_paused = !seals.is_empty();
+            let result = self.flush(!syncs.is_empty() || !seals.is_empty() || !open);
+            self.reclaim_paused = false;
+            let failed = |e: &DiskError| DiskError::Failed(e.to_string());
+            for reply in syncs {
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(failed));
+            }
+            for reply in seals {
+                let sealed = result.as_ref().map(|_| last_seq.unwrap_or(0));
+                let _ = reply.send(sealed.map_err(failed));
+            }
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// Freezes the active segment if it holds records, so the next flush seals
+    /// it. Returns the sequence number of the last record appended.
+    fn freeze_active(&self) -> u64 {
+        let sh = &*self.shared;
+        let mut log = sh.log.lock();
+        let mut active = sh.active.write();
+        if !active.bytes.is_empty() {
+            sh.freeze(&mut log, &mut active);
+        }
+        log.next_seq - 1
+    }
+
+    /// Writes frozen segments and the active segment's new bytes; `fdatasync`s the
+    /// active file if `durable`. After a failure, does nothing but report it.
+    fn flush(&mut self, durable: bool) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        if sh.failed.load(Ordering::Acquire) {
+            return Err(DiskError::Failed(
+                sh.failure.lock().clone().unwrap_or_default(),
+            ));
+        }
+        let step = self.write_frozen().and_then(|_| self.write_active(durable));
+        if let Err(e) = &step {
+            sh.fail(e.to_string());
+        }
+        step
+    }
+
+    fn file_for(
+        &mut self,
+        id: u32,
+        first_seq: u64,
+    ) -> Result<(Arc<SegmentFile>, usize), DiskError> {
+        if let Some((f, written)) = self.unsealed.get(&id) {
+            return Ok((Arc::clone(f), *written));
+        }
+        let sh = &*self.shared;
+        // The new name is made durable too, or a power loss could lose the
+        // file with everything later synced into it.
+        let f = SegmentFile::create(
+            &*sh.config.io,
+            &sh.config.dir,
+            id,
+            first_seq,
+            sh.config.segment_size,
+        )
+        .and_then(|f| sync_dir(&sh.config.dir).map(|()| f))
+        .map_err(|source| DiskError::Io {
+            context: format!("cannot create segment {id}"),
+            source,
+        })?;
+        add(&sh.counters.bytes_written, SEGMENT_HEADER_LEN as u64);
+        let f = Arc::new(f);
+        self.unsealed.insert(id, (Arc::clone(&f), 0));
+        Ok((f, 0))
+    }
+
+    fn write_at(&self, file: &SegmentFile, bytes: &[u8], offset: u64) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        sh.config
+            .io
+            .write_all_at(&file.file, bytes, offset)
+            .map_err(|source| DiskError::Io {
+                context: format!("cannot write segment {}", file.id),
+                source,
+            })?;
+        add(&sh.counters.bytes_written, bytes.len() as u64);
+        Ok(())
+    }
+
+    fn sync_file(&self, file: &SegmentFile) -> Result<(), DiskError> {
+        self.shared
+            .config
+            .io
+            .sync_data(&file.file)
+            .map_err(|source| DiskError::Io {
+                context: format!("cannot fdatasync segment {}", file.id),
+                source,
+            })
+    }
+
+    /// Writes every frozen segment out, seals it and publishes its file.
+    fn write_frozen(&mut self) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        loop {
+            let Some(frozen) = sh.frozen.read().values().next().cloned() else {
+                return Ok(());
+            };
+            let (file, written) = self.file_for(frozen.id, frozen.first_seq)?;
+            let rest = &frozen.bytes[written..];
+            self.write_at(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
+            let mut summary = Vec::with_capacity(frozen.summary.len() * SUMMARY_ENTRY_LEN);
+            let summary_crc = encode_summary(u64::from(frozen.id), &frozen.summary, &mut summary);
+            let summary_offset = (SEGMENT_HEADER_LEN + frozen.bytes.len()) as u32;
+            self.write_at(&file, &summary, u64::from(summary_offset))?;
+            let trailer = Trailer {
+                summary_offset,
+                record_count: frozen.summary.len() as u32,
+                last_seq: frozen.summary.last().map_or(0, |e| e.seq),
+                summary_crc,
+            };
+            let at = sh.config.segment_size - TRAILER_LEN as u64;
+            self.write_at(&file, &trailer.encode(u64::from(frozen.id)), at)?;
+            self.sync_file(&file)?;
+            add(&sh.counters.records_written, frozen.summary.len() as u64);
+            self.unsealed.remove(&frozen.id);
+            // Published as a file before it leaves the frozen list.
+            sh.files.write().insert(frozen.id, file);
+            sh.frozen.write().remove(&frozen.id);
+            if let Ok(written) = Arc::try_unwrap(frozen) {
+                *sh.spare.lock() = Some(written.bytes); // no reader holds it
+            }
+            notify_space(&sh);
+            self.reclaim()?;
+        }
+    }
+
+    /// Writes the active segment's bytes not yet written; syncs them if `durable`.
+    fn write_active(&mut self, durable: bool) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        let (id, first_seq, fresh) = {
+            let active = sh.active.read();
+            let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w);
+            (
+                active.id,
+                active.first_seq,
+                active.bytes[written..].to_vec(),
+            )
+        };
+        if fresh.is_empty() && (!durable || !self.unsealed.contains_key(&id)) {
+            return Ok(()); // nothing new, or no file yet and nothing to put in one
+        }
+        let (file, written) = self.file_for(id, first_seq)?;
+        self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
+        self.unsealed
+            .insert(id, (Arc::clone(&file), written + fresh.len()));
+        if durable {
+            self.sync_file(&file)?;
+        }
+        Ok(())
+    }
+
+    /// Reclaims the oldest sealed segments while the tier is over capacity.
+    ///
+    /// Reclaim is L2's clock hand. Each live record of the segment is
+    /// * dropped if the memory tier holds its key (memory writes it again when
+    ///   it lets go of it, if the write policy says so);
+    /// * re-appended if it was referenced (an L2 hit, or reuse proved in memory
+    ///   before it left), within a budget of half a segment per reclaimed
+    ///   segment so that reclaim always frees space;
+    /// * otherwise dropped, its fingerprint remembered in the ghost table.
+    fn reclaim(&mut self) -> Result<(), DiskError> {
+        if self.reclaim_paused || self.shared.reclaim_held.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let sh = Arc::clone(&self.shared);
+        let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
+        loop {
+            let held = sh.files.read().len() + sh.frozen.read().len() + 1;
+            if held <= max_segments {
+                return Ok(());
+            }
+            let Some(oldest) = sh.files.read().values().next().cloned() else {
+                return Ok(());
+            };
+            let summary = read_summary(&sh, &oldest);
+            if let Err(e) = &summary {
+                add(&sh.counters.corrupt, 1);
+                eprintln!(
+                    "larder: segment {} has an unreadable summary ({e}); its entries are dropped",
+                    oldest.id
+                );
+            }
+            // 1. Keep what earned it: re-append, within the budget.
+            let now = unix_now();
+            let mut budget = sh.config.segment_size / 2;
+            let mut dropped = Vec::new();
+            for e in summary.iter().flatten().filter(|e| !e.tombstone) {
+                let loc = Loc {
+                    segment: oldest.id,
+                    offset: e.offset,
+                };
+                let Some(flags) = sh.index.flags_at(e.hash, loc) else {
+                    continue; // Superseded or removed since.
+                };
+                let uses = flags & USES;
+                let keep = flags & IN_MEMORY == 0
+                    && uses > 0
+                    && u64::from(e.len) <= budget
+                    && self.reappend(&oldest, loc, e.len, uses - 1, now);
+                if keep {
+                    budget -= u64::from(e.len);
+                } else {
+                    dropped.push((e.hash, loc, flags & IN_MEMORY == 0));
+                }
+            }
+            // 2. Unlist the segment and remove its file for good (readers that
+            //    hold it read on) *before* the index forgets its keys: once a key
+            //    is gone from the index, removing it writes no tombstone, so no
+            //    file that could bring it back after a restart may remain.
+            sh.files.write().remove(&oldest.id);
+            oldest
+                .unlink()
+                .and_then(|()| sync_dir(&sh.config.dir))
+                .map_err(|source| DiskError::Io {
+                    context: format!("cannot remove reclaimed segment {}", oldest.id),
+                    source,
+                })?;
+            // 3. Forget its keys; remember the ones no tier holds.
+            if summary.is_ok() {
+                for (hash, loc, ghost) in dropped {
+                    if sh.index.remove_if(hash, loc) && ghost {
+                        sh.ghosts.insert(hash);
+                    }
+                }
+            } else {
+                sh.index.remove_segment(oldest.id);
+            }
+            add(&sh.counters.reclaimed, 1);
+        }
+    }
+
+    /// Appends the record at `loc` of `file` again, if it is intact, live, and
+    /// still the key's newest record. Whether it was.
+    fn reappend(&self, file: &SegmentFile, loc: Loc, len: u32, uses: u8, now_unix_ns: u64) -> bool {
+        let sh = &*self.shared;
+        let mut bytes = vec![0u8; len as usize];
+        if sh
+            .config
+            .io
+            .read_exact_at(&file.file, &mut bytes, u64::from(loc.offset))
+            .is_err()
+        {
+            return false;
+        }
+        let r = match record::decode(u64::from(loc.segment), loc.offset, &bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                add(&sh.counters.corrupt, 1);
+                log_corruption(loc, &e);
+                return false;
+            }
+        };
+        let h = r.header;
+        if h.kind != Kind::Value || (h.expires_at != 0 && h.expires_at <= now_unix_ns) {
+            return false;
+        }
+        // The flusher itself writes what this freezes: no wake-up needed.
+        let appended = matches!(sh.append(r.key, h, r.stored, uses, Some(loc)), Ok(Some(_)));
+        if appended {
+            add(&sh.counters.reappended, 1);
+        }
+        appended
+    }
+}
+
+/// Unix time in nanoseconds (0 if the clock is before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A sealed segment's summary, read back from its file.
+/// Reads only the trailer and the summary, into a zeroed segment-sized buffer
+/// (the allocator maps zero pages lazily, so the rest costs nothing).
+fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, FormatError> {
+    let size = sh.config.segment_size as usize;
+    let short = |needed| FormatError::Truncated {
+        needed,
+        available: 0,
+    };
+    let mut segment = vec![0u8; size];
+    let io = &*sh.config.io;
+    io.read_exact_at(
+        &file.file,
+        &mut segment[size - TRAILER_LEN..],
+        (size - TRAILER_LEN) as u64,
+    )
+    .map_err(|_| short(size))?;
+    let trailer = Trailer::decode(u64::from(file.id), &segment)?;
+    let start = trailer.summary_offset as usize;
+    let end = start + trailer.record_count as usize * SUMMARY_ENTRY_LEN;
+    if end > size - TRAILER_LEN {
+        return Err(short(end));
+    }
+    io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
+        .map_err(|_| short(end))?;
+    trailer.summary(u64::from(file.id), &segment)
+}
