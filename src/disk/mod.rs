@@ -1,8 +1,9 @@
 //! L2, the disk tier: a log of fixed-size segment files.
 //!
 //! The memory tier drives it through [`Tiered`] (write policy, promotion,
-//! demotion). Opening a directory that already holds segments (restart and
-//! recovery) is refused until restart is built. See docs/design.md §9–§10.
+//! demotion). Opening a directory that already holds segments recovers it
+//! (`recovery.rs`); `close` seals it and writes a checkpoint. See
+//! docs/design.md §9–§11.
 //!
 //! # Write path
 //! Appends are serialized by one log mutex that assigns the sequence number,
