@@ -1,11 +1,12 @@
 //! All disk I/O of the disk tier goes through [`Io`]: positional writes and
 //! reads, and `fdatasync`. The trait is the seam for other backends (io_uring)
-//! and for fault-injection tests ([`Faulty`]).
+//! and for fault-injection tests (`Faulty`, compiled for tests only).
 
 use crate::sync::Arc;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How the disk tier touches its files.
@@ -183,6 +184,7 @@ pub(crate) mod uring {
 }
 
 /// Wraps a backend and fails writes or syncs on command: for tests.
+#[cfg(test)]
 pub(crate) struct Faulty {
     inner: Arc<dyn Io>,
     /// Writes still allowed before every write fails (u64::MAX: never fail).
@@ -191,6 +193,7 @@ pub(crate) struct Faulty {
     syncs_left: AtomicU64,
 }
 
+#[cfg(test)]
 impl Faulty {
     pub(crate) fn new(inner: Arc<dyn Io>) -> Self {
         Faulty {
@@ -221,6 +224,7 @@ impl Faulty {
     }
 }
 
+#[cfg(test)]
 impl Io for Faulty {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         Self::allow(&self.writes_left)?;
