@@ -2,8 +2,34 @@
 //!
 //! A persistent, embedded, tiered cache engine: a sharded memory tier (L1)
 //! evicting with CLOCK-Pro, optionally over a log-structured disk tier (L2,
-//! [`CacheBuilder::disk`]). Warm restart and crash recovery are not built yet:
-//! reopening a directory that holds segments is refused.
+//! [`CacheBuilder::disk`]) that one CLOCK-Pro policy spans. [`Cache::close`]
+//! makes the next open of the directory warm; after a crash, opening it
+//! recovers a consistent prefix of the writes ([`verify_dir`] checks a
+//! directory offline).
+//!
+//! ```
+//! use larder::{Cache, CheckpointStatus};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let open = || {
+//!     Cache::builder()
+//!         .memory_capacity(16 << 20)
+//!         .disk(dir.path(), 64 << 20)
+//!         .segment_size(1 << 20)
+//!         .build()
+//! };
+//! let cache = open()?;
+//! cache.insert(b"user:7", "kept across restarts")?;
+//! cache.close()?;
+//!
+//! let cache = open()?;
+//! assert_eq!(cache.get(b"user:7").as_deref(), Some(&b"kept across restarts"[..]));
+//! let recovery = cache.stats().disk.unwrap().recovery;
+//! assert_eq!(recovery.checkpoint, CheckpointStatus::Used); // a warm open
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The memory tier on its own:
 //!
 //! ```
 //! use larder::Cache;
