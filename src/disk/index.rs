@@ -124,15 +124,15 @@ impl Index {
         &self.stripes[usize::from(self.stripe_of[pick])]
     }
 
-    /// The location of `hash`'s record and its use count, which the read raises.
-    pub(crate) fn get(&self, hash: u64) -> Option<(Loc, u8)> {
+    /// The location of `hash`'s record; the read raises its use count.
+    pub(crate) fn get(&self, hash: u64) -> Option<Loc> {
         let tag = tag_of(hash);
         let stripe = self.stripe(hash).read();
         let e = stripe.find(table_hash(tag), |e| e.tag == tag)?;
         if e.flags() & USES != USES {
             e.update_flags(|f| if f & USES == USES { f } else { f + 1 });
         }
-        Some((e.loc(), e.flags() & USES))
+        Some(e.loc())
     }
 
     /// The location of `hash`'s record, without counting a use.
@@ -348,7 +348,7 @@ mod tests {
         };
         let b = Loc { offset: 164, ..a };
         assert_eq!(index.insert(7, a, IN_MEMORY), None);
-        assert_eq!(index.get(7), Some((a, 1)));
+        assert_eq!(index.get(7), Some(a));
         assert_eq!(index.flags_at(7, a), Some(IN_MEMORY | 1));
         for _ in 0..5 {
             index.get(7);

@@ -159,12 +159,9 @@ pub(crate) struct Prepared {
     expires_at: u64,
 }
 
-/// Names the record a [`DiskTier::get_current`] read, and its use count then.
+/// Names the record a [`DiskTier::get_current`] read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Token {
-    loc: Loc,
-    pub(crate) uses: u8,
-}
+pub(crate) struct Token(Loc);
 
 /// Counters of the disk tier.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -643,7 +640,7 @@ impl DiskTier {
     /// Whether the index still points `key` at the record `token` names (no
     /// overwrite or removal since it was read). Does not mark it referenced.
     pub(crate) fn is_current(&self, key: &[u8], token: Token) -> bool {
-        self.shared.index.peek(hash_key(key)) == Some(token.loc)
+        self.shared.index.peek(hash_key(key)) == Some(token.0)
     }
 
     /// Like [`get`](Self::get), with the record's expiry (unix ns) and a token
@@ -654,7 +651,7 @@ impl DiskTier {
             return None; // another cache may own the directory now
         }
         let hash = hash_key(key);
-        let (loc, uses) = sh.index.get(hash)?;
+        let loc = sh.index.get(hash)?;
         let Some(bytes) = self.read(loc) else {
             // Its segment was reclaimed since the index was read: a plain miss,
             // and the entry goes if reclaim has not removed it already.
@@ -670,7 +667,7 @@ impl DiskTier {
         match found {
             Ok(Some((v, expires_at))) => {
                 add(&sh.counters.hits, 1);
-                Some((v, expires_at, Token { loc, uses }))
+                Some((v, expires_at, Token(loc)))
             }
             Ok(None) => None,
             Err(e) => {
@@ -805,7 +802,7 @@ impl DiskTier {
             return None;
         }
         let value = value_of(&r, r.key).ok()??;
-        Some((r.key.to_vec(), value, expires_at, Token { loc, uses: 0 }))
+        Some((r.key.to_vec(), value, expires_at, Token(loc)))
     }
 
     /// Seals the active segment (written, summarized, `fdatasync`ed) so that a
