@@ -24,7 +24,7 @@
 //!  …  4  crc           CRC-32 of every byte before it
 //! ```
 
-use super::{FORMAT_VERSION, FormatError, need, u32_at, u64_at};
+use super::{FORMAT_VERSION, FormatError, checksum, need, u32_at, u64_at};
 
 /// The first eight bytes of a checkpoint.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"LARDCKPT";
@@ -136,15 +136,11 @@ impl Checkpoint {
             return Err(invalid("length", bytes.len() as u64));
         }
         let end = end as usize;
-        let stored = u32_at(bytes, end).unwrap_or_default();
-        let computed = crc32fast::hash(&bytes[..end]);
-        if stored != computed {
-            return Err(FormatError::Checksum {
-                what: WHAT,
-                stored,
-                computed,
-            });
-        }
+        checksum(
+            WHAT,
+            u32_at(bytes, end).unwrap_or_default(),
+            crc32fast::hash(&bytes[..end]),
+        )?;
         let version = u32_at(bytes, VERSION_AT).unwrap_or_default();
         if version != FORMAT_VERSION {
             return Err(FormatError::Version { found: version });

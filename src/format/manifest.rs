@@ -10,7 +10,7 @@
 //! 60  4  crc           CRC-32 of bytes 0..60
 //! ```
 
-use super::{FORMAT_VERSION, FormatError, need, u32_at, u64_at};
+use super::{FORMAT_VERSION, FormatError, checksum, need, u32_at, u64_at};
 
 /// The first eight bytes of a manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"LARDMANI";
@@ -55,15 +55,11 @@ impl Manifest {
         if bytes[MAGIC_AT..MAGIC_AT + 8] != MANIFEST_MAGIC {
             return Err(FormatError::BadMagic { what: WHAT });
         }
-        let stored = u32_at(bytes, CRC_AT).unwrap_or_default();
-        let computed = crc32fast::hash(&bytes[..CRC_AT]);
-        if stored != computed {
-            return Err(FormatError::Checksum {
-                what: WHAT,
-                stored,
-                computed,
-            });
-        }
+        checksum(
+            WHAT,
+            u32_at(bytes, CRC_AT).unwrap_or_default(),
+            crc32fast::hash(&bytes[..CRC_AT]),
+        )?;
         let version = u32_at(bytes, VERSION_AT).unwrap_or_default();
         if version != FORMAT_VERSION {
             return Err(FormatError::Version { found: version });

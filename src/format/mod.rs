@@ -79,6 +79,19 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Checks that `b` holds at least `needed` bytes.
+/// `Ok` if a structure's stored checksum is the one computed over its bytes.
+pub(crate) fn checksum(what: &'static str, stored: u32, computed: u32) -> Result<(), FormatError> {
+    if stored == computed {
+        Ok(())
+    } else {
+        Err(FormatError::Checksum {
+            what,
+            stored,
+            computed,
+        })
+    }
+}
+
 pub(crate) fn need(b: &[u8], needed: usize) -> Result<(), FormatError> {
     if b.len() < needed {
         Err(FormatError::Truncated {

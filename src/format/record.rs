@@ -16,7 +16,7 @@
 //!     36        key, then the stored value
 //! ```
 
-use super::{FormatError, need, u16_at, u32_at, u64_at};
+use super::{FormatError, checksum, need, u16_at, u32_at, u64_at};
 use crate::key::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 /// The first two bytes of every record ("LR").
@@ -191,15 +191,11 @@ pub fn decode(segment_id: u64, offset: u32, bytes: &[u8]) -> Result<Record<'_>, 
     let key_end = RECORD_HEADER_LEN + usize::from(header.key_len);
     let key = &bytes[RECORD_HEADER_LEN..key_end];
     let stored = &bytes[key_end..len];
-    let stored_crc = u32_at(bytes, CRC_AT).unwrap_or_default();
-    let computed = crc(segment_id, offset, &bytes[..CRC_AT], key, stored);
-    if stored_crc != computed {
-        return Err(FormatError::Checksum {
-            what: WHAT,
-            stored: stored_crc,
-            computed,
-        });
-    }
+    checksum(
+        WHAT,
+        u32_at(bytes, CRC_AT).unwrap_or_default(),
+        crc(segment_id, offset, &bytes[..CRC_AT], key, stored),
+    )?;
     Ok(Record {
         header,
         key,

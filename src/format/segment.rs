@@ -35,7 +35,7 @@
 //! ```
 
 use super::record::RECORD_HEADER_LEN;
-use super::{FORMAT_VERSION, FormatError, need, u32_at, u64_at};
+use super::{FORMAT_VERSION, FormatError, checksum, need, u32_at, u64_at};
 use crate::key::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 /// The first eight bytes of every segment file.
@@ -127,18 +127,6 @@ fn crc_with_id(bytes: &[u8], segment_id: u64) -> u32 {
     h.update(bytes);
     h.update(&segment_id.to_le_bytes());
     h.finalize()
-}
-
-fn checksum(what: &'static str, stored: u32, computed: u32) -> Result<(), FormatError> {
-    if stored == computed {
-        Ok(())
-    } else {
-        Err(FormatError::Checksum {
-            what,
-            stored,
-            computed,
-        })
-    }
 }
 
 fn invalid(what: &'static str, field: &'static str, value: u64) -> FormatError {
