@@ -3,3 +3,4 @@
 #![allow(dead_code)] // each test uses a part
 
 pub mod contract;
+pub mod restart;
