@@ -11,7 +11,7 @@
 //!   `DemoteAll` (write every eviction).
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SEGMENT: u64 = 64 << 10;
@@ -30,22 +30,15 @@ fn traces_dir() -> PathBuf {
     )
 }
 
-struct Replay {
-    miss: f64,
-    reference: f64,
-    appended: u64,
-}
-
-fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
-    let memory = total / 2;
-    let segments = ((total - memory).div_ceil(PER_SEGMENT) + 1).max(3);
-    let dir = tempfile::tempdir().unwrap();
+/// `larder replay --json` of `trace` with `memory` entries in memory and a
+/// disk tier of `segments` 64 KiB segments in `dir`; its JSON.
+fn larder_replay(trace: &Path, memory: u64, dir: &Path, segments: u64, policy: &str) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_larder"))
         .args(["replay", "--json", "--capacity", &memory.to_string()])
         .arg("--trace")
-        .arg(traces_dir().join(format!("{trace}.txt")))
+        .arg(trace)
         .arg("--disk-dir")
-        .arg(dir.path().join("l2"))
+        .arg(dir)
         .args(["--disk-capacity", &(segments * SEGMENT).to_string()])
         .args(["--segment-size", &SEGMENT.to_string()])
         .args(["--write-policy", policy])
@@ -56,7 +49,27 @@ fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct Replay {
+    miss: f64,
+    reference: f64,
+    appended: u64,
+}
+
+fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
+    let memory = total / 2;
+    let segments = ((total - memory).div_ceil(PER_SEGMENT) + 1).max(3);
+    let dir = tempfile::tempdir().unwrap();
+    let trace_file = traces_dir().join(format!("{trace}.txt"));
+    let r = larder_replay(
+        &trace_file,
+        memory,
+        &dir.path().join("l2"),
+        segments,
+        policy,
+    );
     assert_eq!(r["wrong_values"], 0, "{policy} {trace} @ {total}");
     assert_eq!(r["disk"]["corrupt_records"], 0);
     assert_eq!(r["disk"]["healthy"], true);
@@ -134,24 +147,7 @@ fn a_trace_replayed_in_two_halves_misses_like_one_replay() {
     ];
     std::fs::write(&halves[0], first.join("\n")).unwrap();
     std::fs::write(&halves[1], second.join("\n")).unwrap();
-    let replay = |trace: &std::path::Path, dir: &std::path::Path| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_larder"))
-            .args(["replay", "--json", "--capacity", "2448"])
-            .arg("--trace")
-            .arg(trace)
-            .arg("--disk-dir")
-            .arg(dir)
-            .args(["--disk-capacity", &(60 * SEGMENT).to_string()])
-            .args(["--segment-size", &SEGMENT.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let replay = |trace: &Path, dir: &Path| larder_replay(trace, 2448, dir, 60, "write-behind");
     let whole = replay(
         &traces_dir().join("cloudphysics_io.txt"),
         &work.path().join("whole"),

@@ -337,13 +337,6 @@ fn concurrent_readers_writers_and_reclaim() {
                 }
             });
         }
-        // Stops the readers even if the writer panics, so a failure fails, not hangs.
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
         let _stop = StopOnDrop(&stop);
         let mut rng = StdRng::seed_from_u64(99);
         for version in 0..8000u32 {
@@ -410,6 +403,16 @@ fn the_default_backend_works_and_says_which_it_is() {
     let mut b = [0u8; 3];
     io.read_exact_at(&f, &mut b, 7).unwrap();
     assert_eq!(&b, b"abc");
+}
+
+/// Sets its flag when dropped: stops reader threads even if the writer
+/// panics, so a failure fails rather than hangs.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Puts keys from `from` until reclaim has run once; returns the next key.
@@ -511,12 +514,6 @@ fn reappends_never_bring_back_an_older_version() {
                     }
                 }
             });
-        }
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
         }
         let _stop = StopOnDrop(&stop);
         let mut rng = StdRng::seed_from_u64(7);
