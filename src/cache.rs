@@ -141,12 +141,24 @@ impl Cache {
         let thread = refill.and_then(|entries| {
             let (memory, weigher, progress) =
                 (Arc::clone(&memory), weigher.clone(), Arc::clone(&progress));
+            // Reclaim waits for the refill: it drops records memory holds and
+            // keeps others by their use counts, so before memory has taken
+            // back its entries it would drop records the refill is about to read.
+            let outer = Arc::clone(&memory);
+            let hold = |held| outer.lower().map(|l| l.hold_reclaim(held));
+            hold(true);
             let spawned = std::thread::Builder::new()
                 .name("larder-refill".into())
                 .spawn(move || {
                     refill_memory(&memory, &weigher, max_weight, &progress, &entries);
+                    if let Some(l) = memory.lower() {
+                        l.hold_reclaim(false);
+                    }
                     progress.done.store(true, Ordering::Release);
                 });
+            if spawned.is_err() {
+                hold(false);
+            }
             spawned.ok()
         });
         if thread.is_none() {

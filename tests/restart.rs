@@ -147,6 +147,46 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_reported() {
     assert_eq!(cache.get(&7u32.to_le_bytes()), Some(value(7, 0)));
 }
 
+/// A close that comes while reclaim is busy still writes every entry memory
+/// holds: holding reclaim off waits for the segment it is working on. (Before
+/// that, a reclaim already under way dropped records of entries memory had
+/// just found on disk: 6% of them came back missing.)
+#[test]
+fn a_close_during_reclaim_keeps_every_memory_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let zipf = Zipf::new(200_000.0, 0.9).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let open = |dir: &Path| {
+        Cache::builder()
+            .memory_capacity(10_000)
+            .unit_weight()
+            .disk(dir, 32 * 4 * SEGMENT)
+            .segment_size(4 * SEGMENT)
+            .build()
+            .unwrap()
+    };
+    for round in 0..3 {
+        let cache = open(dir.path());
+        for _ in 0..200_000 {
+            let key = (zipf.sample(&mut rng) as u32).to_le_bytes();
+            if cache.get(&key).is_none() {
+                cache.insert(&key, Bytes::from_static(&[7; 64])).unwrap();
+            }
+        }
+        let held = cache.stats().memory.entries;
+        cache.close().unwrap();
+        let cache = open(dir.path());
+        wait_for_refill(&cache);
+        let r = cache.stats().disk.unwrap().recovery;
+        assert_eq!(r.checkpoint, CheckpointStatus::Used);
+        assert_eq!(
+            r.refilled, held,
+            "round {round}: memory entries lost at close"
+        );
+        cache.close().unwrap();
+    }
+}
+
 /// Issue 4: the miss ratio of the first 100,000 requests after a reopen is
 /// within 0.01 of the last 100,000 before the close (Zipf, insert on miss).
 #[test]

@@ -238,6 +238,10 @@ impl Flusher {
         let sh = Arc::clone(&self.shared);
         let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
         loop {
+            let _gate = sh.reclaim_gate.lock();
+            if sh.reclaim_held.load(Ordering::Acquire) {
+                return Ok(());
+            }
             let held = sh.files.read().len() + sh.frozen.read().len() + 1;
             if held <= max_segments {
                 return Ok(());

@@ -257,6 +257,9 @@ struct Shared {
     /// Set while the cache closes: reclaim would drop records of keys memory
     /// holds after memory has decided they need no writing.
     reclaim_held: AtomicBool,
+    /// Held by reclaim while it works on a segment: holding reclaim off waits
+    /// for the segment in progress, so nothing is dropped after it returns.
+    reclaim_gate: Mutex<()>,
     /// What open found of the checkpoint, until the memory tier takes it.
     checkpoint: Mutex<Option<CheckpointState>>,
     /// Signalled when a frozen segment has been written.
@@ -450,6 +453,7 @@ impl DiskTier {
             recovery: recovered.report,
             checkpoint: Mutex::new(Some(checkpoint)),
             reclaim_held: AtomicBool::new(false),
+            reclaim_gate: Mutex::new(()),
             space: (Mutex::new(()), Condvar::new()),
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -756,6 +760,9 @@ impl DiskTier {
     /// must not drop more behind its back.
     pub(crate) fn hold_reclaim(&self, held: bool) {
         self.shared.reclaim_held.store(held, Ordering::Release);
+        if held {
+            drop(self.shared.reclaim_gate.lock()); // the segment in progress is done
+        }
     }
 
     /// What open found of the checkpoint; the memory part of a valid one is
