@@ -226,6 +226,11 @@ impl Cache {
 
     /// Returns once every change made before the call is on stable storage
     /// (written and `fdatasync`ed). Without a disk tier, returns at once.
+    ///
+    /// After a crash, no value removed or overwritten before the call comes
+    /// back. A cache may still forget entries: a reopen after a crash drops
+    /// the disk tier's probation stream, the recent inserts that had not yet
+    /// proved reuse (docs/design.md §10.2).
     pub fn sync(&self) -> Result<(), Error> {
         match self.inner.memory.lower() {
             Some(lower) => lower.sync().map_err(|e| Error::Disk {
@@ -398,6 +403,7 @@ impl Cache {
                     sealed_tails: d.recovery.sealed,
                     torn_tails: d.recovery.torn_tails,
                     quarantined_files: d.recovery.quarantined,
+                    probation_discarded: d.recovery.discarded,
                     foreign_files: d.recovery.foreign,
                     open_time: d.recovery.elapsed,
                     checkpoint: self.inner.checkpoint.clone(),

@@ -116,6 +116,10 @@ pub struct RecoveryStats {
     pub torn_tails: u64,
     /// Segment files with an invalid header, renamed `*.quarantined`.
     pub quarantined_files: u64,
+    /// Segments of the probation stream (recent inserts) removed because the
+    /// log was not closed cleanly (a crash): they need not agree with the
+    /// main stream on one moment, so only main's records are kept.
+    pub probation_discarded: u64,
     /// Files named like segments that are not larder's; left alone.
     pub foreign_files: u64,
     /// Time to rebuild the index.

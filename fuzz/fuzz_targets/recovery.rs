@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
             segment_id: u64::from(id),
             first_seq: seq,
             segment_size: SIZE,
+            probation: flags & 0x80 != 0,
         }
         .encode()
         .to_vec();

@@ -5,7 +5,7 @@
 //! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
 
 use super::index::{IN_MEMORY, Loc, USES};
-use super::segment::SegmentFile;
+use super::segment::{SegmentFile, Stream};
 use super::{DiskError, Request, Shared, add, log_corruption, notify_space, sync_dir};
 use crate::format::FormatError;
 use crate::format::record::{self, Kind};
@@ -85,9 +85,11 @@ impl Flusher {
     fn freeze_active(&self) -> u64 {
         let sh = &*self.shared;
         let mut log = sh.log.lock();
-        let mut active = sh.active.write();
-        if !active.bytes.is_empty() {
-            sh.freeze(&mut log, &mut active);
+        let mut actives = sh.active.write();
+        for (active, stream) in actives.iter_mut().zip([Stream::Main, Stream::Probation]) {
+            if !active.bytes.is_empty() {
+                sh.freeze(&mut log, active, stream);
+            }
         }
         log.next_seq - 1
     }
@@ -112,6 +114,7 @@ impl Flusher {
         &mut self,
         id: u32,
         first_seq: u64,
+        stream: Stream,
     ) -> Result<(Arc<SegmentFile>, usize), DiskError> {
         if let Some((f, written)) = self.unsealed.get(&id) {
             return Ok((Arc::clone(f), *written));
@@ -125,6 +128,7 @@ impl Flusher {
             id,
             first_seq,
             sh.config.segment_size,
+            stream,
         )
         .and_then(|f| sync_dir(&sh.config.dir).map(|()| f))
         .map_err(|source| DiskError::Io {
@@ -168,7 +172,7 @@ impl Flusher {
             let Some(frozen) = sh.frozen.read().values().next().cloned() else {
                 return Ok(());
             };
-            let (file, written) = self.file_for(frozen.id, frozen.first_seq)?;
+            let (file, written) = self.file_for(frozen.id, frozen.first_seq, frozen.stream)?;
             let rest = &frozen.bytes[written..];
             self.write_at(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
             let mut summary = Vec::with_capacity(frozen.summary.len() * SUMMARY_ENTRY_LEN);
@@ -199,9 +203,17 @@ impl Flusher {
 
     /// Writes the active segment's bytes not yet written; syncs them if `durable`.
     fn write_active(&mut self, durable: bool) -> Result<(), DiskError> {
+        for stream in [Stream::Main, Stream::Probation] {
+            self.write_active_of(stream, durable)?;
+        }
+        Ok(())
+    }
+
+    fn write_active_of(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
         let sh = Arc::clone(&self.shared);
         let (id, first_seq, fresh) = {
-            let active = sh.active.read();
+            let actives = sh.active.read();
+            let active = &actives[stream as usize];
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w);
             (
                 active.id,
@@ -212,7 +224,7 @@ impl Flusher {
         if fresh.is_empty() && (!durable || !self.unsealed.contains_key(&id)) {
             return Ok(()); // nothing new, or no file yet and nothing to put in one
         }
-        let (file, written) = self.file_for(id, first_seq)?;
+        let (file, written) = self.file_for(id, first_seq, stream)?;
         self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
         self.unsealed
             .insert(id, (Arc::clone(&file), written + fresh.len()));
@@ -237,16 +249,43 @@ impl Flusher {
         }
         let sh = Arc::clone(&self.shared);
         let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
+        let probation_share = probation_segments(max_segments);
+        let with_probation = sh.probation_on();
         loop {
             let _gate = sh.reclaim_gate.lock();
             if sh.reclaim_held.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let held = sh.files.read().len() + sh.frozen.read().len() + 1;
+            // Active segments count once they hold something (under the
+            // demoting policies the probation stream is never written).
+            let actives = sh
+                .active
+                .read()
+                .iter()
+                .filter(|a| !a.bytes.is_empty())
+                .count();
+            let held = sh.files.read().len() + sh.frozen.read().len() + actives.max(1);
             if held <= max_segments {
                 return Ok(());
             }
-            let Some(oldest) = sh.files.read().values().next().cloned() else {
+            let victim = {
+                let files = sh.files.read();
+                let oldest_of = |s| files.values().find(|f| f.stream == s).cloned();
+                let in_probation = files
+                    .values()
+                    .filter(|f| f.stream == Stream::Probation)
+                    .count();
+                if !with_probation {
+                    // One stream (what an earlier, larger tier left of the
+                    // other goes first, by age).
+                    files.values().next().cloned()
+                } else if in_probation >= probation_share {
+                    oldest_of(Stream::Probation)
+                } else {
+                    oldest_of(Stream::Main).or_else(|| oldest_of(Stream::Probation))
+                }
+            };
+            let Some(oldest) = victim else {
                 return Ok(());
             };
             let summary = read_summary(&sh, &oldest);
@@ -285,6 +324,7 @@ impl Flusher {
             //    is gone from the index, removing it writes no tombstone, so no
             //    file that could bring it back after a restart may remain.
             sh.files.write().remove(&oldest.id);
+            sh.log.lock().probation.remove(&oldest.id);
             oldest
                 .unlink()
                 .and_then(|()| sync_dir(&sh.config.dir))
@@ -332,7 +372,10 @@ impl Flusher {
             return false;
         }
         // The flusher itself writes what this freezes: no wake-up needed.
-        let appended = matches!(sh.append(r.key, h, r.stored, uses, Some(loc)), Ok(Some(_)));
+        let appended = matches!(
+            sh.append(r.key, h, r.stored, uses, Some(loc), Stream::Main),
+            Ok(Some(_))
+        );
         if appended {
             add(&sh.counters.reappended, 1);
         }
@@ -373,4 +416,10 @@ fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, Fo
     io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
         .map_err(|_| short(end))?;
     trailer.summary(u64::from(file.id), &segment)
+}
+
+/// Sealed segments the probation stream keeps before reclaim takes its oldest
+/// rather than the main stream's.
+fn probation_segments(max_segments: usize) -> usize {
+    (max_segments / 10).max(1)
 }

@@ -27,6 +27,8 @@ pub(crate) struct Ghosts {
     /// Records seen (appended or offered) and their bytes: the mean record length.
     seen: AtomicU64,
     seen_bytes: AtomicU64,
+    /// Entries the memory tier above holds (as it last said).
+    memory_entries: AtomicU64,
 }
 
 impl Ghosts {
@@ -42,7 +44,13 @@ impl Ghosts {
             capacity,
             seen: AtomicU64::new(0),
             seen_bytes: AtomicU64::new(0),
+            memory_entries: AtomicU64::new(0),
         }
+    }
+
+    /// The memory tier above holds about `entries` entries.
+    pub(crate) fn memory_holds(&self, entries: u64) {
+        self.memory_entries.store(entries, Ordering::Relaxed);
     }
 
     /// Counts a record of `len` bytes towards the mean record length.
@@ -60,7 +68,8 @@ impl Ghosts {
     fn per_stripe(&self) -> usize {
         let seen = self.seen.load(Ordering::Relaxed).max(1);
         let bytes = self.seen_bytes.load(Ordering::Relaxed).max(1);
-        let entries = u128::from(self.capacity) * u128::from(seen) / u128::from(bytes);
+        let disk = u128::from(self.capacity) * u128::from(seen) / u128::from(bytes);
+        let entries = disk + u128::from(self.memory_entries.load(Ordering::Relaxed));
         (entries as usize).div_ceil(STRIPES).max(1)
     }
 

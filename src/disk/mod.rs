@@ -13,14 +13,20 @@
 //! before the lock is taken. A full segment is frozen (its buffer moves to the
 //! frozen list, still readable) and a new one starts.
 //!
+//! The log has two streams, each with its own active segment (docs/design.md
+//! §10.2): inserts go to the *probation* stream, demotions and re-appends to
+//! the *main* stream, and an append for a key the index holds goes to its
+//! current record's stream. A tier of fewer than 4 segments uses main only.
+//!
 //! The flusher thread (`flusher.rs`) does all the I/O: it writes the active segment's new
 //! bytes every flush interval, writes frozen segments out with their summary
 //! and trailer, `fdatasync`s them and publishes their files, answers `sync()`
-//! requests, and reclaims the oldest segment when the tier is over capacity.
+//! requests, and reclaims the oldest segment when the tier is over capacity
+//! (probation's while that stream holds a tenth of the tier, else main's).
 //! Reclaim is L2's clock hand: a live record that memory does not hold and
 //! that has uses left (an L2 hit, or reuse proved in memory) is appended again
-//! (within a budget, under the log mutex and only if it is still the key's
-//! newest record); the others are dropped, their fingerprints kept in the
+//! to main (within a budget, under the log mutex and only if it is still the
+//! key's newest record); the others are dropped, their fingerprints kept in the
 //! ghost table. Producers wait (bounded) or are refused when too many segments are frozen
 //! and unwritten: nothing is dropped silently.
 //!
@@ -46,6 +52,7 @@ pub use tiered::WritePolicy;
 
 use crate::format::FormatError;
 use crate::format::checkpoint::Checkpoint;
+use crate::format::closed;
 use crate::format::record::{self, Kind, RECORD_HEADER_LEN, RecordHeader};
 use crate::format::segment::{
     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry,
@@ -59,6 +66,7 @@ use flusher::Flusher;
 use ghosts::Ghosts;
 use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID};
 use io::Io;
+pub(crate) use segment::Stream;
 use segment::{ActiveBuffer, SegmentFile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -121,6 +129,13 @@ pub(crate) enum DiskError {
     #[error("a record of {0} bytes does not fit in a segment")]
     TooLarge(usize),
 }
+
+/// The clean-close mark's file name (format.md §2.4).
+pub(crate) const CLOSED_FILE: &str = "CLOSED";
+
+/// A tier of fewer segments has no probation stream: with two segments being
+/// filled it would have too few left to reclaim from (docs/design.md §10.2).
+const MIN_SEGMENTS_FOR_PROBATION: u64 = 4;
 
 /// The checkpoint's file name in the directory.
 pub(crate) const CHECKPOINT_FILE: &str = "CHECKPOINT";
@@ -215,13 +230,26 @@ fn add(c: &AtomicU64, n: u64) {
 struct Log {
     next_seq: u64,
     next_id: u32,
-    /// The active segment's summary so far.
-    summary: Vec<SummaryEntry>,
+    /// Each active segment's summary so far, by stream.
+    summary: [Vec<SummaryEntry>; 2],
+    /// Ids of the probation stream's segments (active, frozen or sealed).
+    probation: std::collections::BTreeSet<u32>,
+}
+
+impl Log {
+    fn stream_of(&self, segment: u32) -> Stream {
+        if self.probation.contains(&segment) {
+            Stream::Probation
+        } else {
+            Stream::Main
+        }
+    }
 }
 
 /// A full segment waiting for the flusher: its records and their summary.
 struct Frozen {
     id: u32,
+    stream: Stream,
     first_seq: u64,
     bytes: Vec<u8>,
     summary: Vec<SummaryEntry>,
@@ -245,7 +273,8 @@ struct Shared {
     index: Index,
     ghosts: Ghosts,
     log: Mutex<Log>,
-    active: RwLock<ActiveBuffer>,
+    /// The active segment of each stream (indexed by `Stream as usize`).
+    active: RwLock<[ActiveBuffer; 2]>,
     frozen: RwLock<BTreeMap<u32, Arc<Frozen>>>,
     /// A written segment's buffer, kept for the next active segment: a fresh
     /// allocation of a segment's size costs a page fault and a zeroed page for
@@ -282,6 +311,7 @@ impl Shared {
         stored: &[u8],
         flags: u8,
         expect: Option<Loc>,
+        stream: Stream,
     ) -> Result<Option<bool>, DiskError> {
         let len = header.record_len();
         let room = self.config.segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN;
@@ -290,32 +320,47 @@ impl Shared {
         }
         let hash = hash_key(key);
         let mut log = self.log.lock();
-        if header.kind == Kind::Tombstone && self.index.remove(hash).is_none() {
-            return Ok(None); // Nothing on disk to supersede.
-        }
-        if expect.is_some() && self.index.peek(hash) != expect {
+        let current = if header.kind == Kind::Tombstone {
+            match self.index.remove(hash) {
+                None => return Ok(None), // Nothing on disk to supersede.
+                some => some,
+            }
+        } else {
+            self.index.peek(hash)
+        };
+        if expect.is_some() && current != expect {
             return Ok(None);
         }
+        // A key's records stay in the stream of its current one (only reclaim
+        // moves a record, from the segment it is reclaiming): so no record can
+        // outlive a newer one of its key in the other stream.
+        let stream = match current {
+            _ if !self.probation_on() => Stream::Main,
+            Some(loc) if expect.is_none() => log.stream_of(loc.segment),
+            _ => stream,
+        };
         // After a failure nothing more is written; the index removal above still
         // stands, so a removed value is not served.
         self.check_failed()?;
-        let mut active = self.active.write();
-        let summary_len = (log.summary.len() + 1) * SUMMARY_ENTRY_LEN;
-        let froze = active.bytes.len() + len + summary_len > room;
+        let mut actives = self.active.write();
+        let s = stream as usize;
+        let summary_len = (log.summary[s].len() + 1) * SUMMARY_ENTRY_LEN;
+        let froze = actives[s].bytes.len() + len + summary_len > room;
         if froze {
             if log.next_id > MAX_SEGMENT_ID {
                 return Err(self.fail(format!(
                     "segment ids are exhausted ({MAX_SEGMENT_ID} segments written)"
                 )));
             }
-            self.freeze(&mut log, &mut active);
+            self.freeze(&mut log, &mut actives[s], stream);
         }
+        let active = &mut actives[s];
         header.seq = log.next_seq;
         log.next_seq += 1;
         let offset = active.end_offset();
         let segment_id = u64::from(active.id);
         record::encode(&mut active.bytes, segment_id, offset, &header, key, stored);
-        log.summary.push(SummaryEntry {
+        log.summary[s].push(SummaryEntry {
             hash,
             seq: header.seq,
             offset,
@@ -335,9 +380,14 @@ impl Shared {
         Ok(Some(froze))
     }
 
+    /// Whether the tier is large enough for a probation stream.
+    fn probation_on(&self) -> bool {
+        self.config.capacity / self.config.segment_size >= MIN_SEGMENTS_FOR_PROBATION
+    }
+
     /// Moves the full active segment to the frozen list and starts the next one.
     /// Called with the log and active locks held.
-    fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer) {
+    fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer, stream: Stream) {
         let capacity = active.bytes.capacity();
         let buffer = self
             .spare
@@ -345,13 +395,17 @@ impl Shared {
             .take()
             .unwrap_or_else(|| Vec::with_capacity(capacity));
         let next = ActiveBuffer::new(log.next_id, log.next_seq, buffer);
+        if stream == Stream::Probation {
+            log.probation.insert(log.next_id);
+        }
         let full = std::mem::replace(active, next);
         log.next_id += 1;
         let frozen = Frozen {
             id: full.id,
+            stream,
             first_seq: full.first_seq,
             bytes: full.bytes,
-            summary: std::mem::take(&mut log.summary),
+            summary: std::mem::take(&mut log.summary[stream as usize]),
         };
         // Published before the active lock is released: readers find it here.
         self.frozen.write().insert(frozen.id, Arc::new(frozen));
@@ -412,7 +466,17 @@ impl DiskTier {
             Ok(Some(c)) => c.uses.iter().map(|&(s, o, n)| ((s, o), n)).collect(),
             _ => Default::default(),
         };
-        let recovered = recovery::recover(&*config.io, &config.dir, s, &index, &uses)?;
+        // Where a clean close left the log, as the checkpoint and the mark say.
+        let closed_at = [
+            found
+                .as_ref()
+                .ok()
+                .and_then(|c| c.as_ref().map(|c| c.last_seq)),
+            std::fs::read(config.dir.join(CLOSED_FILE))
+                .ok()
+                .and_then(|b| closed::decode(&b).ok()),
+        ];
+        let recovered = recovery::recover(&*config.io, &config.dir, s, &index, &uses, closed_at)?;
         let ghosts = Ghosts::new(config.capacity);
         let on_disk: u64 = recovered.files.len() as u64 * s;
         ghosts.observe_many(recovered.report.records, on_disk);
@@ -428,6 +492,9 @@ impl DiskTier {
                 }
             }
             Ok(Some(c)) => {
+                // Sized for both tiers, as when they were written.
+                let resident = c.memory.iter().filter(|e| !e.ghost).count();
+                ghosts.memory_holds(resident as u64);
                 for &hash in &c.ghosts {
                     ghosts.insert(hash);
                 }
@@ -435,6 +502,13 @@ impl DiskTier {
             }
         };
         let (id, seq) = (recovered.next_id, recovered.next_seq);
+        let mut probation: std::collections::BTreeSet<u32> = recovered
+            .files
+            .values()
+            .filter(|f| f.stream == Stream::Probation)
+            .map(|f| f.id)
+            .collect();
+        probation.insert(id + 1);
         let buffer = (s as usize) - SEGMENT_HEADER_LEN - TRAILER_LEN;
         let shared = Arc::new(Shared {
             lock: Mutex::new(Some(lock)),
@@ -443,10 +517,14 @@ impl DiskTier {
             ghosts,
             log: Mutex::new(Log {
                 next_seq: seq,
-                next_id: id + 1,
-                summary: Vec::new(),
+                next_id: id + 2,
+                summary: [Vec::new(), Vec::new()],
+                probation,
             }),
-            active: RwLock::new(ActiveBuffer::new(id, seq, Vec::with_capacity(buffer))),
+            active: RwLock::new([
+                ActiveBuffer::new(id, seq, Vec::with_capacity(buffer)),
+                ActiveBuffer::new(id + 1, seq, Vec::with_capacity(buffer)),
+            ]),
             frozen: RwLock::new(BTreeMap::new()),
             spare: Mutex::new(None),
             files: RwLock::new(recovered.files),
@@ -479,7 +557,7 @@ impl DiskTier {
     #[cfg(test)]
     pub(crate) fn put(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), DiskError> {
         let prepared = self.prepare(&Bytes::copy_from_slice(value), expires_at, true)?;
-        self.commit(key, &prepared, 0)
+        self.commit(key, &prepared, 0, Stream::Main)
     }
 
     /// The part of a `put` that may take time, done before any lock is held:
@@ -517,7 +595,13 @@ impl DiskTier {
 
     /// Appends a prepared value for `key`, with index flags ([`IN_MEMORY`] if
     /// the memory tier holds it). Never waits: safe under a caller's lock.
-    pub(crate) fn commit(&self, key: &[u8], p: &Prepared, flags: u8) -> Result<(), DiskError> {
+    pub(crate) fn commit(
+        &self,
+        key: &[u8],
+        p: &Prepared,
+        flags: u8,
+        stream: Stream,
+    ) -> Result<(), DiskError> {
         let header = RecordHeader {
             kind: Kind::Value,
             compressed: p.compressed,
@@ -527,7 +611,7 @@ impl DiskTier {
             expires_at: p.expires_at,
             seq: 0,
         };
-        self.append(key, header, &p.stored, flags)?;
+        self.append(key, header, &p.stored, flags, stream)?;
         let c = &self.shared.counters;
         add(&c.value_bytes_in, u64::from(p.raw_len));
         add(&c.value_bytes_stored, p.stored.len() as u64);
@@ -546,7 +630,7 @@ impl DiskTier {
             expires_at: 0,
             seq: 0,
         };
-        self.append(key, header, &[], 0)
+        self.append(key, header, &[], 0, Stream::Main)
     }
 
     fn append(
@@ -555,9 +639,10 @@ impl DiskTier {
         header: RecordHeader,
         stored: &[u8],
         flags: u8,
+        stream: Stream,
     ) -> Result<(), DiskError> {
         let sh = &*self.shared;
-        if sh.append(key, header, stored, flags, None)? == Some(true) {
+        if sh.append(key, header, stored, flags, None, stream)? == Some(true) {
             self.wake();
         }
         Ok(())
@@ -590,6 +675,11 @@ impl DiskTier {
         let ghosts = &self.shared.ghosts;
         ghosts.observe(record::RECORD_HEADER_LEN + key.len() + value_len);
         ghosts.insert(hash_key(key));
+    }
+
+    /// The memory tier above holds about `entries` entries.
+    pub(crate) fn memory_holds(&self, entries: u64) {
+        self.shared.ghosts.memory_holds(entries);
     }
 
     /// Whether `key` was remembered as gone from both tiers; forgets it.
@@ -692,8 +782,8 @@ impl DiskTier {
     fn read(&self, loc: Loc) -> Option<Result<Vec<u8>, FormatError>> {
         let sh = &*self.shared;
         {
-            let active = sh.active.read();
-            if active.id == loc.segment {
+            let actives = sh.active.read();
+            if let Some(active) = actives.iter().find(|a| a.id == loc.segment) {
                 return Some(record_at_start(active.from(loc.offset)));
             }
         }
@@ -737,14 +827,24 @@ impl DiskTier {
         Ok(buf)
     }
 
-    /// Writes `checkpoint` atomically: a temporary file, `fdatasync`, rename,
-    /// and a sync of the directory.
+    /// Writes `checkpoint` atomically.
     pub(crate) fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), DiskError> {
+        self.write_file(CHECKPOINT_FILE, &checkpoint.encode())
+    }
+
+    /// Writes the clean-close mark for a log sealed at `last_seq`, atomically.
+    pub(crate) fn write_closed(&self, last_seq: u64) -> Result<(), DiskError> {
+        self.write_file(CLOSED_FILE, &closed::encode(last_seq))
+    }
+
+    /// Writes the file `name` of the directory atomically: a temporary file,
+    /// `fdatasync`, rename, and a sync of the directory.
+    fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
         let dir = &self.shared.config.dir;
-        let (tmp, path) = (dir.join("CHECKPOINT.tmp"), dir.join(CHECKPOINT_FILE));
+        let (tmp, path) = (dir.join(format!("{name}.tmp")), dir.join(name));
         let write = || -> std::io::Result<()> {
             let f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut &f, &checkpoint.encode())?;
+            std::io::Write::write_all(&mut &f, bytes)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)?;
             sync_dir(dir)

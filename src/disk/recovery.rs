@@ -14,14 +14,20 @@
 //!   segment (wrong magic, checksum, id or size) is renamed `*.quarantined`,
 //!   reported, and never read again; a file whose name is not a segment's is
 //!   left alone and reported as foreign.
-//! * Records apply in sequence order (segments in id order, records in log
-//!   order: both follow the order of appends): a value points the index at
-//!   itself, a tombstone removes the key. The result is the state after the
-//!   last record that survived: a consistent prefix of the writes.
+//! * Unless the log was closed cleanly (no segment unsealed, and the
+//!   checkpoint or the clean-close mark names its last record), the probation
+//!   stream's segments are removed: the two streams' tails were written
+//!   independently and need not agree on one moment; main's alone does, and a
+//!   key's records all stay in one stream (docs/design.md §10.2).
+//! * Records apply in sequence order, the two streams merged (within a
+//!   stream, segments in id order and records in log order follow the order
+//!   of appends): a value points the index at itself, a tombstone removes the
+//!   key. The result is the state after the last record that survived: a
+//!   consistent prefix of the writes.
 
 use super::index::{Index, Loc, MAX_SEGMENT_ID};
 use super::io::Io;
-use super::segment::SegmentFile;
+use super::segment::{SegmentFile, Stream};
 use super::{DiskError, sync_dir};
 use crate::format::record::{self, Kind, RECORD_HEADER_LEN};
 use crate::format::segment::{
@@ -51,6 +57,8 @@ pub(crate) struct RecoveryReport {
     /// Segment files renamed `*.quarantined` (bad header), and files that are
     /// not larder's.
     pub(crate) quarantined: u64,
+    /// Probation segments removed because the log was not closed cleanly.
+    pub(crate) discarded: u64,
     pub(crate) foreign: u64,
     pub(crate) elapsed: Duration,
 }
@@ -227,12 +235,17 @@ fn seal(
 
 /// Rebuilds `index` from the segments in `dir`; a record listed in `uses`
 /// (segment, offset → use count, from a checkpoint) gets that use count.
+/// `closed_at`: where the checkpoint and the clean-close mark say a close left
+/// the log. The log was closed cleanly if one of them is its last sequence
+/// number and no segment was left unsealed; otherwise the probation stream is
+/// discarded (module docs).
 pub(crate) fn recover(
     io: &dyn Io,
     dir: &Path,
     segment_size: u64,
     index: &Index,
     uses: &HashMap<(u32, u32), u8>,
+    closed_at: [Option<u64>; 2],
 ) -> Result<Recovered, DiskError> {
     let started = Instant::now();
     let io_err = |context: String| move |source| DiskError::Io { context, source };
@@ -248,10 +261,9 @@ pub(crate) fn recover(
             path.display()
         );
     }
-    let mut files = BTreeMap::new();
+    // 1. Read every segment; quarantine the ones that are not valid.
+    let mut found = Vec::new();
     let (mut next_id, mut next_seq) = (1u32, 1u64);
-    let mut last_applied = 0u64;
-    let mut in_order = true;
     let mut changed_dir = false;
     for (id, path) in paths {
         let file = SegmentFile::open(path.clone(), id)
@@ -274,11 +286,44 @@ pub(crate) fn recover(
         };
         next_id = next_id.max(id + 1);
         next_seq = next_seq.max(header.first_seq);
-        let entries = match contents {
+        match &contents {
             Contents::Sealed { entries, last_seq } => {
                 next_seq = next_seq.max(last_seq + 1);
-                entries
+                next_seq = next_seq.max(entries.last().map_or(0, |e| e.seq + 1));
             }
+            Contents::Unsealed { entries, .. } => {
+                next_seq = next_seq.max(entries.last().map_or(0, |e| e.seq + 1));
+            }
+        }
+        let stream = if header.probation {
+            Stream::Probation
+        } else {
+            Stream::Main
+        };
+        let file = file.in_stream(stream);
+        found.push((file, contents));
+    }
+    // 2. A crash, or a clean close? After a crash the probation stream goes:
+    //    its tail and main's were written independently, so together they need
+    //    not be the state at one moment; main alone is (a key's records all
+    //    stay in one stream, so dropping probation's only forgets keys).
+    let unsealed = found
+        .iter()
+        .any(|(_, c)| matches!(c, Contents::Unsealed { .. }));
+    let clean = !unsealed && closed_at.contains(&Some(next_seq - 1));
+    let mut files = BTreeMap::new();
+    let mut streams: [Vec<(u32, Vec<SummaryEntry>)>; 2] = [Vec::new(), Vec::new()];
+    for (file, contents) in found {
+        let (id, path) = (file.id, file.path().to_path_buf());
+        if file.stream == Stream::Probation && !clean {
+            file.unlink()
+                .map_err(io_err(format!("cannot remove {}", path.display())))?;
+            report.discarded += 1;
+            changed_dir = true;
+            continue;
+        }
+        let entries = match contents {
+            Contents::Sealed { entries, .. } => entries,
             Contents::Unsealed { entries, end, torn } => {
                 if torn {
                     report.torn_tails += 1;
@@ -298,24 +343,21 @@ pub(crate) fn recover(
                 entries
             }
         };
-        for e in &entries {
-            in_order &= e.seq > last_applied;
-            last_applied = last_applied.max(e.seq);
-            next_seq = next_seq.max(e.seq + 1);
-        }
         report.records += entries.len() as u64;
         report.segments += 1;
-        apply(index, id, &entries, uses);
+        streams[file.stream as usize].push((id, entries));
         files.insert(id, Arc::new(file));
     }
-    if !in_order {
+    if changed_dir {
+        sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))?;
+    }
+    // 3. Apply both streams' records merged by sequence number.
+    let [main, probation] = streams;
+    if !apply_merged(index, &main, &probation, uses) {
         // Appends are in sequence order, so this means a bug, not damage:
         // say so, and apply everything again sorted by sequence number.
         eprintln!("larder: records out of sequence order on disk; re-applying them sorted");
         resort(io, index, &files, segment_size, uses);
-    }
-    if changed_dir {
-        sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))?;
     }
     if next_id > MAX_SEGMENT_ID {
         return Err(DiskError::Failed(format!(
@@ -330,6 +372,42 @@ pub(crate) fn recover(
         next_seq,
         report,
     })
+}
+
+/// Applies two streams' records (each a list of segments in id order) to the
+/// index, merged by sequence number. `false` if a stream's records were not in
+/// increasing sequence order (then the index is incomplete).
+fn apply_merged(
+    index: &Index,
+    main: &[(u32, Vec<SummaryEntry>)],
+    probation: &[(u32, Vec<SummaryEntry>)],
+    uses: &HashMap<(u32, u32), u8>,
+) -> bool {
+    let (a, b) = (flatten(main), flatten(probation));
+    let in_order = |v: &[(u32, &SummaryEntry)]| v.windows(2).all(|w| w[0].1.seq < w[1].1.seq);
+    if !in_order(&a) || !in_order(&b) {
+        return false;
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j == b.len() || (i < a.len() && a[i].1.seq < b[j].1.seq);
+        let (id, e) = if take_a { a[i] } else { b[j] };
+        if take_a {
+            i += 1;
+        } else {
+            j += 1;
+        }
+        apply(index, id, std::slice::from_ref(e), uses);
+    }
+    true
+}
+
+/// A stream's records, with their segment ids, in log order.
+fn flatten(segments: &[(u32, Vec<SummaryEntry>)]) -> Vec<(u32, &SummaryEntry)> {
+    segments
+        .iter()
+        .flat_map(|(id, entries)| entries.iter().map(move |e| (*id, e)))
+        .collect()
 }
 
 /// Applies one segment's records, in order, to the index.
@@ -381,10 +459,16 @@ mod tests {
 
     /// A sealed segment file of `id` holding one value record per entry.
     fn write_sealed(dir: &Path, id: u32, records: &[(&[u8], &[u8], u64)]) {
+        write_sealed_in(dir, id, records, false);
+    }
+
+    /// The same, of the main or the probation stream.
+    fn write_sealed_in(dir: &Path, id: u32, records: &[(&[u8], &[u8], u64)], probation: bool) {
         let mut seg = SegmentHeader {
             segment_id: u64::from(id),
             first_seq: records[0].2,
             segment_size: SIZE,
+            probation,
         }
         .encode()
         .to_vec();
@@ -433,7 +517,15 @@ mod tests {
         write_sealed(dir.path(), 1, &[(b"k", b"newer", 9), (b"j", b"only", 10)]);
         write_sealed(dir.path(), 2, &[(b"k", b"older", 4)]);
         let index = Index::new();
-        let r = recover(&Positional, dir.path(), SIZE, &index, &HashMap::new()).unwrap();
+        let r = recover(
+            &Positional,
+            dir.path(),
+            SIZE,
+            &index,
+            &HashMap::new(),
+            [None; 2],
+        )
+        .unwrap();
         assert_eq!((r.next_id, r.next_seq), (3, 11));
         assert_eq!(r.report.entries, 2);
         let k = index.peek(hash_key(b"k")).unwrap();
@@ -442,5 +534,74 @@ mod tests {
             "the record with the higher sequence number wins"
         );
         assert!(index.peek(hash_key(b"j")).is_some());
+    }
+
+    /// Main: `a`@2, `b`@5. Probation: `a`@3, `b`@4.
+    fn two_streams(dir: &Path) {
+        write_sealed_in(dir, 1, &[(b"a", b"main", 2), (b"b", b"main", 5)], false);
+        write_sealed_in(
+            dir,
+            2,
+            &[(b"a", b"probation", 3), (b"b", b"probation", 4)],
+            true,
+        );
+    }
+
+    #[test]
+    fn after_a_clean_close_both_streams_apply_merged_by_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        two_streams(dir.path());
+        let index = Index::new();
+        let r = recover(
+            &Positional,
+            dir.path(),
+            SIZE,
+            &index,
+            &HashMap::new(),
+            [None, Some(5)],
+        )
+        .unwrap();
+        assert_eq!((r.report.segments, r.report.discarded), (2, 0));
+        assert_eq!(r.files[&2].stream, Stream::Probation);
+        assert_eq!(
+            index.peek(hash_key(b"a")).unwrap().segment,
+            2,
+            "a@3 beats a@2"
+        );
+        assert_eq!(
+            index.peek(hash_key(b"b")).unwrap().segment,
+            1,
+            "b@5 beats b@4"
+        );
+    }
+
+    /// Without a checkpoint naming the log's last record (a crash), the two
+    /// tails need not show one moment: the probation stream is removed, and
+    /// only main's records apply.
+    #[test]
+    fn after_a_crash_the_probation_stream_is_discarded() {
+        for closed_at in [[None, None], [Some(4), None], [None, Some(6)]] {
+            let dir = tempfile::tempdir().unwrap();
+            two_streams(dir.path());
+            let index = Index::new();
+            let r = recover(
+                &Positional,
+                dir.path(),
+                SIZE,
+                &index,
+                &HashMap::new(),
+                closed_at,
+            )
+            .unwrap();
+            assert_eq!((r.report.segments, r.report.discarded), (1, 1));
+            assert_eq!(r.next_seq, 6, "sequence numbers are not reused");
+            assert!(
+                !dir.path()
+                    .join(super::super::segment::file_name(2))
+                    .exists()
+            );
+            assert_eq!(index.peek(hash_key(b"a")).unwrap().segment, 1);
+            assert_eq!(index.peek(hash_key(b"b")).unwrap().segment, 1);
+        }
     }
 }

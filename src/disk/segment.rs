@@ -19,6 +19,7 @@ pub(crate) fn file_name(id: u32) -> String {
 /// truncated behind larder's back costs a short read (a miss), not a SIGBUS.
 pub(crate) struct SegmentFile {
     pub(crate) id: u32,
+    pub(crate) stream: Stream,
     pub(crate) file: File,
     path: PathBuf,
 }
@@ -31,6 +32,7 @@ impl SegmentFile {
         id: u32,
         first_seq: u64,
         segment_size: u64,
+        stream: Stream,
     ) -> io::Result<Self> {
         let path = dir.join(file_name(id));
         let file = OpenOptions::new()
@@ -42,15 +44,36 @@ impl SegmentFile {
             segment_id: u64::from(id),
             first_seq,
             segment_size,
+            probation: stream == Stream::Probation,
         };
         io.write_all_at(&file, &header.encode(), 0)?;
-        Ok(SegmentFile { id, file, path })
+        Ok(SegmentFile {
+            id,
+            stream,
+            file,
+            path,
+        })
     }
 
-    /// Opens the existing segment file `path` (recovery checks its contents).
+    /// Opens the existing segment file `path` (recovery checks its contents
+    /// and then sets its stream, read from its header).
     pub(crate) fn open(path: PathBuf, id: u32) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        Ok(SegmentFile { id, file, path })
+        Ok(SegmentFile {
+            id,
+            stream: Stream::Main,
+            file,
+            path,
+        })
+    }
+
+    /// The same file, of `stream`.
+    pub(crate) fn in_stream(self, stream: Stream) -> Self {
+        SegmentFile { stream, ..self }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Removes the file's name; readers holding it read on.
@@ -60,6 +83,15 @@ impl SegmentFile {
             _ => Ok(()),
         }
     }
+}
+
+/// Which of the log's two streams a segment belongs to (docs/design.md §10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// Records that proved reuse: demotions and reclaim's re-appends.
+    Main = 0,
+    /// New inserts, kept for a short window in which to prove reuse.
+    Probation = 1,
 }
 
 /// The segment being filled: its records as bytes, from offset `SEGMENT_HEADER_LEN`.

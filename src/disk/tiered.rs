@@ -9,7 +9,7 @@
 //! still points at the record that was read.
 
 use super::index::IN_MEMORY;
-use super::{CheckpointState, DiskError, DiskStats, DiskTier, Prepared, Token};
+use super::{CheckpointState, DiskError, DiskStats, DiskTier, Prepared, Stream, Token};
 use crate::format::checkpoint::{Checkpoint, MemoryEntry};
 use bytes::Bytes;
 
@@ -80,7 +80,9 @@ impl Tiered {
     /// Under the key's shard lock: writes a prepared value. `true` if it is now in
     /// the disk tier's log (the L1 copy is clean).
     pub(crate) fn commit(&self, key: &[u8], prepared: &Prepared) -> bool {
-        self.disk.commit(key, prepared, IN_MEMORY).is_ok()
+        self.disk
+            .commit(key, prepared, IN_MEMORY, Stream::Probation)
+            .is_ok()
     }
 
     /// Before an insert, outside any lock: whether the disk tier remembers
@@ -101,7 +103,7 @@ impl Tiered {
     pub(crate) fn write_dirty(&self, key: &[u8], value: &Bytes, deadline: u64) -> bool {
         self.disk
             .prepare(value, self.to_unix(deadline), true)
-            .and_then(|p| self.disk.commit(key, &p, IN_MEMORY))
+            .and_then(|p| self.disk.commit(key, &p, IN_MEMORY, Stream::Main))
             .is_ok()
     }
 
@@ -119,6 +121,7 @@ impl Tiered {
     /// first), and the disk tier's use counts and ghosts.
     pub(crate) fn checkpoint(&self, memory: Vec<MemoryEntry>) -> Result<(), DiskError> {
         let last_seq = self.disk.seal()?;
+        self.disk.write_closed(last_seq)?;
         let (uses, ghosts) = self.disk.policy_state();
         self.disk.write_checkpoint(&Checkpoint {
             last_seq,
@@ -138,6 +141,12 @@ impl Tiered {
     pub(crate) fn read_by_hash(&self, hash: u64, now: u64) -> Option<(Vec<u8>, Bytes, u64, Token)> {
         let (key, value, expires_at, token) = self.disk.read_by_hash(hash, self.to_unix(now))?;
         Some((key, value, self.to_mono(expires_at), token))
+    }
+
+    /// Memory holds about `entries` entries (the ghost table remembers as many
+    /// keys as both tiers hold).
+    pub(crate) fn memory_holds(&self, entries: u64) {
+        self.disk.memory_holds(entries);
     }
 
     /// Under the key's shard lock: memory promoted `key` from disk.
@@ -177,7 +186,7 @@ impl Tiered {
         }
         if let Ok(p) = self.disk.prepare(value, self.to_unix(deadline), false) {
             let flags = u8::from(proved); // one use: reclaim keeps it once
-            let _ = self.disk.commit(key, &p, flags);
+            let _ = self.disk.commit(key, &p, flags, Stream::Main);
         }
     }
 

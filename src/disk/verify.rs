@@ -5,8 +5,9 @@
 
 use super::io::Positional;
 use super::recovery::{Contents, list_segments, read_segment};
-use super::{CHECKPOINT_FILE, read_checkpoint_file};
+use super::{CHECKPOINT_FILE, CLOSED_FILE, read_checkpoint_file};
 use crate::format::FormatError;
+use crate::format::closed;
 use crate::format::manifest::Manifest;
 use crate::format::record::{self, Kind};
 use crate::key::hash_key;
@@ -35,6 +36,13 @@ pub struct VerifyReport {
     pub torn_tails: u64,
     /// Files named like segments that are not larder's.
     pub foreign_files: u64,
+    /// Segments of the probation stream (new inserts).
+    pub probation_segments: u64,
+    /// Whether the log was left by a clean close (the checkpoint or the
+    /// clean-close mark names its last record, and every segment is sealed).
+    /// If not, the next open discards the probation stream, and
+    /// `live_entries` counts what it will keep.
+    pub closed_cleanly: bool,
     /// `"missing"`, `"valid"`, `"stale"` or `"corrupt"`.
     pub checkpoint: String,
     /// One line for each problem found.
@@ -65,13 +73,13 @@ pub(crate) fn verify(dir: &Path) -> Result<VerifyReport, String> {
             .problems
             .push(format!("{} is not a segment of larder's", path.display()));
     }
-    // Key hash → live (true) or removed, applied in log order.
-    let mut live: HashMap<u64, bool> = HashMap::new();
+    // Every record as (seq, hash, tombstone, probation), applied in sequence order at the end.
+    let mut applied = Vec::new();
     let mut last_seq = 0u64;
     let mut all_sealed = true;
-    let newest = paths.keys().next_back().copied();
+    let mut found = Vec::new();
     for (id, path) in paths {
-        let name = path.display();
+        let name = path.display().to_string();
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) => {
@@ -80,15 +88,27 @@ pub(crate) fn verify(dir: &Path) -> Result<VerifyReport, String> {
                 continue;
             }
         };
-        let (header, contents) = match read_segment(&Positional, &file, id, size) {
-            Ok(found) => found,
+        match read_segment(&Positional, &file, id, size) {
+            Ok((header, contents)) => found.push((id, path, file, header, contents)),
             Err(why) => {
                 report.corrupt_segments += 1;
                 report.problems.push(format!("{name}: {why}"));
-                continue;
             }
-        };
+        }
+    }
+    // Each stream's newest segment: the only one of its stream that may be unsealed.
+    let newest = |probation: bool| {
+        found
+            .iter()
+            .filter(|f| f.3.probation == probation)
+            .map(|f| f.0)
+            .max()
+    };
+    let newest = [newest(false), newest(true)];
+    for (id, path, file, header, contents) in found {
+        let name = path.display();
         report.segments += 1;
+        report.probation_segments += u64::from(header.probation);
         last_seq = last_seq.max(header.first_seq.saturating_sub(1));
         let entries = match contents {
             Contents::Sealed { entries, .. } => {
@@ -134,10 +154,10 @@ pub(crate) fn verify(dir: &Path) -> Result<VerifyReport, String> {
                     report
                         .problems
                         .push(format!("{name}: its trailer or summary fails its checks"));
-                } else if Some(id) != newest {
+                } else if Some(id) != newest[usize::from(header.probation)] {
                     report.corrupt_segments += 1;
                     report.problems.push(format!(
-                        "{name}: unsealed but not the newest segment (truncated?)"
+                        "{name}: unsealed but not the newest segment of its stream (truncated?)"
                     ));
                 }
                 if torn {
@@ -152,11 +172,28 @@ pub(crate) fn verify(dir: &Path) -> Result<VerifyReport, String> {
         report.records += entries.len() as u64;
         for e in &entries {
             last_seq = last_seq.max(e.seq);
-            live.insert(e.hash, !e.tombstone);
+            applied.push((e.seq, e.hash, e.tombstone, header.probation));
+        }
+    }
+    let checkpoint = read_checkpoint_file(dir);
+    let mark = std::fs::read(dir.join(CLOSED_FILE))
+        .ok()
+        .and_then(|b| closed::decode(&b).ok());
+    let checkpoint_seq = checkpoint
+        .as_ref()
+        .ok()
+        .and_then(|c| c.as_ref().map(|c| c.last_seq));
+    report.closed_cleanly = all_sealed && [checkpoint_seq, mark].contains(&Some(last_seq));
+    // Key hash → live (true) or removed, as the next open will apply them.
+    applied.sort_unstable_by_key(|a| a.0);
+    let mut live: HashMap<u64, bool> = HashMap::new();
+    for (_, hash, tombstone, probation) in applied {
+        if report.closed_cleanly || !probation {
+            live.insert(hash, !tombstone);
         }
     }
     report.live_entries = live.values().filter(|&&v| v).count() as u64;
-    report.checkpoint = match read_checkpoint_file(dir) {
+    report.checkpoint = match checkpoint {
         Ok(None) => "missing".into(),
         Ok(Some(c)) if all_sealed && c.last_seq == last_seq => "valid".into(),
         Ok(Some(_)) => "stale".into(),

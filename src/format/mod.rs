@@ -11,6 +11,7 @@
 //! targets reach the decoders through `larder::fuzzing`.
 
 pub(crate) mod checkpoint;
+pub(crate) mod closed;
 pub(crate) mod manifest;
 pub(crate) mod record;
 pub(crate) mod segment;

@@ -10,7 +10,7 @@
 //! ```text
 //!  0  8  magic         SEGMENT_MAGIC ("LARDRSEG")
 //!  8  4  version       FORMAT_VERSION
-//! 12  4  reserved      0
+//! 12  4  stream        0 = main, 1 = probation (docs/design.md §10.2)
 //! 16  8  segment_id
 //! 24  8  first_seq     sequence number of the first record written to it
 //! 32  8  segment_size  bytes of the file, MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE
@@ -45,8 +45,8 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"LARDTAIL";
 
 const H_MAGIC_AT: usize = 0;
 const H_VERSION_AT: usize = H_MAGIC_AT + 8;
-const H_RESERVED_AT: usize = H_VERSION_AT + 4;
-const H_SEGMENT_ID_AT: usize = H_RESERVED_AT + 4;
+const H_STREAM_AT: usize = H_VERSION_AT + 4;
+const H_SEGMENT_ID_AT: usize = H_STREAM_AT + 4;
 const H_FIRST_SEQ_AT: usize = H_SEGMENT_ID_AT + 8;
 const H_SIZE_AT: usize = H_FIRST_SEQ_AT + 8;
 const H_RESERVED2_AT: usize = H_SIZE_AT + 8;
@@ -90,6 +90,9 @@ pub struct SegmentHeader {
     pub first_seq: u64,
     /// Bytes of the file.
     pub segment_size: u64,
+    /// The segment belongs to the log's probation stream (new inserts), not
+    /// its main stream.
+    pub probation: bool,
 }
 
 /// One record as the summary lists it.
@@ -139,6 +142,7 @@ impl SegmentHeader {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[H_MAGIC_AT..H_MAGIC_AT + 8].copy_from_slice(&SEGMENT_MAGIC);
         b[H_VERSION_AT..H_VERSION_AT + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[H_STREAM_AT..H_STREAM_AT + 4].copy_from_slice(&u32::from(self.probation).to_le_bytes());
         b[H_SEGMENT_ID_AT..H_SEGMENT_ID_AT + 8].copy_from_slice(&self.segment_id.to_le_bytes());
         b[H_FIRST_SEQ_AT..H_FIRST_SEQ_AT + 8].copy_from_slice(&self.first_seq.to_le_bytes());
         b[H_SIZE_AT..H_SIZE_AT + 8].copy_from_slice(&self.segment_size.to_le_bytes());
@@ -164,10 +168,12 @@ impl SegmentHeader {
         if version != FORMAT_VERSION {
             return Err(FormatError::Version { found: version });
         }
-        let reserved_zero = b[H_RESERVED_AT..H_RESERVED_AT + 4].iter().all(|&x| x == 0)
-            && b[H_RESERVED2_AT..H_CRC_AT].iter().all(|&x| x == 0);
-        if !reserved_zero {
+        if b[H_RESERVED2_AT..H_CRC_AT].iter().any(|&x| x != 0) {
             return Err(invalid(WHAT, "reserved", 0));
+        }
+        let stream = u32_at(b, H_STREAM_AT).unwrap_or_default();
+        if stream > 1 {
+            return Err(invalid(WHAT, "stream", u64::from(stream)));
         }
         let segment_size = u64_at(b, H_SIZE_AT).unwrap_or_default();
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
@@ -177,6 +183,7 @@ impl SegmentHeader {
             segment_id: u64_at(b, H_SEGMENT_ID_AT).unwrap_or_default(),
             first_seq: u64_at(b, H_FIRST_SEQ_AT).unwrap_or_default(),
             segment_size,
+            probation: stream == 1,
         })
     }
 }
@@ -318,6 +325,7 @@ mod tests {
             segment_id: 12,
             first_seq: 1000,
             segment_size: MIN_SEGMENT_SIZE,
+            probation: false,
         }
     }
 
@@ -371,6 +379,17 @@ mod tests {
             c[bit / 8] ^= 1 << (bit % 8);
             assert!(SegmentHeader::decode(&c).is_err(), "flipped bit {bit}");
         }
+        // The stream: 0 or 1, nothing else.
+        let p = SegmentHeader {
+            probation: true,
+            ..h
+        };
+        assert_eq!(SegmentHeader::decode(&p.encode()), Ok(p));
+        let mut c = p.encode();
+        c[H_STREAM_AT] = 2;
+        let crc = crc32fast::hash(&c[..H_CRC_AT]);
+        c[H_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert!(SegmentHeader::decode(&c).is_err(), "stream 2");
         // A newer version with a valid checksum is refused by name.
         let mut c = b;
         c[H_VERSION_AT] = 2;

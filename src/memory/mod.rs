@@ -151,17 +151,20 @@ impl MemoryTier {
                 Some(p) if lower.commit(key, p) => shard.set_clean(hash, &Probe::new(key)),
                 _ => lower.invalidate(key),
             }
-            self.demote(lower, &departed);
+            self.demote(lower, &departed, shard.counts().resident);
             old
         };
         drop(old);
     }
 
     /// Under the shard lock: offers what left memory to the disk tier.
-    fn demote(&self, lower: &Tiered, departed: &Departed) {
+    /// `resident`: the entries the shard holds now.
+    fn demote(&self, lower: &Tiered, departed: &Departed, resident: usize) {
         if departed.is_empty() {
             return;
         }
+        // A full shard: memory holds about this many entries.
+        lower.memory_holds((resident * self.cells.len()) as u64);
         let now = self.clock.now();
         for e in departed {
             let deadline = e.aux;
@@ -203,7 +206,7 @@ impl MemoryTier {
         };
         shard.insert(hash, probe.into_owned(), value, clean, &mut departed);
         lower.promoted(key);
-        self.demote(lower, &departed);
+        self.demote(lower, &departed, shard.counts().resident);
         drop(shard);
         true
     }

@@ -27,6 +27,8 @@ pub(crate) fn run(args: Args) -> CliResult {
             "corrupt_segments": r.corrupt_segments,
             "torn_tails": r.torn_tails,
             "foreign_files": r.foreign_files,
+            "probation_segments": r.probation_segments,
+            "closed_cleanly": r.closed_cleanly,
             "checkpoint": r.checkpoint,
             "problems": r.problems,
         });
@@ -40,6 +42,15 @@ pub(crate) fn run(args: Args) -> CliResult {
         println!(
             "  {} corrupt records, {} corrupt segments, {} torn tails, {} foreign files",
             r.corrupt_records, r.corrupt_segments, r.torn_tails, r.foreign_files
+        );
+        println!(
+            "  {} probation segments; {}",
+            r.probation_segments,
+            if r.closed_cleanly {
+                "closed cleanly"
+            } else {
+                "not closed cleanly: the next open discards the probation stream"
+            }
         );
         println!("  checkpoint: {}", r.checkpoint);
         for p in &r.problems {
