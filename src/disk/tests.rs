@@ -767,3 +767,84 @@ fn bad_and_foreign_segment_files_are_quarantined_or_left_alone() {
     }
     assert!(found > 300 && found < 600, "{found}");
 }
+
+/// Puts `key` = `value` through the memory tier's path: `stream` is the one
+/// its kind asks for (probation for an insert, main for a demotion).
+fn put_in(tier: &DiskTier, key: u32, value: &[u8], stream: Stream) {
+    let p = tier
+        .prepare(&Bytes::copy_from_slice(value), 0, true)
+        .unwrap();
+    tier.commit(&k(key), &p, 0, stream).unwrap();
+}
+
+fn stream_of(tier: &DiskTier, key: u32) -> Stream {
+    let loc = tier.shared.index.peek(hash_key(&k(key))).unwrap();
+    tier.shared.log.lock().stream_of(loc.segment)
+}
+
+/// A key's records stay in the stream of its current record, whatever an
+/// append asks for: so no record of one stream hides an older one of the
+/// other (docs/design.md §10.2).
+#[test]
+fn appends_follow_the_stream_of_the_current_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 16)).unwrap();
+    put_in(&tier, 1, &value(1, 0, 100), Stream::Main);
+    put_in(&tier, 1, &value(1, 1, 100), Stream::Probation);
+    assert_eq!(
+        stream_of(&tier, 1),
+        Stream::Main,
+        "an insert over main stays in main"
+    );
+    put_in(&tier, 2, &value(2, 0, 100), Stream::Probation);
+    put_in(&tier, 2, &value(2, 1, 100), Stream::Main);
+    assert_eq!(
+        stream_of(&tier, 2),
+        Stream::Probation,
+        "a demotion over probation stays"
+    );
+    // Removed, the key is free to start in the stream its next append asks for.
+    tier.remove(&k(1)).unwrap();
+    put_in(&tier, 1, &value(1, 2, 100), Stream::Probation);
+    assert_eq!(stream_of(&tier, 1), Stream::Probation);
+    assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 2, 100));
+    assert_eq!(tier.get(&k(2), 0).unwrap(), value(2, 1, 100));
+}
+
+/// A tier of fewer than 4 segments has one stream.
+#[test]
+fn a_small_tier_writes_main_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 3)).unwrap();
+    put_in(&tier, 1, &value(1, 0, 100), Stream::Probation);
+    assert_eq!(stream_of(&tier, 1), Stream::Main);
+}
+
+/// Reclaim takes the probation stream's oldest segment while that stream
+/// holds its share: a record with an L2 hit moves to main, the others are
+/// forgotten (ghosts).
+#[test]
+fn reclaim_moves_used_probation_records_to_main() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 8)).unwrap();
+    put_in(&tier, 0, &value(0, 0, 1000), Stream::Probation);
+    assert!(tier.get(&k(0), 0).is_some()); // an L2 hit: one use
+    for key in 1..1500u32 {
+        put_in(&tier, key, &value(key, 0, 1000), Stream::Probation);
+    }
+    tier.sync().unwrap();
+    let stats = tier.stats();
+    assert!(stats.reclaimed_segments > 0, "{stats:?}");
+    assert!(stats.reappended >= 1, "{stats:?}");
+    assert_eq!(stream_of(&tier, 0), Stream::Main, "key 0 moved to main");
+    assert_eq!(tier.get(&k(0), 0).unwrap(), value(0, 0, 1000));
+    assert!(
+        tier.get(&k(1), 0).is_none(),
+        "key 1 was never read: forgotten"
+    );
+    // The last key forgotten is remembered as a ghost (the oldest fall out).
+    let last = (1..1500u32)
+        .rev()
+        .find(|&key| tier.get(&k(key), 0).is_none());
+    assert!(tier.recall(&k(last.unwrap())), "remembered as a ghost");
+}
