@@ -226,6 +226,10 @@ impl Flusher {
         }
         let (file, written) = self.file_for(id, first_seq, stream)?;
         self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
+        let at = (SEGMENT_HEADER_LEN + written) as u64;
+        sh.config
+            .io
+            .start_writeback(&file.file, at, fresh.len() as u64);
         self.unsealed
             .insert(id, (Arc::clone(&file), written + fresh.len()));
         if durable {
