@@ -28,6 +28,18 @@ fn value(key: u32, version: u32) -> Bytes {
     v.into()
 }
 
+/// Memory 10,000 entries, disk about 50,000: for Zipf over 200,000 keys both
+/// tiers fill, so the miss ratio is steady.
+fn zipf_cache(dir: &Path) -> Cache {
+    Cache::builder()
+        .memory_capacity(10_000)
+        .unit_weight()
+        .disk(dir, 32 * 4 * SEGMENT)
+        .segment_size(4 * SEGMENT)
+        .build()
+        .unwrap()
+}
+
 fn wait_for_refill(cache: &Cache) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cache.stats().disk.unwrap().recovery.refill_done {
@@ -156,17 +168,8 @@ fn a_close_during_reclaim_keeps_every_memory_entry() {
     let dir = tempfile::tempdir().unwrap();
     let zipf = Zipf::new(200_000.0, 0.9).unwrap();
     let mut rng = StdRng::seed_from_u64(3);
-    let open = |dir: &Path| {
-        Cache::builder()
-            .memory_capacity(10_000)
-            .unit_weight()
-            .disk(dir, 32 * 4 * SEGMENT)
-            .segment_size(4 * SEGMENT)
-            .build()
-            .unwrap()
-    };
     for round in 0..3 {
-        let cache = open(dir.path());
+        let cache = zipf_cache(dir.path());
         for _ in 0..200_000 {
             let key = (zipf.sample(&mut rng) as u32).to_le_bytes();
             if cache.get(&key).is_none() {
@@ -175,7 +178,7 @@ fn a_close_during_reclaim_keeps_every_memory_entry() {
         }
         let held = cache.stats().memory.entries;
         cache.close().unwrap();
-        let cache = open(dir.path());
+        let cache = zipf_cache(dir.path());
         wait_for_refill(&cache);
         let r = cache.stats().disk.unwrap().recovery;
         assert_eq!(r.checkpoint, CheckpointStatus::Used);
@@ -205,23 +208,12 @@ fn a_reopened_cache_misses_as_rarely_as_before_it_closed() {
         }
         misses as f64 / requests as f64
     };
-    // Memory 10,000 entries, disk about 50,000 (of 200,000 keys): both tiers
-    // full, so the miss ratio is steady before the close.
-    let big = |dir: &Path| {
-        Cache::builder()
-            .memory_capacity(10_000)
-            .unit_weight()
-            .disk(dir, 32 * 4 * SEGMENT)
-            .segment_size(4 * SEGMENT)
-            .build()
-            .unwrap()
-    };
-    let cache = big(dir.path());
+    let cache = zipf_cache(dir.path());
     run(&cache, 600_000);
     let before = run(&cache, 100_000);
     cache.close().unwrap();
     // No waiting for the refill: it runs while the cache serves.
-    let cache = big(dir.path());
+    let cache = zipf_cache(dir.path());
     let after = run(&cache, 100_000);
     eprintln!("miss ratio: last 100k before close {before:.4}, first 100k after reopen {after:.4}");
     assert!(

@@ -547,20 +547,18 @@ mod tests {
         );
     }
 
+    /// Recovers `dir` into a new index, as if a close had left the log at `closed_at`.
+    fn recover_closed_at(dir: &Path, closed_at: [Option<u64>; 2]) -> (Recovered, Index) {
+        let index = Index::new();
+        let r = recover(&Positional, dir, SIZE, &index, &HashMap::new(), closed_at).unwrap();
+        (r, index)
+    }
+
     #[test]
     fn after_a_clean_close_both_streams_apply_merged_by_sequence() {
         let dir = tempfile::tempdir().unwrap();
         two_streams(dir.path());
-        let index = Index::new();
-        let r = recover(
-            &Positional,
-            dir.path(),
-            SIZE,
-            &index,
-            &HashMap::new(),
-            [None, Some(5)],
-        )
-        .unwrap();
+        let (r, index) = recover_closed_at(dir.path(), [None, Some(5)]);
         assert_eq!((r.report.segments, r.report.discarded), (2, 0));
         assert_eq!(r.files[&2].stream, Stream::Probation);
         assert_eq!(
@@ -583,16 +581,7 @@ mod tests {
         for closed_at in [[None, None], [Some(4), None], [None, Some(6)]] {
             let dir = tempfile::tempdir().unwrap();
             two_streams(dir.path());
-            let index = Index::new();
-            let r = recover(
-                &Positional,
-                dir.path(),
-                SIZE,
-                &index,
-                &HashMap::new(),
-                closed_at,
-            )
-            .unwrap();
+            let (r, index) = recover_closed_at(dir.path(), closed_at);
             assert_eq!((r.report.segments, r.report.discarded), (1, 1));
             assert_eq!(r.next_seq, 6, "sequence numbers are not reused");
             assert!(

@@ -12,7 +12,7 @@
 //! 24  4  crc           CRC-32 of bytes 0..24
 //! ```
 
-use super::{FORMAT_VERSION, FormatError, checksum, need, u32_at, u64_at};
+use super::{FORMAT_VERSION, FormatError, check_frame, u64_at};
 
 /// The first eight bytes of a clean-close mark.
 pub const CLOSED_MAGIC: [u8; 8] = *b"LARDCLSD";
@@ -24,6 +24,8 @@ const LAST_SEQ_AT: usize = RESERVED_AT + 4;
 const CRC_AT: usize = LAST_SEQ_AT + 8;
 /// Bytes of a clean-close mark.
 pub const CLOSED_LEN: usize = CRC_AT + 4;
+// The frame `check_frame` reads: magic at 0, version at 8, CRC last.
+const _: () = assert!(MAGIC_AT == 0 && VERSION_AT == 8);
 
 /// The mark's bytes, for a log sealed at `last_seq`.
 pub fn encode(last_seq: u64) -> [u8; CLOSED_LEN] {
@@ -39,19 +41,7 @@ pub fn encode(last_seq: u64) -> [u8; CLOSED_LEN] {
 /// Reads and verifies a mark: the `last_seq` it names.
 pub fn decode(bytes: &[u8]) -> Result<u64, FormatError> {
     const WHAT: &str = "clean-close mark";
-    need(bytes, CLOSED_LEN)?;
-    if bytes[MAGIC_AT..MAGIC_AT + 8] != CLOSED_MAGIC {
-        return Err(FormatError::BadMagic { what: WHAT });
-    }
-    checksum(
-        WHAT,
-        u32_at(bytes, CRC_AT).unwrap_or_default(),
-        crc32fast::hash(&bytes[..CRC_AT]),
-    )?;
-    let version = u32_at(bytes, VERSION_AT).unwrap_or_default();
-    if version != FORMAT_VERSION {
-        return Err(FormatError::Version { found: version });
-    }
+    check_frame(WHAT, bytes, CLOSED_LEN, &CLOSED_MAGIC)?;
     if bytes[RESERVED_AT..LAST_SEQ_AT].iter().any(|&b| b != 0) || bytes.len() != CLOSED_LEN {
         return Err(FormatError::Invalid {
             what: WHAT,

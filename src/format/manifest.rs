@@ -10,7 +10,7 @@
 //! 60  4  crc           CRC-32 of bytes 0..60
 //! ```
 
-use super::{FORMAT_VERSION, FormatError, checksum, need, u32_at, u64_at};
+use super::{FORMAT_VERSION, FormatError, check_frame, u32_at, u64_at};
 
 /// The first eight bytes of a manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"LARDMANI";
@@ -25,6 +25,8 @@ const RESERVED_AT: usize = SEGMENT_SIZE_AT + 8;
 const CRC_AT: usize = RESERVED_AT + 36;
 /// Bytes of a manifest.
 pub const MANIFEST_LEN: usize = CRC_AT + 4;
+// The frame `check_frame` reads: magic at 0, version at 8, CRC last.
+const _: () = assert!(MAGIC_AT == 0 && VERSION_AT == 8);
 
 /// What a manifest records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,19 +53,7 @@ impl Manifest {
     /// Reads and verifies a manifest.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         const WHAT: &str = "manifest";
-        need(bytes, MANIFEST_LEN)?;
-        if bytes[MAGIC_AT..MAGIC_AT + 8] != MANIFEST_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        checksum(
-            WHAT,
-            u32_at(bytes, CRC_AT).unwrap_or_default(),
-            crc32fast::hash(&bytes[..CRC_AT]),
-        )?;
-        let version = u32_at(bytes, VERSION_AT).unwrap_or_default();
-        if version != FORMAT_VERSION {
-            return Err(FormatError::Version { found: version });
-        }
+        check_frame(WHAT, bytes, MANIFEST_LEN, &MANIFEST_MAGIC)?;
         if bytes[RESERVED_AT..CRC_AT].iter().any(|&b| b != 0) {
             return Err(FormatError::Invalid {
                 what: WHAT,

@@ -93,6 +93,32 @@ pub(crate) fn checksum(what: &'static str, stored: u32, computed: u32) -> Result
     }
 }
 
+/// Checks the frame of a fixed-size structure laid out the common way: `magic`
+/// at offset 0, the format version at 8, and in its last 4 bytes a CRC-32 of
+/// every byte before them. Only the first `len` bytes of `bytes` are read.
+pub(crate) fn check_frame(
+    what: &'static str,
+    bytes: &[u8],
+    len: usize,
+    magic: &[u8; 8],
+) -> Result<(), FormatError> {
+    need(bytes, len)?;
+    if bytes[..8] != magic[..] {
+        return Err(FormatError::BadMagic { what });
+    }
+    let crc_at = len - 4;
+    checksum(
+        what,
+        u32_at(bytes, crc_at).unwrap_or_default(),
+        crc32fast::hash(&bytes[..crc_at]),
+    )?;
+    let found = u32_at(bytes, 8).unwrap_or_default();
+    if found != FORMAT_VERSION {
+        return Err(FormatError::Version { found });
+    }
+    Ok(())
+}
+
 pub(crate) fn need(b: &[u8], needed: usize) -> Result<(), FormatError> {
     if b.len() < needed {
         Err(FormatError::Truncated {

@@ -35,7 +35,7 @@
 //! ```
 
 use super::record::RECORD_HEADER_LEN;
-use super::{FORMAT_VERSION, FormatError, checksum, need, u32_at, u64_at};
+use super::{FORMAT_VERSION, FormatError, check_frame, checksum, need, u32_at, u64_at};
 use crate::key::{MAX_KEY_LEN, MAX_VALUE_LEN};
 
 /// The first eight bytes of every segment file.
@@ -53,6 +53,8 @@ const H_RESERVED2_AT: usize = H_SIZE_AT + 8;
 const H_CRC_AT: usize = H_RESERVED2_AT + 20;
 /// Bytes of a segment header; the first record follows.
 pub const SEGMENT_HEADER_LEN: usize = H_CRC_AT + 4;
+// The frame `check_frame` reads: magic at 0, version at 8, CRC last.
+const _: () = assert!(H_MAGIC_AT == 0 && H_VERSION_AT == 8);
 
 const S_HASH_AT: usize = 0;
 const S_SEQ_AT: usize = S_HASH_AT + 8;
@@ -154,20 +156,8 @@ impl SegmentHeader {
     /// Reads and verifies a header from the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         const WHAT: &str = "segment header";
-        need(bytes, SEGMENT_HEADER_LEN)?;
+        check_frame(WHAT, bytes, SEGMENT_HEADER_LEN, &SEGMENT_MAGIC)?;
         let b = &bytes[..SEGMENT_HEADER_LEN];
-        if b[H_MAGIC_AT..H_MAGIC_AT + 8] != SEGMENT_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        checksum(
-            WHAT,
-            u32_at(b, H_CRC_AT).unwrap_or_default(),
-            crc32fast::hash(&b[..H_CRC_AT]),
-        )?;
-        let version = u32_at(b, H_VERSION_AT).unwrap_or_default();
-        if version != FORMAT_VERSION {
-            return Err(FormatError::Version { found: version });
-        }
         if b[H_RESERVED2_AT..H_CRC_AT].iter().any(|&x| x != 0) {
             return Err(invalid(WHAT, "reserved", 0));
         }
