@@ -1,5 +1,7 @@
 //! The `larder` tool: bad input is a clear error with a non-zero exit, never a panic.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Output};
 
@@ -215,13 +217,7 @@ fn verify_reports_corruption_and_changes_nothing() {
     assert_eq!(snapshot(&disk), before, "verify changed the directory");
 
     // A flipped bit in a record of a sealed segment.
-    let mut segments: Vec<_> = std::fs::read_dir(&disk)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
+    let segments = support::segment_files(&disk);
     let mut bytes = std::fs::read(&segments[0]).unwrap();
     bytes[64 + 40] ^= 0x10;
     std::fs::write(&segments[0], &bytes).unwrap();

@@ -8,6 +8,8 @@
 //!
 //! `LARDER_CORRUPTION_TRIALS` sets the trials (default 1,000).
 
+mod support;
+
 use larder::{Bytes, Cache};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::{Path, PathBuf};
@@ -129,10 +131,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn damage_on_reopen_is_detected_and_never_returns_wrong_bytes() {
-    let trials: u32 = std::env::var("LARDER_CORRUPTION_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let trials: u32 = support::env_or("LARDER_CORRUPTION_TRIALS", 1000);
     let work = tempfile::tempdir().unwrap();
     let base = work.path().join("base");
     let cache = builder(&base).build().unwrap();

@@ -250,14 +250,8 @@ fn deadline_of(start: &State, log: &Log, key: u32, version: u64) -> u64 {
 
 #[test]
 fn crash_loop() {
-    let iterations: u64 = std::env::var("LARDER_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let seed: u64 = std::env::var("LARDER_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
+    let iterations: u64 = support::env_or("LARDER_CRASH_ITERATIONS", 50);
+    let seed: u64 = support::env_or("LARDER_CRASH_SEED", rand::rng().random());
     eprintln!("crash loop: {iterations} iterations, LARDER_CRASH_SEED={seed}");
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("cache");

@@ -2,9 +2,12 @@
 //! come back from disk, removes and overwrites never bring back an older value,
 //! TTLs hold across tiers, and the write policies write what they promise.
 
+mod support;
+
 use larder::{BuildError, Bytes, Cache, ManualClock, WritePolicy};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::time::Duration;
+use support::{env_or, segment_files, value};
 
 const SEGMENT: u64 = 64 << 10;
 
@@ -17,13 +20,6 @@ fn tiered(dir: &std::path::Path, entries: u64, policy: WritePolicy) -> Cache {
         .write_policy(policy)
         .build()
         .unwrap()
-}
-
-fn value(key: u32, version: u32) -> Bytes {
-    let mut v = key.to_le_bytes().to_vec();
-    v.extend_from_slice(&version.to_le_bytes());
-    v.resize(100, (key ^ version) as u8);
-    v.into()
 }
 
 #[test]
@@ -228,10 +224,7 @@ fn demote_writes_a_key_that_came_back_after_the_disk_remembered_it() {
 /// `LARDER_CORRUPTION_TRIALS` raises the number of trials (default 1,000).
 #[test]
 fn damaged_segment_files_under_an_open_cache_are_misses_never_wrong_bytes() {
-    let trials: u32 = std::env::var("LARDER_CORRUPTION_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let trials: u32 = env_or("LARDER_CORRUPTION_TRIALS", 1000);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::builder()
         .memory_capacity(50)
@@ -256,13 +249,7 @@ fn damaged_segment_files_under_an_open_cache_are_misses_never_wrong_bytes() {
     cache.sync().unwrap();
     let (mut wrong, mut served) = (0, 0);
     for trial in 0..trials {
-        let mut files: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .collect();
-        files.sort();
+        let mut files = segment_files(dir.path());
         files.pop(); // the newest may be the one being written
         let path = &files[rng.random_range(0..files.len())];
         let mut bytes = std::fs::read(path).unwrap();
@@ -396,10 +383,7 @@ fn readers_writers_and_reclaim_through_the_cache() {
         }
         let _stop = StopOnDrop(&stop);
         let mut rng = StdRng::seed_from_u64(99);
-        let ops: u32 = std::env::var("LARDER_STRESS_OPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(40_000);
+        let ops: u32 = env_or("LARDER_STRESS_OPS", 40_000);
         for version in 1..=ops {
             let key = rng.random_range(0..KEYS);
             if rng.random_ratio(1, 10) {

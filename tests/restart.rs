@@ -2,11 +2,14 @@
 //! or stale checkpoint is ignored and reported, and a reopened cache behaves
 //! like the one that was closed.
 
+mod support;
+
 use larder::{Bytes, Cache, CheckpointStatus, WritePolicy};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Zipf};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::value;
 
 const SEGMENT: u64 = 64 << 10;
 
@@ -19,13 +22,6 @@ fn open(dir: &Path, entries: u64, policy: WritePolicy) -> Cache {
         .write_policy(policy)
         .build()
         .unwrap()
-}
-
-fn value(key: u32, version: u32) -> Bytes {
-    let mut v = key.to_le_bytes().to_vec();
-    v.extend_from_slice(&version.to_le_bytes());
-    v.resize(100, (key ^ version) as u8);
-    v.into()
 }
 
 /// Memory 10,000 entries, disk about 50,000: for Zipf over 200,000 keys both

@@ -45,10 +45,7 @@ fn sequence(seed: u64, steps: usize) {
 
 #[test]
 fn random_sequences_with_closes_and_crashes_keep_the_contract() {
-    let n: u64 = std::env::var("LARDER_MODEL_SEQUENCES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+    let n: u64 = support::env_or("LARDER_MODEL_SEQUENCES", 60);
     for seed in 0..n {
         sequence(seed, 400);
     }

@@ -4,3 +4,33 @@
 
 pub mod contract;
 pub mod restart;
+
+use std::path::{Path, PathBuf};
+
+/// The environment variable `name` parsed (a test's opt-in longer run), or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The segment files (`*.seg`) in `dir`, in id order.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A 100-byte value that names its key and version.
+pub fn value(key: u32, version: u32) -> larder::Bytes {
+    let mut v = key.to_le_bytes().to_vec();
+    v.extend_from_slice(&version.to_le_bytes());
+    v.resize(100, (key ^ version) as u8);
+    v.into()
+}
