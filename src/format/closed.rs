@@ -42,12 +42,16 @@ pub fn encode(last_seq: u64) -> [u8; CLOSED_LEN] {
 pub fn decode(bytes: &[u8]) -> Result<u64, FormatError> {
     const WHAT: &str = "clean-close mark";
     check_frame(WHAT, bytes, CLOSED_LEN, &CLOSED_MAGIC)?;
-    if bytes[RESERVED_AT..LAST_SEQ_AT].iter().any(|&b| b != 0) || bytes.len() != CLOSED_LEN {
-        return Err(FormatError::Invalid {
-            what: WHAT,
-            field: "reserved",
-            value: 0,
-        });
+    let invalid = |field, value| FormatError::Invalid {
+        what: WHAT,
+        field,
+        value,
+    };
+    if bytes.len() != CLOSED_LEN {
+        return Err(invalid("length", bytes.len() as u64));
+    }
+    if bytes[RESERVED_AT..LAST_SEQ_AT].iter().any(|&b| b != 0) {
+        return Err(invalid("reserved", 0));
     }
     Ok(u64_at(bytes, LAST_SEQ_AT).unwrap_or_default())
 }
@@ -71,6 +75,15 @@ mod tests {
         }
         let mut longer = b.to_vec();
         longer.push(0);
-        assert!(decode(&longer).is_err(), "trailing bytes");
+        assert!(
+            matches!(
+                decode(&longer),
+                Err(FormatError::Invalid {
+                    field: "length",
+                    ..
+                })
+            ),
+            "trailing bytes"
+        );
     }
 }
