@@ -286,15 +286,18 @@ pub(crate) fn recover(
         };
         next_id = next_id.max(id + 1);
         next_seq = next_seq.max(header.first_seq);
-        match &contents {
-            Contents::Sealed { entries, last_seq } => {
-                next_seq = next_seq.max(last_seq + 1);
-                next_seq = next_seq.max(entries.last().map_or(0, |e| e.seq + 1));
-            }
-            Contents::Unsealed { entries, .. } => {
-                next_seq = next_seq.max(entries.last().map_or(0, |e| e.seq + 1));
-            }
-        }
+        let (entries, last_seq) = match &contents {
+            Contents::Sealed { entries, last_seq } => (entries, *last_seq),
+            Contents::Unsealed { entries, .. } => (entries, 0),
+        };
+        // Every sequence number seen, even out of order: none is used twice.
+        let seen = entries
+            .iter()
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(0)
+            .max(last_seq);
+        next_seq = next_seq.max(seen + 1);
         let stream = if header.probation {
             Stream::Probation
         } else {
@@ -514,19 +517,15 @@ mod tests {
     #[test]
     fn records_out_of_sequence_order_apply_by_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        write_sealed(dir.path(), 1, &[(b"k", b"newer", 9), (b"j", b"only", 10)]);
+        // Segment 1's records are out of order within it too: its last is not its largest.
+        write_sealed(dir.path(), 1, &[(b"j", b"only", 10), (b"k", b"newer", 9)]);
         write_sealed(dir.path(), 2, &[(b"k", b"older", 4)]);
-        let index = Index::new();
-        let r = recover(
-            &Positional,
-            dir.path(),
-            SIZE,
-            &index,
-            &HashMap::new(),
-            [None; 2],
-        )
-        .unwrap();
-        assert_eq!((r.next_id, r.next_seq), (3, 11));
+        let (r, index) = recover_closed_at(dir.path(), [None; 2]);
+        assert_eq!(
+            (r.next_id, r.next_seq),
+            (3, 11),
+            "no sequence number reused"
+        );
         assert_eq!(r.report.entries, 2);
         let k = index.peek(hash_key(b"k")).unwrap();
         assert_eq!(
