@@ -38,6 +38,7 @@
 //! segment id and offset) and its key compared in full before a byte is
 //! returned; a record that fails is a miss, dropped from the index and counted.
 
+mod compression;
 mod flusher;
 mod ghosts;
 mod index;
@@ -303,6 +304,8 @@ struct Shared {
     failed: AtomicBool,
     failure: Mutex<Option<String>>,
     counters: Counters,
+    /// Which values are worth a compression attempt.
+    compression: compression::Gate,
 }
 
 impl Shared {
@@ -547,6 +550,7 @@ impl DiskTier {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             counters: Counters::default(),
+            compression: compression::Gate::default(),
             config,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -592,10 +596,9 @@ impl DiskTier {
             add(&sh.counters.refused, 1);
             return Err(DiskError::Refused);
         }
-        let compressed = (value.len() >= sh.config.compress_above && worth_compressing(value))
-            .then(|| compress(value))
-            .flatten()
-            .filter(|c| c.len() < value.len());
+        let compressed = (value.len() >= sh.config.compress_above)
+            .then(|| sh.compression.compress(value))
+            .flatten();
         Ok(Prepared {
             compressed: compressed.is_some(),
             stored: compressed.map_or_else(|| value.clone(), Bytes::from),
@@ -1032,7 +1035,7 @@ fn value_of(r: &record::Record<'_>, key: &[u8]) -> Result<Option<Bytes>, FormatE
     if !r.header.compressed {
         return Ok(Some(Bytes::copy_from_slice(r.stored)));
     }
-    let raw = decompress(r.stored, r.header.raw_len as usize)
+    let raw = compression::decompress(r.stored, r.header.raw_len as usize)
         .filter(|v| v.len() == r.header.raw_len as usize)
         .ok_or(FormatError::Invalid {
             what: "record",
@@ -1040,52 +1043,6 @@ fn value_of(r: &record::Record<'_>, key: &[u8]) -> Result<Option<Bytes>, FormatE
             value: u64::from(r.header.stored_len),
         })?;
     Ok(Some(Bytes::from(raw)))
-}
-
-thread_local! {
-    /// zstd contexts, one pair a thread: making one costs more than
-    /// compressing a 4 KiB value (measured: 23% of an insert-bound profile).
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Values at least twice this long are compressed only if this much of their
-/// start shrinks.
-const COMPRESSION_SAMPLE: usize = 512;
-
-/// Whether `value` looks compressible: a long value whose first
-/// [`COMPRESSION_SAMPLE`] bytes do not shrink is stored raw without trying
-/// the rest. Trying zstd on a 4 KiB incompressible value was 18% of an
-/// insert-bound profile; the sample costs an eighth of that. The price: a
-/// value that is random at its start and repetitive after it is stored raw.
-fn worth_compressing(value: &[u8]) -> bool {
-    if value.len() < 2 * COMPRESSION_SAMPLE {
-        return true;
-    }
-    let sample = &value[..COMPRESSION_SAMPLE];
-    compress(sample).is_some_and(|c| c.len() < sample.len())
-}
-
-/// `value` compressed with zstd level 1 (`None` if zstd fails).
-fn compress(value: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with_borrow_mut(|c| {
-        if c.is_none() {
-            *c = zstd::bulk::Compressor::new(1).ok();
-        }
-        c.as_mut()?.compress(value).ok()
-    })
-}
-
-/// `stored` decompressed into at most `raw_len` bytes (`None` if it is not valid zstd).
-fn decompress(stored: &[u8], raw_len: usize) -> Option<Vec<u8>> {
-    DECOMPRESSOR.with_borrow_mut(|d| {
-        if d.is_none() {
-            *d = zstd::bulk::Decompressor::new().ok();
-        }
-        d.as_mut()?.decompress(stored, raw_len).ok()
-    })
 }
 
 fn log_corruption(loc: Loc, e: &FormatError) {
