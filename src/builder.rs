@@ -92,6 +92,7 @@ struct DiskSettings {
     compress_above: usize,
     /// The I/O backend; `None`: the default one. Tests inject faults here.
     io: Option<Arc<dyn Io>>,
+    direct: bool,
 }
 
 impl Default for CacheBuilder {
@@ -159,6 +160,7 @@ impl CacheBuilder {
             flush_interval: Duration::from_millis(100),
             compress_above: 512,
             io: None,
+            direct: false,
         });
         self
     }
@@ -221,6 +223,21 @@ impl CacheBuilder {
         self
     }
 
+    /// Write segment files with `O_DIRECT`, bypassing the page cache (default
+    /// off). Writing costs less CPU (the kernel copies nothing into its page
+    /// cache), and the page cache then holds what is read from the disk tier
+    /// rather than what was last written to it. Where the file system refuses
+    /// direct writes, the tier writes through the page cache and
+    /// [`DiskStats::direct_writes`](crate::DiskStats::direct_writes) says so.
+    /// Needs a segment size that is a multiple of 4096. Call after
+    /// [`disk`](Self::disk).
+    pub fn direct_writes(mut self, direct: bool) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.direct = direct;
+        }
+        self
+    }
+
     fn open_disk(&self, d: &DiskSettings) -> Result<Tiered, BuildError> {
         let io = d.io.clone().unwrap_or_else(|| default_backend().0);
         let config = DiskConfig {
@@ -232,6 +249,7 @@ impl CacheBuilder {
             backpressure: d.backpressure,
             max_frozen: 2,
             io,
+            direct: d.direct,
         };
         let disk = DiskTier::open(config).map_err(|e| BuildError::Disk {
             reason: e.to_string(),

@@ -395,6 +395,7 @@ impl Cache {
                 reclaimed_segments: d.reclaimed_segments,
                 failure: d.failed,
                 io_backend: d.io_backend,
+                direct_writes: d.direct_writes,
                 write_policy: l.policy(),
                 recovery: RecoveryStats {
                     segments: d.recovery.segments,

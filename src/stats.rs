@@ -92,6 +92,10 @@ pub struct DiskTierStats {
     pub failure: Option<String>,
     /// The I/O backend in use ("pwrite" or "io_uring").
     pub io_backend: &'static str,
+    /// Whether segments are written with `O_DIRECT`: asked for with
+    /// [`direct_writes`](crate::CacheBuilder::direct_writes) and taken by the
+    /// file system.
+    pub direct_writes: bool,
     /// When values are written.
     pub write_policy: crate::WritePolicy,
     /// What opening the directory found and did.

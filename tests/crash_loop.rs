@@ -34,13 +34,16 @@ use support::contract::History;
 const KEYS: u32 = 300;
 const SEGMENT: u64 = 64 << 10;
 
-fn open(dir: &Path, policy: WritePolicy) -> Cache {
+fn open(dir: &Path, seed: u64) -> Cache {
     Cache::builder()
         .memory_capacity(40)
         .unit_weight()
         .disk(dir, 12 * SEGMENT)
         .segment_size(SEGMENT)
-        .write_policy(policy)
+        .write_policy(policy_of(seed))
+        // Half the runs write direct (O_DIRECT), so one directory sees both
+        // write paths, in turn, across crashes.
+        .direct_writes((seed / 3).is_multiple_of(2))
         .flush_interval(Duration::from_millis(5))
         .build()
         .expect("open")
@@ -116,8 +119,7 @@ fn crash_child() {
     // One write per line: a kill cannot split it.
     let mut note = |line: String| log.write_all(format!("{line}\n").as_bytes()).unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
-    let policy = policy_of(seed);
-    let mut cache = Some(open(dir, policy));
+    let mut cache = Some(open(dir, seed));
     note("O".into()); // opened (recovery done)
     let started = Instant::now();
     let mut version = base;
@@ -159,7 +161,7 @@ fn crash_child() {
                 if rng.random_ratio(1, 4) {
                     cache.take().unwrap().close().unwrap();
                     note("S".into()); // a clean close syncs everything
-                    cache = Some(open(dir, policy));
+                    cache = Some(open(dir, seed));
                 }
             }
         }
@@ -293,7 +295,7 @@ fn crash_loop() {
             during_open += 1;
         }
         // Reopen (recovery), read everything, check.
-        let cache = open(&dir, policy_of(child_seed));
+        let cache = open(&dir, child_seed);
         let read_at = unix_ms();
         let mut seen = HashMap::new();
         for key in 0..KEYS {

@@ -5,12 +5,13 @@
 //! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
 
 use super::index::{IN_MEMORY, Loc, USES};
-use super::segment::{SegmentFile, Stream};
+use super::segment::{AlignedBuf, DIRECT_ALIGN, SegmentFile, Stream};
 use super::{DiskError, Request, Shared, add, log_corruption, notify_space, sync_dir};
 use crate::format::FormatError;
 use crate::format::record::{self, Kind};
 use crate::format::segment::{
-    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
+    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SegmentHeader, SummaryEntry, TRAILER_LEN, Trailer,
+    encode_summary,
 };
 use crate::sync::{Arc, Ordering};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -23,6 +24,8 @@ pub(super) struct Flusher {
     /// Files of segments not sealed yet, and how many record bytes each holds.
     unsealed: BTreeMap<u32, (Arc<SegmentFile>, usize)>,
     reclaim_paused: bool,
+    /// Where direct writes are assembled, block-aligned.
+    staging: AlignedBuf,
 }
 
 impl Flusher {
@@ -32,6 +35,7 @@ impl Flusher {
             requests,
             unsealed: BTreeMap::new(),
             reclaim_paused: false,
+            staging: AlignedBuf::default(),
         }
     }
 
@@ -129,13 +133,19 @@ impl Flusher {
             first_seq,
             sh.config.segment_size,
             stream,
+            sh.config.direct,
         )
         .and_then(|f| sync_dir(&sh.config.dir).map(|()| f))
         .map_err(|source| DiskError::Io {
             context: format!("cannot create segment {id}"),
             source,
         })?;
-        add(&sh.counters.bytes_written, SEGMENT_HEADER_LEN as u64);
+        let header_write = if sh.config.direct {
+            DIRECT_ALIGN
+        } else {
+            SEGMENT_HEADER_LEN
+        };
+        add(&sh.counters.bytes_written, header_write as u64);
         let f = Arc::new(f);
         self.unsealed.insert(id, (Arc::clone(&f), 0));
         Ok((f, 0))
@@ -173,20 +183,41 @@ impl Flusher {
                 return Ok(());
             };
             let (file, written) = self.file_for(frozen.id, frozen.first_seq, frozen.stream)?;
-            let rest = &frozen.bytes[written..];
-            self.write_at(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
             let mut summary = Vec::with_capacity(frozen.summary.len() * SUMMARY_ENTRY_LEN);
             let summary_crc = encode_summary(u64::from(frozen.id), &frozen.summary, &mut summary);
             let summary_offset = (SEGMENT_HEADER_LEN + frozen.bytes.len()) as u32;
-            self.write_at(&file, &summary, u64::from(summary_offset))?;
             let trailer = Trailer {
                 summary_offset,
                 record_count: frozen.summary.len() as u32,
                 last_seq: frozen.summary.last().map_or(0, |e| e.seq),
                 summary_crc,
-            };
-            let at = sh.config.segment_size - TRAILER_LEN as u64;
-            self.write_at(&file, &trailer.encode(u64::from(frozen.id)), at)?;
+            }
+            .encode(u64::from(frozen.id));
+            let trailer_at = sh.config.segment_size - TRAILER_LEN as u64;
+            if sh.config.direct {
+                let header = segment_header(&sh, frozen.id, frozen.first_seq, frozen.stream);
+                let (hdr, summary_at) = (SEGMENT_HEADER_LEN as u64, u64::from(summary_offset));
+                let pieces = [
+                    (0, &header[..]),
+                    (hdr, &frozen.bytes[..]),
+                    (summary_at, &summary[..]),
+                    (trailer_at, &trailer[..]),
+                ];
+                let align = DIRECT_ALIGN as u64;
+                let (lo, size) = (align_down(hdr + written as u64), sh.config.segment_size);
+                let summary_end = (summary_at + summary.len() as u64).div_ceil(align) * align;
+                if summary_end >= size - align {
+                    self.write_direct(&file, lo..size, &pieces)?;
+                } else {
+                    self.write_direct(&file, lo..summary_end, &pieces)?;
+                    self.write_direct(&file, size - align..size, &pieces)?;
+                }
+            } else {
+                let rest = &frozen.bytes[written..];
+                self.write_at(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
+                self.write_at(&file, &summary, u64::from(summary_offset))?;
+                self.write_at(&file, &trailer, trailer_at)?;
+            }
             self.sync_file(&file)?;
             add(&sh.counters.records_written, frozen.summary.len() as u64);
             self.unsealed.remove(&frozen.id);
@@ -210,6 +241,9 @@ impl Flusher {
     }
 
     fn write_active_of(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
+        if self.shared.config.direct {
+            return self.write_active_direct(stream, durable);
+        }
         let sh = Arc::clone(&self.shared);
         let (id, first_seq, fresh) = {
             let actives = sh.active.read();
@@ -235,6 +269,91 @@ impl Flusher {
         if durable {
             self.sync_file(&file)?;
         }
+        Ok(())
+    }
+
+    /// [`write_active_of`](Self::write_active_of) for direct writes, which
+    /// write whole blocks: from the block holding the first unwritten byte,
+    /// up to the last whole block (or, if `durable`, the last partial one,
+    /// padded with zeros: the next write writes that block again).
+    fn write_active_direct(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
+        let sh = Arc::clone(&self.shared);
+        let hdr = SEGMENT_HEADER_LEN as u64;
+        let (id, first_seq, range, now_written) = {
+            let actives = sh.active.read();
+            let active = &actives[stream as usize];
+            let known = self.unsealed.contains_key(&active.id);
+            let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w) as u64;
+            let end = active.bytes.len() as u64;
+            if end == written && (!durable || !known) {
+                return Ok(()); // nothing new, or no file yet and nothing to put in one
+            }
+            let lo = align_down(hdr + written);
+            let hi = if durable {
+                (hdr + end).div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64
+            } else {
+                align_down(hdr + end)
+            };
+            if hi <= lo {
+                (active.id, active.first_seq, None, written)
+            } else {
+                // Assembled under the read lock: the one copy of the bytes.
+                let header = segment_header(&sh, active.id, active.first_seq, stream);
+                let pieces = [(0, &header[..]), (hdr, &active.bytes[..])];
+                assemble(&mut self.staging, lo..hi, &pieces);
+                let now = if durable { end } else { hi - hdr };
+                (active.id, active.first_seq, Some(lo..hi), now)
+            }
+        };
+        if range.is_none() && !durable {
+            return Ok(()); // not a whole block yet
+        }
+        let (file, _) = self.file_for(id, first_seq, stream)?;
+        if let Some(range) = range {
+            let len = (range.end - range.start) as usize;
+            let staged = self.staging.slice(len);
+            self.write_direct_staged(&file, staged, range.start)?;
+        }
+        self.unsealed
+            .insert(id, (Arc::clone(&file), now_written as usize));
+        if durable {
+            self.sync_file(&file)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `range` of a segment's file image (block-aligned) with direct
+    /// writes: each piece `(file offset, bytes)` in its place, zeros elsewhere.
+    fn write_direct(
+        &mut self,
+        file: &SegmentFile,
+        range: std::ops::Range<u64>,
+        pieces: &[(u64, &[u8])],
+    ) -> Result<(), DiskError> {
+        let at = range.start;
+        let mut staging = std::mem::take(&mut self.staging);
+        let staged = assemble(&mut staging, range, pieces);
+        let written = self.write_direct_staged(file, staged, at);
+        self.staging = staging;
+        written
+    }
+
+    fn write_direct_staged(
+        &self,
+        file: &SegmentFile,
+        bytes: &[u8],
+        offset: u64,
+    ) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        let direct = file.direct.as_ref().unwrap_or(&file.file);
+        sh.config
+            .io
+            .write_all_at(direct, bytes, offset)
+            .map_err(|source| DiskError::Io {
+                context: format!("cannot write segment {} (direct)", file.id),
+                source,
+            })?;
+        add(&sh.counters.bytes_written, bytes.len() as u64);
         Ok(())
     }
 
@@ -420,6 +539,46 @@ fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, Fo
     io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
         .map_err(|_| short(end))?;
     trailer.summary(u64::from(file.id), &segment)
+}
+
+/// The header of segment `id`, as its file starts.
+fn segment_header(
+    sh: &Shared,
+    id: u32,
+    first_seq: u64,
+    stream: Stream,
+) -> [u8; SEGMENT_HEADER_LEN] {
+    SegmentHeader {
+        segment_id: u64::from(id),
+        first_seq,
+        segment_size: sh.config.segment_size,
+        probation: stream == Stream::Probation,
+    }
+    .encode()
+}
+
+/// `offset` rounded down to a direct-write block.
+fn align_down(offset: u64) -> u64 {
+    offset / DIRECT_ALIGN as u64 * DIRECT_ALIGN as u64
+}
+
+/// Fills `staging` with `range` of a file image made of `pieces` (each
+/// `(file offset, bytes)`, zeros between them) and returns it.
+fn assemble<'a>(
+    staging: &'a mut AlignedBuf,
+    range: std::ops::Range<u64>,
+    pieces: &[(u64, &[u8])],
+) -> &'a [u8] {
+    let buf = staging.zeroed((range.end - range.start) as usize);
+    for &(at, bytes) in pieces {
+        let start = at.max(range.start);
+        let end = (at + bytes.len() as u64).min(range.end);
+        if start < end {
+            buf[(start - range.start) as usize..(end - range.start) as usize]
+                .copy_from_slice(&bytes[(start - at) as usize..(end - at) as usize]);
+        }
+    }
+    buf
 }
 
 /// Sealed segments the probation stream keeps before reclaim takes its oldest

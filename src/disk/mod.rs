@@ -68,7 +68,7 @@ use ghosts::Ghosts;
 use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID};
 use io::Io;
 pub(crate) use segment::Stream;
-use segment::{ActiveBuffer, SegmentFile};
+use segment::{ActiveBuffer, DIRECT_ALIGN, SegmentFile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -100,6 +100,9 @@ pub(crate) struct DiskConfig {
     /// Full segments that may wait, in memory, to be written.
     pub(crate) max_frozen: usize,
     pub(crate) io: Arc<dyn Io>,
+    /// Write segments with `O_DIRECT` (bypassing the page cache). Asked for
+    /// by the builder; `open` turns it off where the file system refuses it.
+    pub(crate) direct: bool,
 }
 
 /// Why the disk tier refused something.
@@ -210,6 +213,7 @@ pub(crate) struct DiskStats {
     pub(crate) ghosts: u64,
     pub(crate) failed: Option<String>,
     pub(crate) io_backend: &'static str,
+    pub(crate) direct_writes: bool,
     /// Full segments waiting, in memory, to be written.
     pub(crate) queued_segments: u64,
     pub(crate) capacity: u64,
@@ -469,11 +473,26 @@ impl DiskTier {
         if config.max_frozen == 0 {
             return Err(DiskError::Config("max_frozen must be at least 1".into()));
         }
+        if config.direct && !s.is_multiple_of(DIRECT_ALIGN as u64) {
+            return Err(DiskError::Config(format!(
+                "direct writes need a segment size that is a multiple of {DIRECT_ALIGN}, not {s}"
+            )));
+        }
         let io_err = |context: String| move |source| DiskError::Io { context, source };
         std::fs::create_dir_all(&config.dir)
             .map_err(io_err(format!("cannot create {}", config.dir.display())))?;
         let lock = lock_directory(&config.dir)?;
         check_manifest(&config)?;
+        let mut config = config;
+        if config.direct
+            && let Err(e) = probe_direct(&*config.io, &config.dir)
+        {
+            eprintln!(
+                "larder: {} refuses direct writes ({e}); writing through the page cache",
+                config.dir.display()
+            );
+            config.direct = false;
+        }
         let index = Index::new();
         let found = read_checkpoint_file(&config.dir);
         let uses: std::collections::HashMap<(u32, u32), u8> = match &found {
@@ -992,6 +1011,7 @@ impl DiskTier {
             ghosts: sh.ghosts.len() as u64,
             failed: sh.failure.lock().clone(),
             io_backend: sh.config.io.name(),
+            direct_writes: sh.config.direct,
             queued_segments: sh.frozen.read().len() as u64,
             capacity: sh.config.capacity,
             recovery: sh.recovery.clone(),
@@ -1051,6 +1071,19 @@ fn log_corruption(loc: Loc, e: &FormatError) {
         "larder: corrupt record in segment {} at offset {} dropped: {e}",
         loc.segment, loc.offset
     );
+}
+
+/// Whether `dir`'s file system takes direct writes: one aligned block written
+/// to a scratch file, which is then removed.
+fn probe_direct(io: &dyn Io, dir: &std::path::Path) -> std::io::Result<()> {
+    let path = dir.join("DIRECT_PROBE");
+    std::fs::File::create(&path)?;
+    let written = segment::open_direct(&path).and_then(|f| {
+        let mut block = segment::AlignedBuf::default();
+        io.write_all_at(&f, block.zeroed(DIRECT_ALIGN), 0)
+    });
+    let _ = std::fs::remove_file(&path);
+    written
 }
 
 /// Makes the directory's entries (created, renamed, removed files) durable.

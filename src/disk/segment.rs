@@ -20,12 +20,18 @@ pub(crate) fn file_name(id: u32) -> String {
 pub(crate) struct SegmentFile {
     pub(crate) id: u32,
     pub(crate) stream: Stream,
+    /// Reads (through the page cache), and all writes unless `direct`.
     pub(crate) file: File,
+    /// The same file opened for `O_DIRECT` writes, if the tier writes
+    /// direct (only the flusher's writes of an unsealed segment use it).
+    pub(crate) direct: Option<File>,
     path: PathBuf,
 }
 
 impl SegmentFile {
-    /// Creates segment `id` in `dir` and writes its header.
+    /// Creates segment `id` in `dir` and writes its header; with `direct`,
+    /// also opens it for direct writes and writes the header as a whole
+    /// [`DIRECT_ALIGN`] block through that descriptor.
     pub(crate) fn create(
         io: &dyn Io,
         dir: &Path,
@@ -33,6 +39,7 @@ impl SegmentFile {
         first_seq: u64,
         segment_size: u64,
         stream: Stream,
+        direct: bool,
     ) -> io::Result<Self> {
         let path = dir.join(file_name(id));
         let file = OpenOptions::new()
@@ -45,12 +52,24 @@ impl SegmentFile {
             first_seq,
             segment_size,
             probation: stream == Stream::Probation,
+        }
+        .encode();
+        let direct = if direct {
+            let d = open_direct(&path)?;
+            let mut block = AlignedBuf::default();
+            let block = block.zeroed(DIRECT_ALIGN);
+            block[..header.len()].copy_from_slice(&header);
+            io.write_all_at(&d, block, 0)?;
+            Some(d)
+        } else {
+            io.write_all_at(&file, &header, 0)?;
+            None
         };
-        io.write_all_at(&file, &header.encode(), 0)?;
         Ok(SegmentFile {
             id,
             stream,
             file,
+            direct,
             path,
         })
     }
@@ -63,6 +82,7 @@ impl SegmentFile {
             id,
             stream: Stream::Main,
             file,
+            direct: None,
             path,
         })
     }
@@ -82,6 +102,46 @@ impl SegmentFile {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// The alignment of direct writes: buffer address, file offset and length
+/// (the largest logical block size of common devices; larger ones refuse
+/// the probe at open and the tier writes through the page cache).
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// Opens `path` for `O_DIRECT` writes.
+pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// A reusable buffer whose slices start at a [`DIRECT_ALIGN`]-aligned address,
+/// as direct writes require (over-allocated and offset: no unsafe code).
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    buf: Vec<u8>,
+}
+
+impl AlignedBuf {
+    /// The aligned slice of `len` bytes last filled (by [`zeroed`](Self::zeroed)).
+    pub(crate) fn slice(&self, len: usize) -> &[u8] {
+        let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
+        &self.buf[start..start + len]
+    }
+
+    /// An aligned slice of `len` zero bytes (the allocation is kept and reused).
+    pub(crate) fn zeroed(&mut self, len: usize) -> &mut [u8] {
+        if self.buf.len() < len + DIRECT_ALIGN {
+            self.buf = vec![0; len + DIRECT_ALIGN];
+        }
+        let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let slice = &mut self.buf[start..start + len];
+        slice.fill(0);
+        slice
     }
 }
 

@@ -143,6 +143,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             "ghosts": d.ghosts,
             "healthy": d.healthy(),
             "io_backend": d.io_backend,
+            "direct_writes": d.direct_writes,
         });
     }
     if args.json {
