@@ -228,7 +228,7 @@ impl CacheBuilder {
     /// cache), and the page cache then holds what is read from the disk tier
     /// rather than what was last written to it. Where the file system refuses
     /// direct writes, the tier writes through the page cache and
-    /// [`DiskStats::direct_writes`](crate::DiskStats::direct_writes) says so.
+    /// [`DiskTierStats::direct_writes`](crate::DiskTierStats::direct_writes) says so.
     /// Needs a segment size that is a multiple of 4096. Call after
     /// [`disk`](Self::disk).
     pub fn direct_writes(mut self, direct: bool) -> Self {
