@@ -563,21 +563,27 @@ fn align_down(offset: u64) -> u64 {
 }
 
 /// Fills `staging` with `range` of a file image made of `pieces` (each
-/// `(file offset, bytes)`, zeros between them) and returns it.
+/// `(file offset, bytes)`, in offset order, not overlapping; zeros between
+/// them) and returns it. Each byte is written once: only the gaps are zeroed.
 fn assemble<'a>(
     staging: &'a mut AlignedBuf,
     range: std::ops::Range<u64>,
     pieces: &[(u64, &[u8])],
 ) -> &'a [u8] {
-    let buf = staging.zeroed((range.end - range.start) as usize);
+    let buf = staging.uninit((range.end - range.start) as usize);
+    let mut filled = 0; // bytes of `buf` written so far
     for &(at, bytes) in pieces {
         let start = at.max(range.start);
         let end = (at + bytes.len() as u64).min(range.end);
         if start < end {
-            buf[(start - range.start) as usize..(end - range.start) as usize]
-                .copy_from_slice(&bytes[(start - at) as usize..(end - at) as usize]);
+            let (from, to) = ((start - range.start) as usize, (end - range.start) as usize);
+            debug_assert!(from >= filled, "pieces out of order or overlapping");
+            buf[filled..from].fill(0);
+            buf[from..to].copy_from_slice(&bytes[(start - at) as usize..(end - at) as usize]);
+            filled = to;
         }
     }
+    buf[filled..].fill(0);
     buf
 }
 

@@ -135,13 +135,19 @@ impl AlignedBuf {
 
     /// An aligned slice of `len` zero bytes (the allocation is kept and reused).
     pub(crate) fn zeroed(&mut self, len: usize) -> &mut [u8] {
+        let slice = self.uninit(len);
+        slice.fill(0);
+        slice
+    }
+
+    /// An aligned slice of `len` bytes left from earlier use, for a caller
+    /// that overwrites all of them.
+    pub(crate) fn uninit(&mut self, len: usize) -> &mut [u8] {
         if self.buf.len() < len + DIRECT_ALIGN {
             self.buf = vec![0; len + DIRECT_ALIGN];
         }
         let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
-        let slice = &mut self.buf[start..start + len];
-        slice.fill(0);
-        slice
+        &mut self.buf[start..start + len]
     }
 }
 
