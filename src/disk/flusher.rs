@@ -4,9 +4,8 @@
 //! answers `sync()` and seal requests, and reclaims the oldest segment when
 //! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
 
-use super::direct::{DIRECT_ALIGN, DirectWriter, align_down, align_up};
 use super::index::{IN_MEMORY, Loc, USES};
-use super::segment::{SegmentFile, Stream};
+use super::segment::{AlignedBuf, DIRECT_ALIGN, SegmentFile, Stream};
 use super::{DiskError, Request, Shared, add, log_corruption, notify_space, sync_dir};
 use crate::format::FormatError;
 use crate::format::record::{self, Kind};
@@ -25,30 +24,19 @@ pub(super) struct Flusher {
     /// Files of segments not sealed yet, and how many record bytes each holds.
     unsealed: BTreeMap<u32, (Arc<SegmentFile>, usize)>,
     reclaim_paused: bool,
-    /// Makes the direct writes, if the tier writes direct.
-    direct: Option<DirectWriter>,
+    /// Where direct writes are assembled, block-aligned.
+    staging: AlignedBuf,
 }
 
 impl Flusher {
-    pub(super) fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Result<Self, DiskError> {
-        let direct = if shared.config.direct {
-            let writer = DirectWriter::new(Arc::clone(&shared.config.io)).map_err(|source| {
-                DiskError::Io {
-                    context: "cannot start the direct writer thread".into(),
-                    source,
-                }
-            })?;
-            Some(writer)
-        } else {
-            None
-        };
-        Ok(Flusher {
+    pub(super) fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Self {
+        Flusher {
             shared,
             requests,
             unsealed: BTreeMap::new(),
             reclaim_paused: false,
-            direct,
-        })
+            staging: AlignedBuf::default(),
+        }
     }
 
     pub(super) fn run(mut self) {
@@ -176,14 +164,7 @@ impl Flusher {
         Ok(())
     }
 
-    /// `fdatasync`s `file`, after every direct write submitted is done.
-    fn sync_file(&mut self, file: &SegmentFile) -> Result<(), DiskError> {
-        if let Some(writer) = &mut self.direct {
-            writer.drain().map_err(|(id, source)| DiskError::Io {
-                context: format!("cannot write segment {id} (direct)"),
-                source,
-            })?;
-        }
+    fn sync_file(&self, file: &SegmentFile) -> Result<(), DiskError> {
         self.shared
             .config
             .io
@@ -224,12 +205,12 @@ impl Flusher {
                 ];
                 let align = DIRECT_ALIGN as u64;
                 let (lo, size) = (align_down(hdr + written as u64), sh.config.segment_size);
-                let summary_end = align_up(summary_at + summary.len() as u64);
+                let summary_end = (summary_at + summary.len() as u64).div_ceil(align) * align;
                 if summary_end >= size - align {
-                    self.write_direct(&file, lo..size, &pieces);
+                    self.write_direct(&file, lo..size, &pieces)?;
                 } else {
-                    self.write_direct(&file, lo..summary_end, &pieces);
-                    self.write_direct(&file, size - align..size, &pieces);
+                    self.write_direct(&file, lo..summary_end, &pieces)?;
+                    self.write_direct(&file, size - align..size, &pieces)?;
                 }
             } else {
                 let rest = &frozen.bytes[written..];
@@ -298,10 +279,6 @@ impl Flusher {
     fn write_active_direct(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
         let sh = Arc::clone(&self.shared);
         let hdr = SEGMENT_HEADER_LEN as u64;
-        let Some(writer) = self.direct.as_mut() else {
-            return Ok(());
-        };
-        let mut buf = writer.buffer();
         let (id, first_seq, range, now_written) = {
             let actives = sh.active.read();
             let active = &actives[stream as usize];
@@ -309,12 +286,11 @@ impl Flusher {
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w) as u64;
             let end = active.bytes.len() as u64;
             if end == written && (!durable || !known) {
-                writer.recycle(buf);
                 return Ok(()); // nothing new, or no file yet and nothing to put in one
             }
             let lo = align_down(hdr + written);
             let hi = if durable {
-                align_up(hdr + end)
+                (hdr + end).div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64
             } else {
                 align_down(hdr + end)
             };
@@ -323,27 +299,20 @@ impl Flusher {
             } else {
                 // Assembled under the read lock: the one copy of the bytes.
                 let header = segment_header(&sh, active.id, active.first_seq, stream);
-                buf.assemble(lo..hi, &[(0, &header[..]), (hdr, &active.bytes[..])]);
+                let pieces = [(0, &header[..]), (hdr, &active.bytes[..])];
+                assemble(&mut self.staging, lo..hi, &pieces);
                 let now = if durable { end } else { hi - hdr };
                 (active.id, active.first_seq, Some(lo..hi), now)
             }
         };
-        let staged = match range {
-            Some(range) => Some((buf, range)),
-            None => {
-                writer.recycle(buf);
-                if !durable {
-                    return Ok(()); // not a whole block yet
-                }
-                None
-            }
-        };
+        if range.is_none() && !durable {
+            return Ok(()); // not a whole block yet
+        }
         let (file, _) = self.file_for(id, first_seq, stream)?;
-        if let Some((buf, range)) = staged {
-            add(&sh.counters.bytes_written, range.end - range.start);
-            if let Some(writer) = self.direct.as_mut() {
-                writer.submit(Arc::clone(&file), buf, range.start);
-            }
+        if let Some(range) = range {
+            let len = (range.end - range.start) as usize;
+            let staged = self.staging.slice(len);
+            self.write_direct_staged(&file, staged, range.start)?;
         }
         self.unsealed
             .insert(id, (Arc::clone(&file), now_written as usize));
@@ -353,22 +322,39 @@ impl Flusher {
         Ok(())
     }
 
-    /// Queues a direct write of `range` of a segment's file image
-    /// (block-aligned): each piece `(file offset, bytes)` in its place, zeros
-    /// elsewhere. A failure shows at the next `fdatasync`.
+    /// Writes `range` of a segment's file image (block-aligned) with direct
+    /// writes: each piece `(file offset, bytes)` in its place, zeros elsewhere.
     fn write_direct(
         &mut self,
-        file: &Arc<SegmentFile>,
+        file: &SegmentFile,
         range: std::ops::Range<u64>,
         pieces: &[(u64, &[u8])],
-    ) {
-        let Some(writer) = self.direct.as_mut() else {
-            return;
-        };
-        let mut buf = writer.buffer();
-        buf.assemble(range.clone(), pieces);
-        add(&self.shared.counters.bytes_written, range.end - range.start);
-        writer.submit(Arc::clone(file), buf, range.start);
+    ) -> Result<(), DiskError> {
+        let at = range.start;
+        let mut staging = std::mem::take(&mut self.staging);
+        let staged = assemble(&mut staging, range, pieces);
+        let written = self.write_direct_staged(file, staged, at);
+        self.staging = staging;
+        written
+    }
+
+    fn write_direct_staged(
+        &self,
+        file: &SegmentFile,
+        bytes: &[u8],
+        offset: u64,
+    ) -> Result<(), DiskError> {
+        let sh = &*self.shared;
+        let direct = file.direct.as_ref().unwrap_or(&file.file);
+        sh.config
+            .io
+            .write_all_at(direct, bytes, offset)
+            .map_err(|source| DiskError::Io {
+                context: format!("cannot write segment {} (direct)", file.id),
+                source,
+            })?;
+        add(&sh.counters.bytes_written, bytes.len() as u64);
+        Ok(())
     }
 
     /// Reclaims the oldest sealed segments while the tier is over capacity.
@@ -569,6 +555,36 @@ fn segment_header(
         probation: stream == Stream::Probation,
     }
     .encode()
+}
+
+/// `offset` rounded down to a direct-write block.
+fn align_down(offset: u64) -> u64 {
+    offset / DIRECT_ALIGN as u64 * DIRECT_ALIGN as u64
+}
+
+/// Fills `staging` with `range` of a file image made of `pieces` (each
+/// `(file offset, bytes)`, in offset order, not overlapping; zeros between
+/// them) and returns it. Each byte is written once: only the gaps are zeroed.
+fn assemble<'a>(
+    staging: &'a mut AlignedBuf,
+    range: std::ops::Range<u64>,
+    pieces: &[(u64, &[u8])],
+) -> &'a [u8] {
+    let buf = staging.uninit((range.end - range.start) as usize);
+    let mut filled = 0; // bytes of `buf` written so far
+    for &(at, bytes) in pieces {
+        let start = at.max(range.start);
+        let end = (at + bytes.len() as u64).min(range.end);
+        if start < end {
+            let (from, to) = ((start - range.start) as usize, (end - range.start) as usize);
+            debug_assert!(from >= filled, "pieces out of order or overlapping");
+            buf[filled..from].fill(0);
+            buf[from..to].copy_from_slice(&bytes[(start - at) as usize..(end - at) as usize]);
+            filled = to;
+        }
+    }
+    buf[filled..].fill(0);
+    buf
 }
 
 /// Sealed segments the probation stream keeps before reclaim takes its oldest

@@ -39,7 +39,6 @@
 //! returned; a record that fails is a miss, dropped from the index and counted.
 
 mod compression;
-mod direct;
 mod flusher;
 mod ghosts;
 mod index;
@@ -64,13 +63,12 @@ use crate::key::hash_key;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering, RwLock};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use direct::DIRECT_ALIGN;
 use flusher::Flusher;
 use ghosts::Ghosts;
 use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID};
 use io::Io;
 pub(crate) use segment::Stream;
-use segment::{ActiveBuffer, SegmentFile};
+use segment::{ActiveBuffer, DIRECT_ALIGN, SegmentFile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -575,7 +573,7 @@ impl DiskTier {
             config,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let flusher = Flusher::new(Arc::clone(&shared), rx)?;
+        let flusher = Flusher::new(Arc::clone(&shared), rx);
         let handle = std::thread::Builder::new()
             .name("larder-flusher".into())
             .spawn(move || flusher.run())
@@ -1080,8 +1078,8 @@ fn log_corruption(loc: Loc, e: &FormatError) {
 fn probe_direct(io: &dyn Io, dir: &std::path::Path) -> std::io::Result<()> {
     let path = dir.join("DIRECT_PROBE");
     std::fs::File::create(&path)?;
-    let written = direct::open_direct(&path).and_then(|f| {
-        let mut block = direct::AlignedBuf::default();
+    let written = segment::open_direct(&path).and_then(|f| {
+        let mut block = segment::AlignedBuf::default();
         io.write_all_at(&f, block.zeroed(DIRECT_ALIGN), 0)
     });
     let _ = std::fs::remove_file(&path);

@@ -1,6 +1,5 @@
 //! Segment files, and the in-memory buffer of the segment being filled.
 
-use super::direct::{AlignedBuf, DIRECT_ALIGN, open_direct};
 use super::io::Io;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
 use std::fs::{File, OpenOptions};
@@ -103,6 +102,52 @@ impl SegmentFile {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// The alignment of direct writes: buffer address, file offset and length
+/// (the largest logical block size of common devices; larger ones refuse
+/// the probe at open and the tier writes through the page cache).
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// Opens `path` for `O_DIRECT` writes.
+pub(crate) fn open_direct(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// A reusable buffer whose slices start at a [`DIRECT_ALIGN`]-aligned address,
+/// as direct writes require (over-allocated and offset: no unsafe code).
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    buf: Vec<u8>,
+}
+
+impl AlignedBuf {
+    /// The aligned slice of `len` bytes last filled (by [`zeroed`](Self::zeroed)).
+    pub(crate) fn slice(&self, len: usize) -> &[u8] {
+        let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
+        &self.buf[start..start + len]
+    }
+
+    /// An aligned slice of `len` zero bytes (the allocation is kept and reused).
+    pub(crate) fn zeroed(&mut self, len: usize) -> &mut [u8] {
+        let slice = self.uninit(len);
+        slice.fill(0);
+        slice
+    }
+
+    /// An aligned slice of `len` bytes left from earlier use, for a caller
+    /// that overwrites all of them.
+    pub(crate) fn uninit(&mut self, len: usize) -> &mut [u8] {
+        if self.buf.len() < len + DIRECT_ALIGN {
+            self.buf = vec![0; len + DIRECT_ALIGN];
+        }
+        let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
+        &mut self.buf[start..start + len]
     }
 }
 
