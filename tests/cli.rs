@@ -78,6 +78,45 @@ fn replay_reports_json() {
     assert!(v["elapsed_s"].as_f64().unwrap() >= 0.0);
 }
 
+/// A tiered replay with direct writes: every hit right, the flag reported,
+/// and a reopen of the same directory finds what the first run wrote.
+#[test]
+fn replay_with_direct_writes() {
+    let keys: String = (0..3000).map(|i| format!("{}\n", i % 1200)).collect();
+    let t = trace_file(&keys);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = || {
+        let out = larder(&[
+            "replay",
+            "--trace",
+            t.as_str(),
+            "--capacity",
+            "100",
+            "--disk-dir",
+            d,
+            "--disk-capacity",
+            "1048576",
+            "--segment-size",
+            "65536",
+            "--direct-writes",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["wrong_values"], 0);
+    assert_eq!(first["disk"]["direct_writes"], true, "{first}");
+    assert!(first["l2_hits"].as_u64().unwrap() > 0, "{first}");
+    let second = run();
+    assert_eq!(second["wrong_values"], 0);
+    assert!(
+        second["hits"].as_u64().unwrap() > first["hits"].as_u64().unwrap(),
+        "a warm reopen hits more: {first} then {second}"
+    );
+}
+
 #[test]
 fn replay_rejects_bad_input() {
     let missing = larder(&["replay", "--trace", "/no/such/trace", "--capacity", "10"]);

@@ -307,6 +307,24 @@ fn bad_configuration_is_refused() {
         DiskError::Config(_)
     ));
     assert!(matches!(bad(config(dir.path(), 2)), DiskError::Config(_)));
+    // Direct writes need whole 4 KiB blocks in a segment.
+    assert!(matches!(
+        bad(DiskConfig {
+            segment_size: SEG + 512,
+            direct: true,
+            ..config(dir.path(), 8)
+        }),
+        DiskError::Config(_)
+    ));
+    assert!(
+        DiskTier::open(DiskConfig {
+            segment_size: SEG + 512,
+            direct: false,
+            ..config(dir.path(), 8)
+        })
+        .is_ok(),
+        "the same size is fine without direct writes"
+    );
     let too_big = value(1, 1, SEG as usize); // incompressible
     let other = tempfile::tempdir().unwrap();
     let tier = DiskTier::open(config(other.path(), 8)).unwrap();

@@ -39,6 +39,10 @@ pub(crate) struct Args {
     /// When values reach the disk tier.
     #[arg(long, value_enum, default_value_t = Policy::WriteBehind, requires = "disk_dir")]
     write_policy: Policy,
+    /// Write segment files with O_DIRECT, bypassing the page cache (where the
+    /// file system refuses it, the JSON's `direct_writes` is false).
+    #[arg(long, requires = "disk_dir")]
+    direct_writes: bool,
 }
 
 /// `--write-policy`'s values.
@@ -75,7 +79,8 @@ pub(crate) fn run(args: Args) -> CliResult {
                 Policy::WriteBehind => WritePolicy::WriteBehind,
                 Policy::Demote => WritePolicy::Demote,
                 Policy::DemoteAll => WritePolicy::DemoteAll,
-            });
+            })
+            .direct_writes(args.direct_writes);
         if let Some(size) = args.segment_size {
             builder = builder.segment_size(size);
         }
