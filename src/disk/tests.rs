@@ -50,15 +50,13 @@ fn k(key: u32) -> [u8; 4] {
     key.to_le_bytes()
 }
 
+/// The segment files in `dir`, in id order (recovery's own lister).
 fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
+    super::recovery::list_segments(dir)
         .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
+        .0
+        .into_values()
+        .collect()
 }
 
 #[test]
