@@ -151,11 +151,14 @@ impl Flusher {
         Ok((f, 0))
     }
 
+    /// Writes `bytes` at `offset` of `file`, through its direct descriptor if
+    /// it has one (`bytes` and `offset` are then whole aligned blocks).
     fn write_at(&self, file: &SegmentFile, bytes: &[u8], offset: u64) -> Result<(), DiskError> {
         let sh = &*self.shared;
+        let fd = file.direct.as_ref().unwrap_or(&file.file);
         sh.config
             .io
-            .write_all_at(&file.file, bytes, offset)
+            .write_all_at(fd, bytes, offset)
             .map_err(|source| DiskError::Io {
                 context: format!("cannot write segment {}", file.id),
                 source,
@@ -312,7 +315,7 @@ impl Flusher {
         if let Some(range) = range {
             let len = (range.end - range.start) as usize;
             let staged = self.staging.slice(len);
-            self.write_direct_staged(&file, staged, range.start)?;
+            self.write_at(&file, staged, range.start)?;
         }
         self.unsealed
             .insert(id, (Arc::clone(&file), now_written as usize));
@@ -333,28 +336,9 @@ impl Flusher {
         let at = range.start;
         let mut staging = std::mem::take(&mut self.staging);
         let staged = assemble(&mut staging, range, pieces);
-        let written = self.write_direct_staged(file, staged, at);
+        let written = self.write_at(file, staged, at);
         self.staging = staging;
         written
-    }
-
-    fn write_direct_staged(
-        &self,
-        file: &SegmentFile,
-        bytes: &[u8],
-        offset: u64,
-    ) -> Result<(), DiskError> {
-        let sh = &*self.shared;
-        let direct = file.direct.as_ref().unwrap_or(&file.file);
-        sh.config
-            .io
-            .write_all_at(direct, bytes, offset)
-            .map_err(|source| DiskError::Io {
-                context: format!("cannot write segment {} (direct)", file.id),
-                source,
-            })?;
-        add(&sh.counters.bytes_written, bytes.len() as u64);
-        Ok(())
     }
 
     /// Reclaims the oldest sealed segments while the tier is over capacity.
