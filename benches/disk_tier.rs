@@ -42,6 +42,8 @@ const VALUE: usize = 4096;
 const MEMORY: u64 = 4 << 20;
 const SEGMENT: u64 = 64 << 20;
 const READS: usize = 100_000;
+/// Bytes larder inserts, untimed, before its timed insert phase.
+const RAMP: u64 = 8 * SEGMENT;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -195,7 +197,10 @@ fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
 fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     let cache = Cache::builder()
         .memory_capacity(MEMORY)
-        .disk(dir.join("larder"), 2 * keys * VALUE as u64 + 4 * SEGMENT)
+        .disk(
+            dir.join("larder"),
+            2 * keys * VALUE as u64 + RAMP + 4 * SEGMENT,
+        )
         .segment_size(SEGMENT)
         .direct_writes(direct)
         .write_policy(WritePolicy::WriteBehind)
@@ -203,12 +208,20 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         .disk_backpressure(Backpressure::Wait(Duration::from_secs(30)))
         .build()
         .unwrap();
+    let insert = |keys: std::ops::Range<u64>| {
+        for k in keys {
+            cache
+                .insert(&k.to_le_bytes(), values[k as usize % values.len()].clone())
+                .unwrap();
+        }
+    };
+    // Untimed ramp: the first segments' buffers are fresh memory, a page
+    // fault for every 4 KiB, which a running cache has long paid.
+    let ramp = keys..keys + RAMP / VALUE as u64;
+    insert(ramp.clone());
+    cache.sync().unwrap();
     let t = Instant::now();
-    for k in 0..keys {
-        cache
-            .insert(&k.to_le_bytes(), values[k as usize % values.len()].clone())
-            .unwrap();
-    }
+    insert(0..keys);
     cache.sync().unwrap();
     let mib_s = (keys * VALUE as u64) as f64 / t.elapsed().as_secs_f64() / 1048576.0;
     let refused = cache.stats().disk.unwrap().refused_writes;
@@ -254,7 +267,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
 fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Bytes]) -> Run {
     rt.block_on(async {
         let device = FsDeviceBuilder::new(dir.join("foyer"))
-            .with_capacity((2 * keys * VALUE as u64 + 4 * SEGMENT) as usize)
+            .with_capacity((2 * keys * VALUE as u64 + RAMP + 4 * SEGMENT) as usize)
             .build()
             .unwrap();
         let hybrid: HybridCache<u64, Bytes> = HybridCacheBuilder::new()
@@ -266,10 +279,16 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
             .build()
             .await
             .unwrap();
+        let insert = |keys: std::ops::Range<u64>| {
+            for k in keys {
+                hybrid.insert(k, values[k as usize % values.len()].clone());
+            }
+        };
+        // The same untimed ramp as larder's.
+        insert(keys..keys + RAMP / VALUE as u64);
+        hybrid.storage().wait().await;
         let t = Instant::now();
-        for k in 0..keys {
-            hybrid.insert(k, values[k as usize % values.len()].clone());
-        }
+        insert(0..keys);
         hybrid.storage().wait().await;
         let mib_s = (keys * VALUE as u64) as f64 / t.elapsed().as_secs_f64() / 1048576.0;
         let mut rng = StdRng::seed_from_u64(3);

@@ -30,12 +30,19 @@ pub(super) struct Flusher {
 
 impl Flusher {
     pub(super) fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Self {
+        // Sized for the largest write (a whole segment) at once: grown step by
+        // step, every step would be a fresh allocation, and a page fault for
+        // each 4 KiB copied into it.
+        let staging = match shared.config.direct {
+            true => AlignedBuf::with_capacity(shared.config.segment_size as usize),
+            false => AlignedBuf::default(),
+        };
         Flusher {
             shared,
             requests,
             unsealed: BTreeMap::new(),
             reclaim_paused: false,
-            staging: AlignedBuf::default(),
+            staging,
         }
     }
 
@@ -228,7 +235,7 @@ impl Flusher {
             sh.files.write().insert(frozen.id, file);
             sh.frozen.write().remove(&frozen.id);
             if let Ok(written) = Arc::try_unwrap(frozen) {
-                *sh.spare.lock() = Some(written.bytes); // no reader holds it
+                sh.recycle(written.bytes); // no reader holds it
             }
             notify_space(&sh);
             self.reclaim()?;

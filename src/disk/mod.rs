@@ -288,10 +288,11 @@ struct Shared {
     /// The active segment of each stream (indexed by `Stream as usize`).
     active: RwLock<[ActiveBuffer; 2]>,
     frozen: RwLock<BTreeMap<u32, Arc<Frozen>>>,
-    /// A written segment's buffer, kept for the next active segment: a fresh
+    /// Written segments' buffers, kept for the next active segments: a fresh
     /// allocation of a segment's size costs a page fault and a zeroed page for
-    /// every 4 KiB written to it.
-    spare: Mutex<Option<Vec<u8>>>,
+    /// every 4 KiB written to it. Kept only while the spares and the frozen
+    /// segments number at most `max_frozen` (see [`Shared::recycle`]).
+    spare: Mutex<Vec<Vec<u8>>>,
     files: RwLock<BTreeMap<u32, Arc<SegmentFile>>>,
     /// What opening the directory found and did.
     recovery: recovery::RecoveryReport,
@@ -398,6 +399,19 @@ impl Shared {
         Ok(Some(froze || crossed))
     }
 
+    /// Keeps the buffer of a segment just written (and gone from the frozen
+    /// list) for a next active segment, if the spares and the frozen segments
+    /// number fewer than `max_frozen`: a full flush queue has that many buffers
+    /// besides the active ones, so the spares never hold more than the queue
+    /// does when it is full, and after a burst they hold no more than it did.
+    fn recycle(&self, buffer: Vec<u8>) {
+        let frozen = self.frozen.read().len();
+        let mut spare = self.spare.lock();
+        if spare.len() + frozen < self.config.max_frozen {
+            spare.push(buffer);
+        }
+    }
+
     /// Whether the tier is large enough for a probation stream.
     fn probation_on(&self) -> bool {
         self.config.capacity / self.config.segment_size >= MIN_SEGMENTS_FOR_PROBATION
@@ -410,7 +424,7 @@ impl Shared {
         let buffer = self
             .spare
             .lock()
-            .take()
+            .pop()
             .unwrap_or_else(|| Vec::with_capacity(capacity));
         let next = ActiveBuffer::new(log.next_id, log.next_seq, buffer);
         if stream == Stream::Probation {
@@ -559,7 +573,7 @@ impl DiskTier {
                 ActiveBuffer::new(id + 1, seq, Vec::with_capacity(buffer)),
             ]),
             frozen: RwLock::new(BTreeMap::new()),
-            spare: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
             files: RwLock::new(recovered.files),
             recovery: recovered.report,
             checkpoint: Mutex::new(Some(checkpoint)),

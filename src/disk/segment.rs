@@ -127,6 +127,14 @@ pub(crate) struct AlignedBuf {
 }
 
 impl AlignedBuf {
+    /// A buffer that holds `len` aligned bytes without growing. Its pages are
+    /// the kernel's zero pages until written, so it costs no memory until used.
+    pub(crate) fn with_capacity(len: usize) -> Self {
+        AlignedBuf {
+            buf: vec![0; len + DIRECT_ALIGN],
+        }
+    }
+
     /// The aligned slice of `len` bytes last filled (by [`zeroed`](Self::zeroed)).
     pub(crate) fn slice(&self, len: usize) -> &[u8] {
         let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
