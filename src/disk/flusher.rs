@@ -10,8 +10,7 @@ use super::{DiskError, Request, Shared, add, log_corruption, notify_space, sync_
 use crate::format::FormatError;
 use crate::format::record::{self, Kind};
 use crate::format::segment::{
-    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SegmentHeader, SummaryEntry, TRAILER_LEN, Trailer,
-    encode_summary,
+    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
 };
 use crate::sync::{Arc, Ordering};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -30,19 +29,12 @@ pub(super) struct Flusher {
 
 impl Flusher {
     pub(super) fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Self {
-        // Sized for the largest write (a whole segment) at once: grown step by
-        // step, every step would be a fresh allocation, and a page fault for
-        // each 4 KiB copied into it.
-        let staging = match shared.config.direct {
-            true => AlignedBuf::with_capacity(shared.config.segment_size as usize),
-            false => AlignedBuf::default(),
-        };
         Flusher {
             shared,
             requests,
             unsealed: BTreeMap::new(),
             reclaim_paused: false,
-            staging,
+            staging: AlignedBuf::default(),
         }
     }
 
@@ -98,7 +90,7 @@ impl Flusher {
         let mut log = sh.log.lock();
         let mut actives = sh.active.write();
         for (active, stream) in actives.iter_mut().zip([Stream::Main, Stream::Probation]) {
-            if !active.bytes.is_empty() {
+            if active.records_len() > 0 {
                 sh.freeze(&mut log, active, stream);
             }
         }
@@ -195,7 +187,8 @@ impl Flusher {
             let (file, written) = self.file_for(frozen.id, frozen.first_seq, frozen.stream)?;
             let mut summary = Vec::with_capacity(frozen.summary.len() * SUMMARY_ENTRY_LEN);
             let summary_crc = encode_summary(u64::from(frozen.id), &frozen.summary, &mut summary);
-            let summary_offset = (SEGMENT_HEADER_LEN + frozen.bytes.len()) as u32;
+            let image = frozen.image.bytes();
+            let summary_offset = image.len() as u32;
             let trailer = Trailer {
                 summary_offset,
                 record_count: frozen.summary.len() as u32,
@@ -205,25 +198,27 @@ impl Flusher {
             .encode(u64::from(frozen.id));
             let trailer_at = sh.config.segment_size - TRAILER_LEN as u64;
             if sh.config.direct {
-                let header = segment_header(&sh, frozen.id, frozen.first_seq, frozen.stream);
                 let (hdr, summary_at) = (SEGMENT_HEADER_LEN as u64, u64::from(summary_offset));
+                let align = DIRECT_ALIGN as u64;
+                let (lo, size) = (align_down(hdr + written as u64), sh.config.segment_size);
+                // The image's whole blocks as they are; the rest (its last,
+                // partial block, the summary and the trailer) assembled.
+                let whole = align_down(summary_at).max(lo);
+                self.write_image(&file, image, lo..whole)?;
                 let pieces = [
-                    (0, &header[..]),
-                    (hdr, &frozen.bytes[..]),
+                    (whole, &image[whole as usize..]),
                     (summary_at, &summary[..]),
                     (trailer_at, &trailer[..]),
                 ];
-                let align = DIRECT_ALIGN as u64;
-                let (lo, size) = (align_down(hdr + written as u64), sh.config.segment_size);
                 let summary_end = (summary_at + summary.len() as u64).div_ceil(align) * align;
                 if summary_end >= size - align {
-                    self.write_direct(&file, lo..size, &pieces)?;
+                    self.write_direct(&file, whole..size, &pieces)?;
                 } else {
-                    self.write_direct(&file, lo..summary_end, &pieces)?;
+                    self.write_direct(&file, whole..summary_end, &pieces)?;
                     self.write_direct(&file, size - align..size, &pieces)?;
                 }
             } else {
-                let rest = &frozen.bytes[written..];
+                let rest = &image[SEGMENT_HEADER_LEN + written..];
                 self.write_at(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
                 self.write_at(&file, &summary, u64::from(summary_offset))?;
                 self.write_at(&file, &trailer, trailer_at)?;
@@ -234,8 +229,9 @@ impl Flusher {
             // Published as a file before it leaves the frozen list.
             sh.files.write().insert(frozen.id, file);
             sh.frozen.write().remove(&frozen.id);
-            if let Ok(written) = Arc::try_unwrap(frozen) {
-                sh.recycle(written.bytes); // no reader holds it
+            // No reader holds it: its image can take the next segment's records.
+            if let Some(image) = Arc::into_inner(frozen).and_then(|f| Arc::into_inner(f.image)) {
+                sh.recycle(image);
             }
             notify_space(&sh);
             self.reclaim()?;
@@ -255,21 +251,24 @@ impl Flusher {
             return self.write_active_direct(stream, durable);
         }
         let sh = Arc::clone(&self.shared);
-        let (id, first_seq, fresh) = {
+        let (id, first_seq, image, written) = {
             let actives = sh.active.read();
             let active = &actives[stream as usize];
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w);
             (
                 active.id,
                 active.first_seq,
-                active.bytes[written..].to_vec(),
+                Arc::clone(&active.image),
+                written,
             )
         };
+        // Written without the lock: the image's bytes so far never change.
+        let fresh = &image.bytes()[SEGMENT_HEADER_LEN + written..];
         if fresh.is_empty() && (!durable || !self.unsealed.contains_key(&id)) {
             return Ok(()); // nothing new, or no file yet and nothing to put in one
         }
         let (file, written) = self.file_for(id, first_seq, stream)?;
-        self.write_at(&file, &fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
+        self.write_at(&file, fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
         let at = (SEGMENT_HEADER_LEN + written) as u64;
         sh.config
             .io
@@ -289,12 +288,12 @@ impl Flusher {
     fn write_active_direct(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
         let sh = Arc::clone(&self.shared);
         let hdr = SEGMENT_HEADER_LEN as u64;
-        let (id, first_seq, range, now_written) = {
+        let (id, first_seq, image, range, now_written) = {
             let actives = sh.active.read();
             let active = &actives[stream as usize];
             let known = self.unsealed.contains_key(&active.id);
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w) as u64;
-            let end = active.bytes.len() as u64;
+            let end = active.records_len() as u64;
             if end == written && (!durable || !known) {
                 return Ok(()); // nothing new, or no file yet and nothing to put in one
             }
@@ -304,15 +303,12 @@ impl Flusher {
             } else {
                 align_down(hdr + end)
             };
+            let image = Arc::clone(&active.image);
             if hi <= lo {
-                (active.id, active.first_seq, None, written)
+                (active.id, active.first_seq, image, None, written)
             } else {
-                // Assembled under the read lock: the one copy of the bytes.
-                let header = segment_header(&sh, active.id, active.first_seq, stream);
-                let pieces = [(0, &header[..]), (hdr, &active.bytes[..])];
-                assemble(&mut self.staging, lo..hi, &pieces);
                 let now = if durable { end } else { hi - hdr };
-                (active.id, active.first_seq, Some(lo..hi), now)
+                (active.id, active.first_seq, image, Some(lo..hi), now)
             }
         };
         if range.is_none() && !durable {
@@ -320,9 +316,16 @@ impl Flusher {
         }
         let (file, _) = self.file_for(id, first_seq, stream)?;
         if let Some(range) = range {
-            let len = (range.end - range.start) as usize;
-            let staged = self.staging.slice(len);
-            self.write_at(&file, staged, range.start)?;
+            // Written without the lock: the image's bytes so far never change,
+            // and the inserting thread may have appended more since.
+            let bytes = image.bytes();
+            let whole = align_down(bytes.len() as u64).min(range.end);
+            self.write_image(&file, bytes, range.start..whole)?;
+            if whole < range.end {
+                // The last block is partial: written padded with zeros.
+                let tail = [(whole, &bytes[whole as usize..])];
+                self.write_direct(&file, whole..range.end, &tail)?;
+            }
         }
         self.unsealed
             .insert(id, (Arc::clone(&file), now_written as usize));
@@ -330,6 +333,21 @@ impl Flusher {
             self.sync_file(&file)?;
         }
         Ok(())
+    }
+
+    /// Writes `range` (whole blocks, maybe none) of `image`, a segment's file
+    /// image, straight from it with direct writes: the image is block-aligned.
+    fn write_image(
+        &self,
+        file: &SegmentFile,
+        image: &[u8],
+        range: std::ops::Range<u64>,
+    ) -> Result<(), DiskError> {
+        if range.start >= range.end {
+            return Ok(());
+        }
+        let bytes = &image[range.start as usize..range.end as usize];
+        self.write_at(file, bytes, range.start)
     }
 
     /// Writes `range` of a segment's file image (block-aligned) with direct
@@ -376,7 +394,7 @@ impl Flusher {
                 .active
                 .read()
                 .iter()
-                .filter(|a| !a.bytes.is_empty())
+                .filter(|a| a.records_len() > 0)
                 .count();
             let held = sh.files.read().len() + sh.frozen.read().len() + actives.max(1);
             if held <= max_segments {
@@ -530,22 +548,6 @@ fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, Fo
     io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
         .map_err(|_| short(end))?;
     trailer.summary(u64::from(file.id), &segment)
-}
-
-/// The header of segment `id`, as its file starts.
-fn segment_header(
-    sh: &Shared,
-    id: u32,
-    first_seq: u64,
-    stream: Stream,
-) -> [u8; SEGMENT_HEADER_LEN] {
-    SegmentHeader {
-        segment_id: u64::from(id),
-        first_seq,
-        segment_size: sh.config.segment_size,
-        probation: stream == Stream::Probation,
-    }
-    .encode()
 }
 
 /// `offset` rounded down to a direct-write block.

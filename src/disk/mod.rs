@@ -68,7 +68,7 @@ use ghosts::Ghosts;
 use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID};
 use io::Io;
 pub(crate) use segment::Stream;
-use segment::{ActiveBuffer, DIRECT_ALIGN, SegmentFile};
+use segment::{ActiveBuffer, DIRECT_ALIGN, Image, SegmentFile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -263,7 +263,7 @@ struct Frozen {
     id: u32,
     stream: Stream,
     first_seq: u64,
-    bytes: Vec<u8>,
+    image: Arc<Image>,
     summary: Vec<SummaryEntry>,
 }
 
@@ -288,11 +288,11 @@ struct Shared {
     /// The active segment of each stream (indexed by `Stream as usize`).
     active: RwLock<[ActiveBuffer; 2]>,
     frozen: RwLock<BTreeMap<u32, Arc<Frozen>>>,
-    /// Written segments' buffers, kept for the next active segments: a fresh
+    /// Written segments' images, kept for the next active segments: a fresh
     /// allocation of a segment's size costs a page fault and a zeroed page for
     /// every 4 KiB written to it. Kept only while the spares and the frozen
     /// segments number at most `max_frozen` (see [`Shared::recycle`]).
-    spare: Mutex<Vec<Vec<u8>>>,
+    spare: Mutex<Vec<Image>>,
     files: RwLock<BTreeMap<u32, Arc<SegmentFile>>>,
     /// What opening the directory found and did.
     recovery: recovery::RecoveryReport,
@@ -360,7 +360,7 @@ impl Shared {
         let mut actives = self.active.write();
         let s = stream as usize;
         let summary_len = (log.summary[s].len() + 1) * SUMMARY_ENTRY_LEN;
-        let froze = actives[s].bytes.len() + len + summary_len > room;
+        let froze = actives[s].records_len() + len + summary_len > room;
         if froze {
             if log.next_id > MAX_SEGMENT_ID {
                 return Err(self.fail(format!(
@@ -374,11 +374,12 @@ impl Shared {
         log.next_seq += 1;
         let offset = active.end_offset();
         let segment_id = u64::from(active.id);
-        let before = active.bytes.len();
-        record::encode(&mut active.bytes, segment_id, offset, &header, key, stored);
+        let before = active.records_len();
+        let head = record::encode_header(segment_id, offset, &header, key, stored);
+        active.image.append(&[&head, key, stored]);
         // Every few MiB the flusher is woken to write them and start their
         // writeback, so the seal's `fdatasync` finds little left to do.
-        let crossed = before / WAKE_EVERY != active.bytes.len() / WAKE_EVERY;
+        let crossed = before / WAKE_EVERY != active.records_len() / WAKE_EVERY;
         log.summary[s].push(SummaryEntry {
             hash,
             seq: header.seq,
@@ -404,7 +405,7 @@ impl Shared {
     /// number fewer than `max_frozen`: a full flush queue has that many buffers
     /// besides the active ones, so the spares never hold more than the queue
     /// does when it is full, and after a burst they hold no more than it did.
-    fn recycle(&self, buffer: Vec<u8>) {
+    fn recycle(&self, buffer: Image) {
         let frozen = self.frozen.read().len();
         let mut spare = self.spare.lock();
         if spare.len() + frozen < self.config.max_frozen {
@@ -420,13 +421,9 @@ impl Shared {
     /// Moves the full active segment to the frozen list and starts the next one.
     /// Called with the log and active locks held.
     fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer, stream: Stream) {
-        let capacity = active.bytes.capacity();
-        let buffer = self
-            .spare
-            .lock()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(capacity));
-        let next = ActiveBuffer::new(log.next_id, log.next_seq, buffer);
+        let size = self.config.segment_size as usize;
+        let image = self.spare.lock().pop().unwrap_or_else(|| Image::new(size));
+        let next = ActiveBuffer::new(log.next_id, log.next_seq, stream, image);
         if stream == Stream::Probation {
             log.probation.insert(log.next_id);
         }
@@ -436,7 +433,7 @@ impl Shared {
             id: full.id,
             stream,
             first_seq: full.first_seq,
-            bytes: full.bytes,
+            image: full.image,
             summary: std::mem::take(&mut log.summary[stream as usize]),
         };
         // Published before the active lock is released: readers find it here.
@@ -556,7 +553,7 @@ impl DiskTier {
             .map(|f| f.id)
             .collect();
         probation.insert(id + 1);
-        let buffer = (s as usize) - SEGMENT_HEADER_LEN - TRAILER_LEN;
+        let size = s as usize;
         let shared = Arc::new(Shared {
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
@@ -569,8 +566,8 @@ impl DiskTier {
                 probation,
             }),
             active: RwLock::new([
-                ActiveBuffer::new(id, seq, Vec::with_capacity(buffer)),
-                ActiveBuffer::new(id + 1, seq, Vec::with_capacity(buffer)),
+                ActiveBuffer::new(id, seq, Stream::Main, Image::new(size)),
+                ActiveBuffer::new(id + 1, seq, Stream::Probation, Image::new(size)),
             ]),
             frozen: RwLock::new(BTreeMap::new()),
             spare: Mutex::new(Vec::new()),
@@ -835,8 +832,7 @@ impl DiskTier {
             }
         }
         if let Some(f) = sh.frozen.read().get(&loc.segment).cloned() {
-            let start = (loc.offset as usize).checked_sub(SEGMENT_HEADER_LEN);
-            return Some(record_at_start(start.and_then(|s| f.bytes.get(s..))));
+            return Some(record_at_start(segment::records_from(&f.image, loc.offset)));
         }
         let file = sh.files.read().get(&loc.segment).cloned()?;
         Some(self.read_file(&file, loc.offset))

@@ -1,10 +1,13 @@
-//! Segment files, and the in-memory buffer of the segment being filled.
+//! Segment files, and the in-memory images of segments not written yet.
 
 use super::io::Io;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
+use std::alloc::Layout;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 
 /// The file name of segment `id`.
 pub(crate) fn file_name(id: u32) -> String {
@@ -127,20 +130,6 @@ pub(crate) struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// A buffer that holds `len` aligned bytes without growing. Its pages are
-    /// the kernel's zero pages until written, so it costs no memory until used.
-    pub(crate) fn with_capacity(len: usize) -> Self {
-        AlignedBuf {
-            buf: vec![0; len + DIRECT_ALIGN],
-        }
-    }
-
-    /// The aligned slice of `len` bytes last filled (by [`zeroed`](Self::zeroed)).
-    pub(crate) fn slice(&self, len: usize) -> &[u8] {
-        let start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
-        &self.buf[start..start + len]
-    }
-
     /// An aligned slice of `len` zero bytes (the allocation is kept and reused).
     pub(crate) fn zeroed(&mut self, len: usize) -> &mut [u8] {
         let slice = self.uninit(len);
@@ -168,34 +157,159 @@ pub(crate) enum Stream {
     Probation = 1,
 }
 
-/// The segment being filled: its records as bytes, from offset `SEGMENT_HEADER_LEN`.
+/// A segment file's image in memory, for the segment being filled and, once
+/// frozen, until the flusher has written it: byte `i` is the file's byte `i`
+/// (the segment header, then records), and the allocation is block-aligned,
+/// so the flusher writes whole blocks of it as they are, with no copy.
+///
+/// Append-only while shared: the bytes below [`len`](Self::len) are never
+/// written again, so the flusher can write them out without a lock while the
+/// inserting thread appends beyond them. Only [`reset`](Self::reset), which
+/// needs the image to itself, starts it over.
+pub(crate) struct Image {
+    ptr: NonNull<u8>,
+    cap: usize,
+    /// Bytes written and published (by a `Release` store after writing them).
+    len: AtomicUsize,
+    /// Held while appending: one appender at a time.
+    appending: Mutex<()>,
+}
+
+// SAFETY: an `Image` owns its allocation, as a `Box<[u8]>` would. Shared, it
+// hands out only the bytes below `len`, which no one writes while it is
+// shared; appends, serialised by `appending`, write at and beyond `len` before
+// publishing them.
+unsafe impl Send for Image {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Image {}
+
+impl Image {
+    /// An empty image of a `cap`-byte segment file. Its memory is taken as it is
+    /// written: the kernel backs an allocation this large with fresh pages.
+    pub(crate) fn new(cap: usize) -> Self {
+        let layout = Self::layout(cap);
+        // SAFETY: the layout's size is not zero.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Image {
+            ptr,
+            cap,
+            len: AtomicUsize::new(0),
+            appending: Mutex::new(()),
+        }
+    }
+
+    fn layout(cap: usize) -> Layout {
+        // A segment size is validated (at most 4 GiB), so this cannot fail.
+        Layout::from_size_align(cap.max(DIRECT_ALIGN), DIRECT_ALIGN).expect("segment size")
+    }
+
+    /// The image's size: the segment file's.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// The bytes written so far, from the start of the file.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let len = self.len();
+        // SAFETY: the bytes below `len` lie in the allocation and were written
+        // before `len` was published (the Acquire load above pairs with the
+        // Release store in `append`); no one writes them while `self` is
+        // shared: appends write beyond `len`, and `reset` needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), len) }
+    }
+
+    /// Writes `pieces`, one after another, after the bytes written so far.
+    /// The caller has checked that they fit: past the capacity is a bug.
+    pub(crate) fn append(&self, pieces: &[&[u8]]) {
+        let _one = self.appending.lock();
+        let mut at = self.len.load(Ordering::Relaxed);
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        assert!(total <= self.cap - at, "appended past a segment's image");
+        for piece in pieces {
+            // SAFETY: `at..at + piece.len()` lies in the allocation (checked
+            // above) at or beyond `len`, so no slice handed out covers it and
+            // no other appender writes it (we hold `appending`); `piece` is a
+            // live `&[u8]`, so it cannot be those unpublished bytes either.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    piece.as_ptr(),
+                    self.ptr.as_ptr().add(at),
+                    piece.len(),
+                );
+            }
+            at += piece.len();
+        }
+        self.len.store(at, Ordering::Release);
+    }
+
+    /// Empties the image for reuse (its memory stays allocated).
+    pub(crate) fn reset(&mut self) {
+        *self.len.get_mut() = 0;
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout, and freed only here.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) };
+    }
+}
+
+/// The segment being filled.
 pub(crate) struct ActiveBuffer {
     pub(crate) id: u32,
     /// Sequence number of the segment's first record.
     pub(crate) first_seq: u64,
-    /// Record bytes; `bytes[i]` sits at file offset `SEGMENT_HEADER_LEN + i`.
-    pub(crate) bytes: Vec<u8>,
+    /// The file's image: the header, then the records.
+    pub(crate) image: Arc<Image>,
 }
 
 impl ActiveBuffer {
-    /// A buffer for segment `id` in `bytes` (emptied; its allocation is reused).
-    pub(crate) fn new(id: u32, first_seq: u64, mut bytes: Vec<u8>) -> Self {
-        bytes.clear();
+    /// The buffer of segment `id` of `stream`, in `image` (emptied, and given the
+    /// segment's header; its allocation is reused).
+    pub(crate) fn new(id: u32, first_seq: u64, stream: Stream, mut image: Image) -> Self {
+        image.reset();
+        let header = SegmentHeader {
+            segment_id: u64::from(id),
+            first_seq,
+            segment_size: image.capacity() as u64,
+            probation: stream == Stream::Probation,
+        };
+        image.append(&[&header.encode()]);
         ActiveBuffer {
             id,
             first_seq,
-            bytes,
+            image: Arc::new(image),
         }
+    }
+
+    /// Bytes of records appended.
+    pub(crate) fn records_len(&self) -> usize {
+        self.image.len() - SEGMENT_HEADER_LEN
     }
 
     /// The next record's file offset.
     pub(crate) fn end_offset(&self) -> u32 {
-        (SEGMENT_HEADER_LEN + self.bytes.len()) as u32
+        self.image.len() as u32
     }
 
     /// The buffer's bytes from file `offset` on, if it holds that offset.
     pub(crate) fn from(&self, offset: u32) -> Option<&[u8]> {
-        let start = (offset as usize).checked_sub(SEGMENT_HEADER_LEN)?;
-        self.bytes.get(start..)
+        records_from(&self.image, offset)
     }
+}
+
+/// An image's bytes from file `offset` on, if a record can start there.
+pub(crate) fn records_from(image: &Image, offset: u32) -> Option<&[u8]> {
+    let start = offset as usize;
+    if start < SEGMENT_HEADER_LEN {
+        return None;
+    }
+    image.bytes().get(start..)
 }

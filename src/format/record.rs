@@ -99,6 +99,9 @@ fn crc(segment_id: u64, offset: u32, head: &[u8], key: &[u8], stored: &[u8]) -> 
 
 /// Appends the record for `key` to `out`, as it will sit at `offset` in segment
 /// `segment_id`. The caller has validated the key and value against the limits.
+/// (The disk tier appends [`encode_header`]'s bytes, the key and the stored
+/// bytes to a segment's image itself.)
+#[cfg(any(test, fuzzing))]
 pub fn encode(
     out: &mut Vec<u8>,
     segment_id: u64,
@@ -107,27 +110,46 @@ pub fn encode(
     key: &[u8],
     stored: &[u8],
 ) {
+    let head = encode_header(segment_id, offset, header, key, stored);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(key);
+    out.extend_from_slice(stored);
+}
+
+/// The first [`RECORD_HEADER_LEN`] bytes of the record [`encode`] makes: the
+/// header and the crc. The key and the stored bytes follow it.
+pub fn encode_header(
+    segment_id: u64,
+    offset: u32,
+    header: &RecordHeader,
+    key: &[u8],
+    stored: &[u8],
+) -> [u8; RECORD_HEADER_LEN] {
     debug_assert_eq!(usize::from(header.key_len), key.len());
     debug_assert_eq!(header.stored_len as usize, stored.len());
-    let start = out.len();
-    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out.push(header.kind as u8);
-    out.push(if header.compressed {
+    let mut out = [0u8; RECORD_HEADER_LEN];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&RECORD_MAGIC.to_le_bytes());
+    put(&[header.kind as u8]);
+    put(&[if header.compressed {
         FLAG_COMPRESSED
     } else {
         0
-    });
-    out.extend_from_slice(&header.key_len.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&header.stored_len.to_le_bytes());
-    out.extend_from_slice(&header.raw_len.to_le_bytes());
-    out.extend_from_slice(&header.expires_at.to_le_bytes());
-    out.extend_from_slice(&header.seq.to_le_bytes());
-    debug_assert_eq!(out.len() - start, CRC_AT);
-    let crc = crc(segment_id, offset, &out[start..], key, stored);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(stored);
+    }]);
+    put(&header.key_len.to_le_bytes());
+    put(&0u16.to_le_bytes());
+    put(&header.stored_len.to_le_bytes());
+    put(&header.raw_len.to_le_bytes());
+    put(&header.expires_at.to_le_bytes());
+    put(&header.seq.to_le_bytes());
+    debug_assert_eq!(at, CRC_AT);
+    let crc = crc(segment_id, offset, &out[..CRC_AT], key, stored);
+    out[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Reads the header at the start of `bytes` (which may run on past the record)
