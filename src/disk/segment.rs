@@ -313,3 +313,71 @@ pub(crate) fn records_from(image: &Image, offset: u32) -> Option<&[u8]> {
     }
     image.bytes().get(start..)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_block_aligned_and_holds_what_was_appended() {
+        let mut image = Image::new(64 << 10);
+        assert_eq!(image.bytes().as_ptr() as usize % DIRECT_ALIGN, 0);
+        image.append(&[b"ab", b"", b"cde"]);
+        image.append(&[b"f"]);
+        assert_eq!(image.bytes(), b"abcdef");
+        image.reset();
+        assert!(image.bytes().is_empty());
+        image.append(&[&[7u8; 64 << 10]]);
+        assert_eq!(image.len(), 64 << 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "appended past")]
+    fn appending_past_the_capacity_is_refused() {
+        let image = Image::new(DIRECT_ALIGN);
+        image.append(&[&[0u8; DIRECT_ALIGN], b"x"]);
+    }
+
+    #[test]
+    fn readers_see_whole_appends_while_a_writer_appends() {
+        const RECORD: usize = 100;
+        let image = Arc::new(Image::new(RECORD * 4000));
+        let writer = {
+            let image = Arc::clone(&image);
+            std::thread::spawn(move || {
+                for i in 0..4000usize {
+                    let record = [i as u8; RECORD];
+                    image.append(&[&record[..RECORD / 2], &record[RECORD / 2..]]);
+                }
+            })
+        };
+        let mut seen = 0;
+        while seen < RECORD * 4000 {
+            let bytes = image.bytes();
+            assert!(bytes.len() >= seen, "published bytes went back");
+            assert_eq!(bytes.len() % RECORD, 0, "a torn append was published");
+            for (i, record) in bytes.chunks(RECORD).enumerate() {
+                assert!(record.iter().all(|&b| b == i as u8), "record {i} changed");
+            }
+            seen = bytes.len();
+        }
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn an_active_buffer_starts_with_its_segment_header() {
+        let active = ActiveBuffer::new(7, 42, Stream::Probation, Image::new(64 << 10));
+        let header = SegmentHeader {
+            segment_id: 7,
+            first_seq: 42,
+            segment_size: 64 << 10,
+            probation: true,
+        };
+        assert_eq!(active.image.bytes(), header.encode());
+        assert_eq!(active.records_len(), 0);
+        assert_eq!(active.end_offset() as usize, SEGMENT_HEADER_LEN);
+        // No record starts inside the header.
+        assert!(active.from(0).is_none());
+        assert_eq!(active.from(SEGMENT_HEADER_LEN as u32), Some(&[][..]));
+    }
+}
