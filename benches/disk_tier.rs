@@ -186,6 +186,10 @@ struct Run {
     /// p50 / p99. (`p50_us` / `p99_us` are then a second pass over the same
     /// keys, from the page cache.)
     cold: Option<(f64, f64)>,
+    /// larder only: the share of the timed phase its flusher spent in
+    /// writes (how busy it kept the device), and the rate the device took
+    /// those writes at (bytes written over the time in writes).
+    flusher: Option<(f64, f64)>,
 }
 
 fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
@@ -220,10 +224,19 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     let ramp = keys..keys + RAMP / VALUE as u64;
     insert(ramp.clone());
     cache.sync().unwrap();
+    let before = cache.stats().disk.unwrap();
     let t = Instant::now();
     insert(0..keys);
     cache.sync().unwrap();
-    let mib_s = (keys * VALUE as u64) as f64 / t.elapsed().as_secs_f64() / 1048576.0;
+    let elapsed = t.elapsed();
+    let mib_s = (keys * VALUE as u64) as f64 / elapsed.as_secs_f64() / 1048576.0;
+    let after = cache.stats().disk.unwrap();
+    let in_writes = after.write_time - before.write_time;
+    let written = (after.bytes_written - before.bytes_written) as f64 / 1048576.0;
+    let flusher = Some((
+        in_writes.as_secs_f64() / elapsed.as_secs_f64(),
+        written / in_writes.as_secs_f64(),
+    ));
     let refused = cache.stats().disk.unwrap().refused_writes;
     assert_eq!(refused, 0, "larder refused writes");
     // Random keys not in memory, each get timed. Written direct, the first
@@ -261,6 +274,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         p99_us,
         l2_reads,
         cold,
+        flusher,
     }
 }
 
@@ -323,6 +337,7 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
             p99_us,
             l2_reads,
             cold: None,
+            flusher: None,
         }
     })
 }
@@ -452,10 +467,12 @@ fn main() {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let direct = std::env::var_os("L2_BENCH_DIRECT").is_some();
         let l = larder_run(dir.path(), keys, &values, direct);
+        let (busy, rate) = l.flusher.unwrap();
         println!(
-            "larder{} {:.0} MiB/s, L2 hit p50 {:.1} µs p99 {:.1} µs{}",
+            "larder{} {:.0} MiB/s (flusher in writes {:.0}% of the time, at {rate:.0} MiB/s), L2 hit p50 {:.1} µs p99 {:.1} µs{}",
             if direct { " (direct writes)" } else { "" },
             l.mib_s,
+            busy * 100.0,
             l.p50_us,
             l.p99_us,
             l.cold.map_or(String::new(), |(p50, p99)| format!(
@@ -468,9 +485,9 @@ fn main() {
         "## Disk tier: {mib} MiB of {VALUE}-byte incompressible values a writer, {rounds} alternating rounds\n"
     );
     println!(
-        "| round | direct MiB/s | buffered MiB/s (1 MiB / 4 MiB / 8 MiB = best) | larder MiB/s | larder direct MiB/s | foyer MiB/s | larder / buffered | larder direct / direct | foyer / buffered | larder kept | foyer kept | larder L2 p50 / p99 µs | larder direct L2 p50 / p99 µs, device then page cache | foyer L2 p50 / p99 µs |"
+        "| round | direct MiB/s | buffered MiB/s (1 MiB / 4 MiB / 8 MiB = best) | larder MiB/s | larder direct MiB/s | foyer MiB/s | larder / buffered | larder direct / direct | foyer / buffered | larder kept | foyer kept | larder L2 p50 / p99 µs | larder direct L2 p50 / p99 µs, device then page cache | foyer L2 p50 / p99 µs | larder / larder direct: flusher in writes, at MiB/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let (mut larder_ratio, mut direct_ratio, mut foyer_ratio) = (vec![], vec![], vec![]);
     let (mut l99, mut d99, mut f99) = (vec![], vec![], vec![]);
     for round in 0..rounds {
@@ -510,8 +527,9 @@ fn main() {
         settle();
         let f = foyer_run(&rt, dir.path(), keys, &values);
         let (c50, c99) = d.cold.unwrap();
+        let (lf, df) = (l.flusher.unwrap(), d.flusher.unwrap());
         println!(
-            "| {round} | {direct:.0} | {} = {buffered:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} / {:.1} ({} reads) | {c50:.1} / {c99:.1}, then {:.1} / {:.1} | {:.1} / {:.1} ({} reads) |",
+            "| {round} | {direct:.0} | {} = {buffered:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} / {:.1} ({} reads) | {c50:.1} / {c99:.1}, then {:.1} / {:.1} | {:.1} / {:.1} ({} reads) | {:.0}% at {:.0} / {:.0}% at {:.0} |",
             each.join(" / "),
             l.mib_s,
             d.mib_s,
@@ -528,7 +546,11 @@ fn main() {
             d.p99_us,
             f.p50_us,
             f.p99_us,
-            f.l2_reads
+            f.l2_reads,
+            lf.0 * 100.0,
+            lf.1,
+            df.0 * 100.0,
+            df.1
         );
         larder_ratio.push(l.mib_s / buffered);
         direct_ratio.push(d.mib_s / direct);

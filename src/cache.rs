@@ -383,6 +383,7 @@ impl Cache {
                 segments: d.segments,
                 capacity: d.capacity,
                 bytes_written: d.bytes_written,
+                write_time: Duration::from_nanos(d.write_ns),
                 records_written: d.records_written,
                 values_appended: d.values_appended,
                 reappended: d.reappended,

@@ -65,6 +65,10 @@ pub struct DiskTierStats {
     pub capacity: u64,
     /// Bytes written to segment files (records, summaries, trailers, headers).
     pub bytes_written: u64,
+    /// Time the flusher spent in those writes (not in `fdatasync`):
+    /// `bytes_written / write_time` is the rate the device took them at, and
+    /// its share of the elapsed time is how busy the flusher kept the device.
+    pub write_time: std::time::Duration,
     /// Records written out in sealed segments.
     pub records_written: u64,
     /// Value records appended to the log: inserts, demotions from memory and

@@ -15,6 +15,7 @@ use crate::format::segment::{
 use crate::sync::{Arc, Ordering};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// The flusher thread's state: all the tier's I/O happens here.
 pub(super) struct Flusher {
@@ -155,6 +156,7 @@ impl Flusher {
     fn write_at(&self, file: &SegmentFile, bytes: &[u8], offset: u64) -> Result<(), DiskError> {
         let sh = &*self.shared;
         let fd = file.direct.as_ref().unwrap_or(&file.file);
+        let start = Instant::now();
         sh.config
             .io
             .write_all_at(fd, bytes, offset)
@@ -162,6 +164,7 @@ impl Flusher {
                 context: format!("cannot write segment {}", file.id),
                 source,
             })?;
+        add(&sh.counters.write_ns, start.elapsed().as_nanos() as u64);
         add(&sh.counters.bytes_written, bytes.len() as u64);
         Ok(())
     }

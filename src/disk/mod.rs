@@ -201,6 +201,8 @@ pub(crate) struct DiskStats {
     pub(crate) values_appended: u64,
     /// Bytes the flusher wrote to segment files (records, summaries, trailers, headers).
     pub(crate) bytes_written: u64,
+    /// Nanoseconds the flusher spent writing them (not syncing them).
+    pub(crate) write_ns: u64,
     /// Value bytes given to `put`, and what they took once stored.
     pub(crate) value_bytes_in: u64,
     pub(crate) value_bytes_stored: u64,
@@ -225,6 +227,8 @@ struct Counters {
     hits: AtomicU64,
     records_written: AtomicU64,
     bytes_written: AtomicU64,
+    /// Nanoseconds the flusher spent in segment writes.
+    write_ns: AtomicU64,
     value_bytes_in: AtomicU64,
     value_bytes_stored: AtomicU64,
     refused: AtomicU64,
@@ -1012,6 +1016,7 @@ impl DiskTier {
             records_written: load(&c.records_written),
             values_appended: load(&c.values_appended),
             bytes_written: load(&c.bytes_written),
+            write_ns: load(&c.write_ns),
             value_bytes_in: load(&c.value_bytes_in),
             value_bytes_stored: load(&c.value_bytes_stored),
             refused: load(&c.refused),

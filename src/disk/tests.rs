@@ -71,6 +71,8 @@ fn values_read_back_from_buffer_frozen_and_file() {
     tier.sync().unwrap();
     let stats = tier.stats();
     assert!(stats.segments >= 2, "{stats:?}");
+    // Writes are timed: the device's rate is bytes over that time.
+    assert!(stats.bytes_written > 0 && stats.write_ns > 0, "{stats:?}");
     for key in 0..600u32 {
         assert_eq!(
             tier.get(&k(key), 0).unwrap(),
