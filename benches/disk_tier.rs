@@ -13,12 +13,17 @@
 //!   raw device. *Buffered*: the best of three sequential writers through the
 //!   page cache, the write method larder uses (1 and 4 MiB writes with each
 //!   chunk's writeback started at once, and 8 MiB writes left to the kernel).
-//!   Each measured just before and just after larder's run; the round's
+//!   Each measured just before and just after the larder run it is the
+//!   baseline of (direct for larder's direct writes, buffered for its
+//!   buffered ones; the two blocks alternate order by round); the round's
 //!   figure is their mean, because this machine's disk speed drifts. Every
 //!   timed phase starts after a `sync(2)`, so none pays for another's
 //!   writeback.
 //! * **Insert**: 4 KiB incompressible values under distinct keys into a cache
-//!   whose memory tier holds 4 MiB, so the bytes must go to disk. larder:
+//!   whose memory tier holds 4 MiB, so the bytes must go to disk, after an
+//!   untimed ramp of 8 segments (a running cache's segment buffers are long
+//!   allocated: a fresh one's first-touch page faults are not the rate it
+//!   sustains; foyer gets the same ramp). larder:
 //!   `WriteBehind`, timed up to `sync()` returning (all on stable storage).
 //!   foyer: `WriteOnInsertion`, timed up to its flush tasks finishing
 //!   (`storage().wait()`; foyer has no `sync`). foyer drops writes when its
@@ -496,34 +501,39 @@ fn main() {
             settle();
             device_mib_s(dir.path(), mib << 20, writer)
         };
-        // Each writer measured just before and just after larder's two runs
-        // (in mirrored order); its figure is the mean of the two.
-        let writers: Vec<Writer> = std::iter::once(DIRECT).chain(BUFFERED).collect();
-        let before: Vec<f64> = writers.iter().map(|&w| device(w)).collect();
         let larder = |direct| {
             settle();
             let run = larder_run(dir.path(), keys, &values, direct);
             std::fs::remove_dir_all(dir.path().join("larder")).unwrap();
             run
         };
-        // Alternate which goes first.
-        let (l, d) = if round % 2 == 0 {
-            let l = larder(false);
-            (l, larder(true))
-        } else {
-            let d = larder(true);
-            (larder(false), d)
+        // Each larder run between its own baseline's writers, measured just
+        // before and just after it (in mirrored order; a writer's figure is
+        // the mean of the two), so no baseline is measured far from the run
+        // it is compared with, and no run follows another method's writes.
+        let block = |writers: &[Writer], direct: bool| {
+            let before: Vec<f64> = writers.iter().map(|&w| device(w)).collect();
+            let run = larder(direct);
+            let mut after: Vec<f64> = writers.iter().rev().map(|&w| device(w)).collect();
+            after.reverse();
+            let means: Vec<f64> = before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| (b + a) / 2.0)
+                .collect();
+            (means, run)
         };
-        let mut after: Vec<f64> = writers.iter().rev().map(|&w| device(w)).collect();
-        after.reverse();
-        let means: Vec<f64> = before
-            .iter()
-            .zip(&after)
-            .map(|(b, a)| (b + a) / 2.0)
-            .collect();
-        let direct = means[0];
-        let buffered = means[1..].iter().copied().fold(0.0, f64::max);
-        let each: Vec<String> = means[1..].iter().map(|m| format!("{m:.0}")).collect();
+        // Alternate which block goes first.
+        let ((direct, d), (means, l)) = if round % 2 == 0 {
+            let d = block(&[DIRECT], true);
+            (d, block(&BUFFERED, false))
+        } else {
+            let l = block(&BUFFERED, false);
+            (block(&[DIRECT], true), l)
+        };
+        let direct = direct[0];
+        let buffered = means.iter().copied().fold(0.0, f64::max);
+        let each: Vec<String> = means.iter().map(|m| format!("{m:.0}")).collect();
         settle();
         let f = foyer_run(&rt, dir.path(), keys, &values);
         let (c50, c99) = d.cold.unwrap();
