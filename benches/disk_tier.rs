@@ -7,6 +7,7 @@
 //! L2_BENCH_MIB=2048 L2_BENCH_ROUNDS=5 cargo bench --bench disk_tier
 //! L2_BENCH_ONLY=memory cargo bench --bench disk_tier   # DRAM per L2-only entry
 //! L2_BENCH_ONLY=restart cargo bench --bench disk_tier  # reopen and recovery times
+//! L2_BENCH_SETTLE_MS=3000 cargo bench --bench disk_tier # a longer pause between phases
 //! ```
 //! * **Device**, each writer with an `fdatasync` every 64 MiB (larder's
 //!   segment size, where it syncs too). *Direct*: 8 MiB `O_DIRECT` writes, the
@@ -66,11 +67,14 @@ fn values() -> Vec<Bytes> {
 }
 
 /// Lets the previous phase's dirty pages reach the device before the next
-/// phase is timed, so no phase pays for another's writeback.
+/// phase is timed, so no phase pays for another's writeback: a `sync(2)`, then
+/// a pause of `L2_BENCH_SETTLE_MS` (default 200). On a virtual disk a long
+/// pause lets the host drain its own cache, and the device is then faster
+/// for a while (docs/benchmarks.md §6).
 fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(env("L2_BENCH_SETTLE_MS", 200)));
 }
 
 /// A sequential writer the device is measured with: every one writes 64 MiB
