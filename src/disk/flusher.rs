@@ -24,7 +24,8 @@ pub(super) struct Flusher {
     /// Files of segments not sealed yet, and how many record bytes each holds.
     unsealed: BTreeMap<u32, (Arc<SegmentFile>, usize)>,
     reclaim_paused: bool,
-    /// Where direct writes are assembled, block-aligned.
+    /// Where direct writes that are not whole blocks of a segment's image
+    /// (its last partial block, summary and trailer) are assembled.
     staging: AlignedBuf,
 }
 
