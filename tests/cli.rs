@@ -109,6 +109,8 @@ fn replay_with_direct_writes() {
     assert_eq!(first["wrong_values"], 0);
     assert_eq!(first["disk"]["direct_writes"], true, "{first}");
     assert!(first["l2_hits"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["disk_bytes_written"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["disk"]["write_s"].as_f64().unwrap() > 0.0, "{first}");
     let second = run();
     assert_eq!(second["wrong_values"], 0);
     assert!(

@@ -145,6 +145,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             "reclaimed_segments": d.reclaimed_segments,
             "values_appended": d.values_appended,
             "reappended": d.reappended,
+            "write_s": d.write_time.as_secs_f64(),
             "ghosts": d.ghosts,
             "healthy": d.healthy(),
             "io_backend": d.io_backend,
