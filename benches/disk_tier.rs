@@ -233,6 +233,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     let ramp = keys..keys + RAMP / VALUE as u64;
     insert(ramp.clone());
     cache.sync().unwrap();
+    settle(); // the timed phase starts as the device writers' do
     let before = cache.stats().disk.unwrap();
     let t = Instant::now();
     insert(0..keys);
@@ -310,6 +311,7 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
         // The same untimed ramp as larder's.
         insert(keys..keys + RAMP / VALUE as u64);
         hybrid.storage().wait().await;
+        settle();
         let t = Instant::now();
         insert(0..keys);
         hybrid.storage().wait().await;
