@@ -180,6 +180,12 @@ impl CacheBuilder {
 
     /// Size of the disk tier's segment files (default 64 MiB; 64 KiB..=1 GiB).
     /// Call after [`disk`](Self::disk).
+    ///
+    /// Segments are filled in memory: the tier holds about four segments'
+    /// worth of buffers (the segment being filled in each of two streams, and
+    /// two more, full and waiting for the disk or kept for reuse), taken as
+    /// they are filled: up to about 256 MiB at the default under a sustained
+    /// write load.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         if let Some(d) = self.disk_mut() {
             d.segment_size = bytes;
