@@ -60,6 +60,28 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+fn segment_buffers_kept_for_reuse_never_outnumber_a_full_flush_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 256)).unwrap();
+    let sh = &*tier.shared;
+    let max = sh.config.max_frozen;
+    for key in 0..3000u32 {
+        tier.put(&k(key), &value(key, 0, 1000), 0).unwrap();
+        let spares = sh.spare.lock().len();
+        assert!(spares <= max, "{spares} spares at key {key}");
+        if key % 500 == 0 {
+            tier.sync().unwrap();
+        }
+    }
+    tier.sync().unwrap();
+    // Every segment written: the buffers kept are the queue's, no more.
+    assert_eq!(sh.frozen.read().len(), 0);
+    let spares = sh.spare.lock().len();
+    assert!((1..=max).contains(&spares), "{spares} spares kept, max {max}");
+    assert!(tier.stats().segments > 20, "{:?}", tier.stats());
+}
+
+#[test]
 fn values_read_back_from_buffer_frozen_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
