@@ -77,7 +77,10 @@ fn segment_buffers_kept_for_reuse_never_outnumber_a_full_flush_queue() {
     // Every segment written: the buffers kept are the queue's, no more.
     assert_eq!(sh.frozen.read().len(), 0);
     let spares = sh.spare.lock().len();
-    assert!((1..=max).contains(&spares), "{spares} spares kept, max {max}");
+    assert!(
+        (1..=max).contains(&spares),
+        "{spares} spares kept, max {max}"
+    );
     assert!(tier.stats().segments > 20, "{:?}", tier.stats());
 }
 
