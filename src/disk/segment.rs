@@ -194,11 +194,10 @@ impl Image {
         // SAFETY: the layout's size is not zero.
         let ptr = unsafe { std::alloc::alloc(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        // Huge pages, where the kernel gives them on request: a direct write
-        // from 4 KiB pages pins and hands the device every page apart, and
-        // on this project's machine the device then took larder's writes at
-        // half the rate (docs/benchmarks.md §6). Only a hint; refused, the
-        // image works the same on small pages.
+        // Huge pages, where the kernel gives them on request: on this
+        // project's machine the device took direct writes from 4 KiB pages
+        // at half the rate (docs/benchmarks.md §6). Only a hint; refused,
+        // the image works the same on small pages.
         #[cfg(target_os = "linux")]
         // SAFETY: the range is this allocation, which stays valid; the advice
         // changes only how the kernel backs it, never its contents.
