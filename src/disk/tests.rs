@@ -74,14 +74,19 @@ fn segment_buffers_kept_for_reuse_never_outnumber_a_full_flush_queue() {
         }
     }
     tier.sync().unwrap();
-    // Every segment written: the buffers kept are the queue's, no more.
+    // Every segment written, and buffers were reused.
     assert_eq!(sh.frozen.read().len(), 0);
     let spares = sh.spare.lock().len();
-    assert!(
-        (1..=max).contains(&spares),
-        "{spares} spares kept, max {max}"
-    );
+    assert!(spares >= 1, "no buffer was kept for reuse");
     assert!(tier.stats().segments > 20, "{:?}", tier.stats());
+    // More buffers coming back than a full queue holds (as after a burst of
+    // freezes no backpressure stops, tombstones or reclaim's re-appends):
+    // the extra ones are let go.
+    for _ in 0..2 * max {
+        sh.recycle(Image::new(SEG as usize));
+    }
+    let spares = sh.spare.lock().len();
+    assert_eq!(spares, max, "{spares} spares kept, max {max}");
 }
 
 #[test]
