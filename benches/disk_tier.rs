@@ -8,6 +8,9 @@
 //! L2_BENCH_ONLY=memory cargo bench --bench disk_tier   # DRAM per L2-only entry
 //! L2_BENCH_ONLY=restart cargo bench --bench disk_tier  # reopen and recovery times
 //! L2_BENCH_SETTLE_MS=3000 cargo bench --bench disk_tier # a longer pause between phases
+//! L2_BENCH_WARM=0 cargo bench --bench disk_tier      # no page-cache warm-up (see `warm_memory`)
+//! mkfifo /tmp/ctl; L2_BENCH_PERF_CTL=/tmp/ctl L2_BENCH_ONLY=larder \
+//!   perf record -g -D -1 --control fifo:/tmp/ctl target/release/deps/disk_tier-* --bench
 //! ```
 //! * **Device**, each writer with an `fdatasync` every 64 MiB (larder's
 //!   segment size, where it syncs too). *Direct*: 8 MiB `O_DIRECT` writes, the
@@ -19,7 +22,9 @@
 //!   buffered ones; the two blocks alternate order by round); the round's
 //!   figure is their mean, because this machine's disk speed drifts. Every
 //!   timed phase starts after a `sync(2)`, so none pays for another's
-//!   writeback.
+//!   writeback, and writes into memory its page cache was just using (see
+//!   `warm_memory`: on this virtual machine, memory left free for 2 s costs
+//!   ten times as much to write into first).
 //! * **Insert**: 4 KiB incompressible values under distinct keys into a cache
 //!   whose memory tier holds 4 MiB, so the bytes must go to disk, after an
 //!   untimed ramp of 8 segments (a running cache's segment buffers are long
@@ -66,15 +71,55 @@ fn values() -> Vec<Bytes> {
         .collect()
 }
 
-/// Lets the previous phase's dirty pages reach the device before the next
-/// phase is timed, so no phase pays for another's writeback: a `sync(2)`, then
-/// a pause of `L2_BENCH_SETTLE_MS` (default 200). On a virtual disk a long
+/// Readies the machine for a timed phase that writes `bytes` through the
+/// page cache of `dir`. First the previous phase's dirty pages reach the
+/// device, so no phase pays for another's writeback: a `sync(2)`, then a
+/// pause of `L2_BENCH_SETTLE_MS` (default 200). On a virtual disk a long
 /// pause lets the host drain its own cache, and the device is then faster
-/// for a while (docs/benchmarks.md §6).
-fn settle() {
+/// for a while (docs/benchmarks.md §6). Then [`warm_memory`], unless
+/// `L2_BENCH_WARM=0`.
+fn settle(dir: &Path, bytes: u64) {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_millis(env("L2_BENCH_SETTLE_MS", 200)));
+    if env("L2_BENCH_WARM", 1) != 0 {
+        warm_memory(dir, bytes);
+    }
+}
+
+/// Gives the next phase's page cache memory that was in use a moment ago.
+///
+/// The guest these benchmarks run on reports memory that has been free for
+/// about 2 s to its host (free page reporting), and the first write into
+/// such memory costs about ten times a write into memory freed just before
+/// (`dd` of 1.5 GiB into a new file: 2.0–3.8 s of system time against
+/// 0.27–0.40 s, docs/benchmarks.md §6). A device writer that rewrites the file
+/// the previous writer just deleted gets warm memory; larder's new segment
+/// files, written after its ramp and pause, got cold memory. So before every
+/// timed phase this writes `bytes` and an eighth more into a file's page
+/// cache and deletes it unsynced (the dirty pages are dropped, no device
+/// I/O), and the phase reuses that memory, as a running cache does: its page
+/// cache is full, and new pages come from old ones.
+fn warm_memory(dir: &Path, bytes: u64) {
+    let path = dir.join("warm.bin");
+    let file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0x5a_u8; 8 << 20];
+    let mut at = 0;
+    while at < bytes + bytes / 8 {
+        file.write_all_at(&chunk, at).unwrap();
+        at += chunk.len() as u64;
+    }
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// With `L2_BENCH_PERF_CTL=FIFO`, turns a `perf record -D -1 --control
+/// fifo:FIFO` on and off around larder's timed insert phase, so a profile
+/// holds that phase alone (docs/benchmarks.md §6).
+fn perf_control(command: &str) {
+    if let Some(fifo) = std::env::var_os("L2_BENCH_PERF_CTL") {
+        std::fs::write(fifo, format!("{command}\n")).unwrap();
+    }
 }
 
 /// A sequential writer the device is measured with: every one writes 64 MiB
@@ -238,12 +283,14 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     let ramp = keys..keys + RAMP / VALUE as u64;
     insert(ramp.clone());
     cache.sync().unwrap();
-    settle(); // the timed phase starts as the device writers' do
+    settle(dir, keys * VALUE as u64); // the timed phase starts as the device writers' do
     let before = cache.stats().disk.unwrap();
+    perf_control("enable");
     let t = Instant::now();
     insert(0..keys);
     cache.sync().unwrap();
     let elapsed = t.elapsed();
+    perf_control("disable");
     let mib_s = (keys * VALUE as u64) as f64 / elapsed.as_secs_f64() / 1048576.0;
     let after = cache.stats().disk.unwrap();
     let in_writes = after.write_time - before.write_time;
@@ -316,7 +363,7 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
         // The same untimed ramp as larder's.
         insert(keys..keys + RAMP / VALUE as u64);
         hybrid.storage().wait().await;
-        settle();
+        settle(dir, keys * VALUE as u64);
         let t = Instant::now();
         insert(0..keys);
         hybrid.storage().wait().await;
@@ -509,11 +556,11 @@ fn main() {
     for round in 0..rounds {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let device = |writer| {
-            settle();
+            settle(dir.path(), mib << 20);
             device_mib_s(dir.path(), mib << 20, writer)
         };
         let larder = |direct| {
-            settle();
+            settle(dir.path(), 0); // larder_run settles before its timed phase
             let run = larder_run(dir.path(), keys, &values, direct);
             std::fs::remove_dir_all(dir.path().join("larder")).unwrap();
             run
@@ -545,7 +592,7 @@ fn main() {
         let direct = direct[0];
         let buffered = means.iter().copied().fold(0.0, f64::max);
         let each: Vec<String> = means.iter().map(|m| format!("{m:.0}")).collect();
-        settle();
+        settle(dir.path(), 0); // foyer_run settles before its timed phase
         let f = foyer_run(&rt, dir.path(), keys, &values);
         let (c50, c99) = d.cold.unwrap();
         let (lf, df) = (l.flusher.unwrap(), d.flusher.unwrap());
