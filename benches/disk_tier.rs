@@ -113,6 +113,18 @@ fn warm_memory(dir: &Path, bytes: u64) {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// CPU time the calling thread has used, in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant
+    // every Linux kernel knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// With `L2_BENCH_PERF_CTL=FIFO`, turns a `perf record -D -1 --control
 /// fifo:FIFO` on and off around larder's timed insert phase, so a profile
 /// holds that phase alone (docs/benchmarks.md §6).
@@ -249,6 +261,10 @@ struct Run {
     /// writes (how busy it kept the device), and the rate the device took
     /// those writes at (bytes written over the time in writes).
     flusher: Option<(f64, f64)>,
+    /// larder only: the inserting thread's CPU time an insert, in ns, and
+    /// the share of the insert loop it was on a CPU (the rest it waited:
+    /// backpressure, or another thread had the CPU).
+    inserter: Option<(f64, f64)>,
 }
 
 fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
@@ -287,7 +303,9 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     let before = cache.stats().disk.unwrap();
     perf_control("enable");
     let t = Instant::now();
+    let cpu = thread_cpu_s();
     insert(0..keys);
+    let (cpu, loop_s) = (thread_cpu_s() - cpu, t.elapsed().as_secs_f64());
     cache.sync().unwrap();
     let elapsed = t.elapsed();
     perf_control("disable");
@@ -337,6 +355,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         l2_reads,
         cold,
         flusher,
+        inserter: Some((cpu * 1e9 / keys as f64, cpu / loop_s)),
     }
 }
 
@@ -401,6 +420,7 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
             l2_reads,
             cold: None,
             flusher: None,
+            inserter: None,
         }
     })
 }
@@ -531,11 +551,13 @@ fn main() {
         let direct = std::env::var_os("L2_BENCH_DIRECT").is_some();
         let l = larder_run(dir.path(), keys, &values, direct);
         let (busy, rate) = l.flusher.unwrap();
+        let (ns, on_cpu) = l.inserter.unwrap();
         println!(
-            "larder{} {:.0} MiB/s (flusher in writes {:.0}% of the time, at {rate:.0} MiB/s), L2 hit p50 {:.1} µs p99 {:.1} µs{}",
+            "larder{} {:.0} MiB/s (flusher in writes {:.0}% of the time, at {rate:.0} MiB/s; inserting thread {ns:.0} ns of CPU an insert, on a CPU {:.0}% of its loop), L2 hit p50 {:.1} µs p99 {:.1} µs{}",
             if direct { " (direct writes)" } else { "" },
             l.mib_s,
             busy * 100.0,
+            on_cpu * 100.0,
             l.p50_us,
             l.p99_us,
             l.cold.map_or(String::new(), |(p50, p99)| format!(
