@@ -108,7 +108,18 @@ impl Flusher {
                 sh.failure.lock().clone().unwrap_or_default(),
             ));
         }
-        let step = self.write_frozen().and_then(|_| self.write_active(durable));
+        let step = loop {
+            let frozen_written = self.write_frozen();
+            #[cfg(test)]
+            if durable && let Some(hook) = sh.before_active.lock().take() {
+                hook(&sh);
+            }
+            match frozen_written.and_then(|_| self.write_active(durable)) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {} // a segment froze meanwhile: seal it first
+                Err(e) => break Err(e),
+            }
+        };
         if let Err(e) = &step {
             sh.fail(e.to_string());
         }
@@ -263,21 +274,44 @@ impl Flusher {
         }
     }
 
-    /// Writes the active segment's bytes not yet written; syncs them if `durable`.
-    fn write_active(&mut self, durable: bool) -> Result<(), DiskError> {
+    /// Writes the active segment's bytes not yet written; syncs them if
+    /// `durable`. `false` if a segment froze since the frozen ones were
+    /// written: it must be written and synced first, so nothing was.
+    ///
+    /// That order is what a `sync()` and a power loss rely on. A segment
+    /// that froze after [`write_frozen`](Self::write_frozen) looked may hold
+    /// records appended before the `sync()` being answered, and writing its
+    /// successor first could let the successor reach the disk before it
+    /// (design.md §9).
+    fn write_active(&mut self, durable: bool) -> Result<bool, DiskError> {
         for stream in [Stream::Main, Stream::Probation] {
-            self.write_active_of(stream, durable)?;
+            if !self.write_active_of(stream, durable)? {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn write_active_of(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
+    /// Whether a frozen segment of `stream` waits to be written. Called with
+    /// the active segments' lock held, so none can freeze meanwhile.
+    fn frozen_in(&self, stream: Stream) -> bool {
+        self.shared
+            .frozen
+            .read()
+            .values()
+            .any(|f| f.stream == stream)
+    }
+
+    fn write_active_of(&mut self, stream: Stream, durable: bool) -> Result<bool, DiskError> {
         if self.shared.config.direct {
             return self.write_active_direct(stream, durable);
         }
         let sh = Arc::clone(&self.shared);
         let (id, first_seq, image, written) = {
             let actives = sh.active.read();
+            if self.frozen_in(stream) {
+                return Ok(false);
+            }
             let active = &actives[stream as usize];
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w);
             (
@@ -290,7 +324,7 @@ impl Flusher {
         // Written without the lock: the image's bytes so far never change.
         let fresh = &image.bytes()[SEGMENT_HEADER_LEN + written..];
         if fresh.is_empty() && (!durable || !self.unsealed.contains_key(&id)) {
-            return Ok(()); // nothing new, or no file yet and nothing to put in one
+            return Ok(true); // nothing new, or no file yet and nothing to put in one
         }
         let (file, written) = self.file_for(id, first_seq, stream)?;
         self.write_buffered(&file, fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
@@ -299,24 +333,27 @@ impl Flusher {
         if durable {
             self.sync_file(&file)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// [`write_active_of`](Self::write_active_of) for direct writes, which
     /// write whole blocks: from the block holding the first unwritten byte,
     /// up to the last whole block (or, if `durable`, the last partial one,
     /// padded with zeros: the next write writes that block again).
-    fn write_active_direct(&mut self, stream: Stream, durable: bool) -> Result<(), DiskError> {
+    fn write_active_direct(&mut self, stream: Stream, durable: bool) -> Result<bool, DiskError> {
         let sh = Arc::clone(&self.shared);
         let hdr = SEGMENT_HEADER_LEN as u64;
         let (id, first_seq, image, range, now_written) = {
             let actives = sh.active.read();
+            if self.frozen_in(stream) {
+                return Ok(false);
+            }
             let active = &actives[stream as usize];
             let known = self.unsealed.contains_key(&active.id);
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w) as u64;
             let end = active.records_len() as u64;
             if end == written && (!durable || !known) {
-                return Ok(()); // nothing new, or no file yet and nothing to put in one
+                return Ok(true); // nothing new, or no file yet and nothing to put in one
             }
             let lo = align_down(hdr + written);
             let hi = if durable {
@@ -333,7 +370,7 @@ impl Flusher {
             }
         };
         if range.is_none() && !durable {
-            return Ok(()); // not a whole block yet
+            return Ok(true); // not a whole block yet
         }
         let (file, _) = self.file_for(id, first_seq, stream)?;
         if let Some(range) = range {
@@ -353,7 +390,7 @@ impl Flusher {
         if durable {
             self.sync_file(&file)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Writes `range` (whole blocks, maybe none) of `image`, a segment's file

@@ -315,7 +315,15 @@ struct Shared {
     counters: Counters,
     /// Which values are worth a compression attempt.
     compression: compression::Gate,
+    /// Tests only: run once by the flusher in a durable flush, after it has
+    /// written the frozen segments and before it writes the active ones.
+    #[cfg(test)]
+    before_active: Mutex<Option<TestHook>>,
 }
+
+/// A test's code run by the flusher at a chosen point.
+#[cfg(test)]
+type TestHook = Box<dyn FnOnce(&Shared) + Send>;
 
 impl Shared {
     /// Appends a record under the log mutex and points the index at it. With
@@ -585,6 +593,8 @@ impl DiskTier {
             failure: Mutex::new(None),
             counters: Counters::default(),
             compression: compression::Gate::default(),
+            #[cfg(test)]
+            before_active: Mutex::new(None),
             config,
         });
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -947,3 +947,43 @@ fn direct_writes_round_trip_through_partial_blocks_and_a_reopen() {
     assert_eq!(tier.stats().corrupt, 0);
     check(&tier);
 }
+
+/// A segment that freezes after the flusher has written the frozen ones, but
+/// before it writes the active one, is written and synced before a `sync()`
+/// answers: it holds records appended before the `sync()`. (Before the fix,
+/// the flusher wrote the new active segment, answered, and left the frozen
+/// one for its next round.)
+#[test]
+fn a_sync_covers_a_segment_that_froze_while_it_was_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+    tier.put(&k(1), &value(1, 0, 500), 0).unwrap();
+    let first = tier.shared.index.peek(hash_key(&k(1))).unwrap().segment;
+    *tier.shared.before_active.lock() = Some(Box::new(move |sh: &Shared| {
+        // Appends as another thread would, until the segment freezes.
+        let mut key = 1000u32;
+        while sh.active.read()[Stream::Main as usize].id == first {
+            let v = value(key, 0, 500);
+            let header = RecordHeader {
+                kind: Kind::Value,
+                compressed: false,
+                key_len: 4,
+                stored_len: v.len() as u32,
+                raw_len: v.len() as u32,
+                expires_at: 0,
+                seq: 0,
+            };
+            sh.append(&k(key), header, &v, 0, None, Stream::Main)
+                .unwrap();
+            key += 1;
+        }
+    }));
+    tier.sync().unwrap();
+    assert!(tier.shared.before_active.lock().is_none(), "the hook ran");
+    assert!(
+        !tier.shared.frozen.read().contains_key(&first),
+        "segment {first}, put before the sync, is still waiting to be written"
+    );
+    assert!(tier.shared.files.read().contains_key(&first));
+    assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 0, 500));
+}
