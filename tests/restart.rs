@@ -46,6 +46,7 @@ fn wait_for_refill(cache: &Cache) {
 
 #[test]
 fn close_and_reopen_brings_both_tiers_back() {
+    let _one = support::one_at_a_time();
     for policy in [WritePolicy::WriteBehind, WritePolicy::Demote] {
         let dir = tempfile::tempdir().unwrap();
         let mut model = std::collections::HashMap::new();
@@ -103,6 +104,7 @@ fn close_and_reopen_brings_both_tiers_back() {
 
 #[test]
 fn a_damaged_or_stale_checkpoint_is_ignored_and_reported() {
+    let _one = support::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 100, WritePolicy::WriteBehind);
     for key in 0..500u32 {
@@ -161,6 +163,7 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_reported() {
 /// just found on disk: 6% of them came back missing.)
 #[test]
 fn a_close_during_reclaim_keeps_every_memory_entry() {
+    let _one = support::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let zipf = Zipf::new(200_000.0, 0.9).unwrap();
     let mut rng = StdRng::seed_from_u64(3);
@@ -190,6 +193,7 @@ fn a_close_during_reclaim_keeps_every_memory_entry() {
 /// within 0.01 of the last 100,000 before the close (Zipf, insert on miss).
 #[test]
 fn a_reopened_cache_misses_as_rarely_as_before_it_closed() {
+    let _one = support::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let zipf = Zipf::new(200_000.0, 0.9).unwrap();
     let mut rng = StdRng::seed_from_u64(9);

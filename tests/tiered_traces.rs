@@ -9,6 +9,8 @@
 //! * `Demote` appends at least 3× fewer records, over all the replays, than
 //!   `DemoteAll` (write every eviction).
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,6 +88,7 @@ fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
 
 #[test]
 fn tiered_replays_miss_like_one_clock_pro_of_both_tiers() {
+    let _one = support::one_at_a_time();
     let text = std::fs::read_to_string(traces_dir().join("reference.json"))
         .expect("reference.json (set LARDER_TRACES)");
     let reference: Value = serde_json::from_str(&text).unwrap();
@@ -129,6 +132,7 @@ fn tiered_replays_miss_like_one_clock_pro_of_both_tiers() {
 /// few times memory's size that costs more (docs/benchmarks.md §7).
 #[test]
 fn a_trace_replayed_in_two_halves_misses_like_one_replay() {
+    let _one = support::one_at_a_time();
     let text = std::fs::read_to_string(traces_dir().join("cloudphysics_io.txt")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let work = tempfile::tempdir().unwrap();

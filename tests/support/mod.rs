@@ -7,6 +7,16 @@ pub mod restart;
 
 use std::path::{Path, PathBuf};
 
+/// Held by the tests of a file that measure a miss ratio while the cache does
+/// background work (a warm refill, the flusher's reclaim): the file's other
+/// tests, run beside them on two vCPUs, slow that work down and move the
+/// figure (docs/design.md §11.2). Taken first thing, the tests of the file
+/// run one at a time.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The environment variable `name` parsed (a test's opt-in longer run), or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
