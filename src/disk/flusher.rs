@@ -99,8 +99,9 @@ impl Flusher {
         log.next_seq - 1
     }
 
-    /// Writes frozen segments and the active segment's new bytes; `fdatasync`s the
-    /// active file if `durable`. After a failure, does nothing but report it.
+    /// Writes frozen segments and the active segment's new bytes; if
+    /// `durable`, everything appended before the call is on stable storage
+    /// when it returns. After a failure, does nothing but report it.
     fn flush(&mut self, durable: bool) -> Result<(), DiskError> {
         let sh = Arc::clone(&self.shared);
         if sh.failed.load(Ordering::Acquire) {
@@ -108,15 +109,17 @@ impl Flusher {
                 sh.failure.lock().clone().unwrap_or_default(),
             ));
         }
+        // Records numbered below this were appended before the call.
+        let before = durable.then(|| sh.log.lock().next_seq);
         let step = loop {
             let frozen_written = self.write_frozen();
             #[cfg(test)]
-            if durable && let Some(hook) = sh.before_active.lock().take() {
+            if durable && let Some(hook) = sh.before_active.lock().as_mut() {
                 hook(&sh);
             }
-            match frozen_written.and_then(|_| self.write_active(durable)) {
+            match frozen_written.and_then(|_| self.write_active(before)) {
                 Ok(true) => break Ok(()),
-                Ok(false) => {} // a segment froze meanwhile: seal it first
+                Ok(false) => {} // it froze meanwhile: seal it first
                 Err(e) => break Err(e),
             }
         };
@@ -274,43 +277,53 @@ impl Flusher {
         }
     }
 
-    /// Writes the active segment's bytes not yet written; syncs them if
-    /// `durable`. `false` if a segment froze since the frozen ones were
-    /// written: it must be written and synced first, so nothing was.
+    /// Writes the active segments' bytes not yet written, and with `before`
+    /// (a durable flush) syncs them. `false` if it must be called again after
+    /// the frozen segments are written: a segment that held records numbered
+    /// below `before` froze since they were.
     ///
-    /// That order is what a `sync()` and a power loss rely on. A segment
-    /// that froze after [`write_frozen`](Self::write_frozen) looked may hold
-    /// records appended before the `sync()` being answered, and writing its
-    /// successor first could let the successor reach the disk before it
-    /// (design.md §9).
-    fn write_active(&mut self, durable: bool) -> Result<bool, DiskError> {
+    /// A stream's active segment is not written while a segment of that
+    /// stream waits frozen: a later segment must not reach the disk before an
+    /// earlier one is synced (design.md §9). Such a segment froze after
+    /// [`write_frozen`](Self::write_frozen) looked. If it holds records
+    /// appended before a durable flush, the flush goes round again. If not,
+    /// neither does the active segment after it, and both wait for the next
+    /// round (a freeze wakes the flusher), so a flush under a steady stream
+    /// of inserts still ends.
+    fn write_active(&mut self, before: Option<u64>) -> Result<bool, DiskError> {
         for stream in [Stream::Main, Stream::Probation] {
-            if !self.write_active_of(stream, durable)? {
+            if !self.write_active_of(stream, before)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    /// Whether a frozen segment of `stream` waits to be written. Called with
-    /// the active segments' lock held, so none can freeze meanwhile.
-    fn frozen_in(&self, stream: Stream) -> bool {
-        self.shared
-            .frozen
-            .read()
-            .values()
-            .any(|f| f.stream == stream)
+    /// The sequence number a waiting frozen segment of `stream` starts at (the
+    /// earliest, if several), if one waits. Called with the active segments'
+    /// lock held, so none can freeze meanwhile.
+    fn frozen_in(&self, stream: Stream) -> Option<u64> {
+        let frozen = self.shared.frozen.read();
+        let of_stream = frozen.values().filter(|f| f.stream == stream);
+        of_stream.map(|f| f.first_seq).min()
     }
 
-    fn write_active_of(&mut self, stream: Stream, durable: bool) -> Result<bool, DiskError> {
+    /// What [`write_active`](Self::write_active) answers for `stream` when
+    /// a segment of it starting at `first_seq` waits frozen.
+    fn after_frozen(first_seq: u64, before: Option<u64>) -> bool {
+        before.is_none_or(|before| first_seq >= before)
+    }
+
+    fn write_active_of(&mut self, stream: Stream, before: Option<u64>) -> Result<bool, DiskError> {
         if self.shared.config.direct {
-            return self.write_active_direct(stream, durable);
+            return self.write_active_direct(stream, before);
         }
+        let durable = before.is_some();
         let sh = Arc::clone(&self.shared);
         let (id, first_seq, image, written) = {
             let actives = sh.active.read();
-            if self.frozen_in(stream) {
-                return Ok(false);
+            if let Some(first_seq) = self.frozen_in(stream) {
+                return Ok(Self::after_frozen(first_seq, before));
             }
             let active = &actives[stream as usize];
             let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w);
@@ -340,13 +353,18 @@ impl Flusher {
     /// write whole blocks: from the block holding the first unwritten byte,
     /// up to the last whole block (or, if `durable`, the last partial one,
     /// padded with zeros: the next write writes that block again).
-    fn write_active_direct(&mut self, stream: Stream, durable: bool) -> Result<bool, DiskError> {
+    fn write_active_direct(
+        &mut self,
+        stream: Stream,
+        before: Option<u64>,
+    ) -> Result<bool, DiskError> {
+        let durable = before.is_some();
         let sh = Arc::clone(&self.shared);
         let hdr = SEGMENT_HEADER_LEN as u64;
         let (id, first_seq, image, range, now_written) = {
             let actives = sh.active.read();
-            if self.frozen_in(stream) {
-                return Ok(false);
+            if let Some(first_seq) = self.frozen_in(stream) {
+                return Ok(Self::after_frozen(first_seq, before));
             }
             let active = &actives[stream as usize];
             let known = self.unsealed.contains_key(&active.id);

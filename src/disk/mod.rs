@@ -315,15 +315,15 @@ struct Shared {
     counters: Counters,
     /// Which values are worth a compression attempt.
     compression: compression::Gate,
-    /// Tests only: run once by the flusher in a durable flush, after it has
-    /// written the frozen segments and before it writes the active ones.
+    /// Tests only: run by the flusher in a durable flush each time it has
+    /// written the frozen segments and is about to write the active ones.
     #[cfg(test)]
     before_active: Mutex<Option<TestHook>>,
 }
 
 /// A test's code run by the flusher at a chosen point.
 #[cfg(test)]
-type TestHook = Box<dyn FnOnce(&Shared) + Send>;
+type TestHook = Box<dyn FnMut(&Shared) + Send>;
 
 impl Shared {
     /// Appends a record under the log mutex and points the index at it. With

@@ -948,6 +948,26 @@ fn direct_writes_round_trip_through_partial_blocks_and_a_reopen() {
     check(&tier);
 }
 
+/// Appends records of 500 bytes (keys from `*next` on) as another thread
+/// would, until the active main segment is no longer `segment`: it froze.
+fn fill_until_frozen(sh: &Shared, segment: u32, next: &mut u32) {
+    while sh.active.read()[Stream::Main as usize].id == segment {
+        let v = value(*next, 0, 500);
+        let header = RecordHeader {
+            kind: Kind::Value,
+            compressed: false,
+            key_len: 4,
+            stored_len: v.len() as u32,
+            raw_len: v.len() as u32,
+            expires_at: 0,
+            seq: 0,
+        };
+        sh.append(&k(*next), header, &v, 0, None, Stream::Main)
+            .unwrap();
+        *next += 1;
+    }
+}
+
 /// A segment that freezes after the flusher has written the frozen ones, but
 /// before it writes the active one, is written and synced before a `sync()`
 /// answers: it holds records appended before the `sync()`. (Before the fix,
@@ -959,30 +979,52 @@ fn a_sync_covers_a_segment_that_froze_while_it_was_answered() {
     let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
     tier.put(&k(1), &value(1, 0, 500), 0).unwrap();
     let first = tier.shared.index.peek(hash_key(&k(1))).unwrap().segment;
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = Arc::clone(&ran);
+    let mut next = 1000;
     *tier.shared.before_active.lock() = Some(Box::new(move |sh: &Shared| {
-        // Appends as another thread would, until the segment freezes.
-        let mut key = 1000u32;
-        while sh.active.read()[Stream::Main as usize].id == first {
-            let v = value(key, 0, 500);
-            let header = RecordHeader {
-                kind: Kind::Value,
-                compressed: false,
-                key_len: 4,
-                stored_len: v.len() as u32,
-                raw_len: v.len() as u32,
-                expires_at: 0,
-                seq: 0,
-            };
-            sh.append(&k(key), header, &v, 0, None, Stream::Main)
-                .unwrap();
-            key += 1;
+        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            fill_until_frozen(sh, first, &mut next);
         }
     }));
     tier.sync().unwrap();
-    assert!(tier.shared.before_active.lock().is_none(), "the hook ran");
+    *tier.shared.before_active.lock() = None;
+    assert!(ran.load(Ordering::SeqCst) > 0, "the hook ran");
     assert!(
         !tier.shared.frozen.read().contains_key(&first),
         "segment {first}, put before the sync, is still waiting to be written"
+    );
+    assert!(tier.shared.files.read().contains_key(&first));
+    assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 0, 500));
+}
+
+/// A `sync()` ends while inserts keep freezing segments: only a segment that
+/// holds records appended before it is waited for, not the ones frozen after
+/// it. (With a flusher that went round again for any frozen segment, a
+/// steady stream of inserts could hold a `sync()` for as long as it lasted:
+/// here, until the hook gave up after 50 rounds.)
+#[test]
+fn a_sync_ends_while_inserts_keep_freezing_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 256)).unwrap();
+    tier.put(&k(1), &value(1, 0, 500), 0).unwrap();
+    let first = tier.shared.index.peek(hash_key(&k(1))).unwrap().segment;
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = Arc::clone(&ran);
+    let mut next = 1000;
+    // Every round of the flush, another segment fills and freezes.
+    *tier.shared.before_active.lock() = Some(Box::new(move |sh: &Shared| {
+        if runs.fetch_add(1, Ordering::SeqCst) < 50 {
+            let active = sh.active.read()[Stream::Main as usize].id;
+            fill_until_frozen(sh, active, &mut next);
+        }
+    }));
+    tier.sync().unwrap();
+    *tier.shared.before_active.lock() = None;
+    let rounds = ran.load(Ordering::SeqCst);
+    assert!(
+        rounds <= 3,
+        "the sync waited {rounds} rounds for later segments"
     );
     assert!(tier.shared.files.read().contains_key(&first));
     assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 0, 500));
