@@ -968,6 +968,28 @@ fn fill_until_frozen(sh: &Shared, segment: u32, next: &mut u32) {
     }
 }
 
+/// `sync()` on `tier` after key 1 was put, with `fill` run by the flusher in
+/// each round of the durable flush (its round number, from 0, and the
+/// segment key 1 was put in). Returns that segment and the rounds there were.
+fn sync_with_rounds(
+    tier: &DiskTier,
+    mut fill: impl FnMut(&Shared, usize, u32, &mut u32) + Send + 'static,
+) -> (u32, usize) {
+    tier.put(&k(1), &value(1, 0, 500), 0).unwrap();
+    let first = tier.shared.index.peek(hash_key(&k(1))).unwrap().segment;
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&rounds);
+    let mut next = 1000;
+    *tier.shared.before_active.lock() = Some(Box::new(move |sh: &Shared| {
+        let round = counted.fetch_add(1, Ordering::SeqCst);
+        fill(sh, round, first, &mut next);
+    }));
+    tier.sync().unwrap();
+    *tier.shared.before_active.lock() = None;
+    assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 0, 500));
+    (first, rounds.load(Ordering::SeqCst))
+}
+
 /// A segment that freezes after the flusher has written the frozen ones, but
 /// before it writes the active one, is written and synced before a `sync()`
 /// answers: it holds records appended before the `sync()`. (Before the fix,
@@ -977,25 +999,17 @@ fn fill_until_frozen(sh: &Shared, segment: u32, next: &mut u32) {
 fn a_sync_covers_a_segment_that_froze_while_it_was_answered() {
     let dir = tempfile::tempdir().unwrap();
     let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
-    tier.put(&k(1), &value(1, 0, 500), 0).unwrap();
-    let first = tier.shared.index.peek(hash_key(&k(1))).unwrap().segment;
-    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let runs = Arc::clone(&ran);
-    let mut next = 1000;
-    *tier.shared.before_active.lock() = Some(Box::new(move |sh: &Shared| {
-        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
-            fill_until_frozen(sh, first, &mut next);
+    let (first, rounds) = sync_with_rounds(&tier, |sh, round, first, next| {
+        if round == 0 {
+            fill_until_frozen(sh, first, next);
         }
-    }));
-    tier.sync().unwrap();
-    *tier.shared.before_active.lock() = None;
-    assert!(ran.load(Ordering::SeqCst) > 0, "the hook ran");
+    });
+    assert!(rounds > 0, "the hook ran");
     assert!(
         !tier.shared.frozen.read().contains_key(&first),
         "segment {first}, put before the sync, is still waiting to be written"
     );
     assert!(tier.shared.files.read().contains_key(&first));
-    assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 0, 500));
 }
 
 /// A `sync()` ends while inserts keep freezing segments: only a segment that
@@ -1007,25 +1021,16 @@ fn a_sync_covers_a_segment_that_froze_while_it_was_answered() {
 fn a_sync_ends_while_inserts_keep_freezing_segments() {
     let dir = tempfile::tempdir().unwrap();
     let tier = DiskTier::open(config(dir.path(), 256)).unwrap();
-    tier.put(&k(1), &value(1, 0, 500), 0).unwrap();
-    let first = tier.shared.index.peek(hash_key(&k(1))).unwrap().segment;
-    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let runs = Arc::clone(&ran);
-    let mut next = 1000;
     // Every round of the flush, another segment fills and freezes.
-    *tier.shared.before_active.lock() = Some(Box::new(move |sh: &Shared| {
-        if runs.fetch_add(1, Ordering::SeqCst) < 50 {
+    let (first, rounds) = sync_with_rounds(&tier, |sh, round, _, next| {
+        if round < 50 {
             let active = sh.active.read()[Stream::Main as usize].id;
-            fill_until_frozen(sh, active, &mut next);
+            fill_until_frozen(sh, active, next);
         }
-    }));
-    tier.sync().unwrap();
-    *tier.shared.before_active.lock() = None;
-    let rounds = ran.load(Ordering::SeqCst);
+    });
     assert!(
         rounds <= 3,
         "the sync waited {rounds} rounds for later segments"
     );
     assert!(tier.shared.files.read().contains_key(&first));
-    assert_eq!(tier.get(&k(1), 0).unwrap(), value(1, 0, 500));
 }
