@@ -265,6 +265,9 @@ struct Run {
     /// the share of the insert loop it was on a CPU (the rest it waited:
     /// backpressure, or another thread had the CPU).
     inserter: Option<(f64, f64)>,
+    /// larder only: MiB of memory in its segment images and spare chunks
+    /// after the timed phase (`stats().disk.buffer_bytes`).
+    buffers: Option<f64>,
 }
 
 fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
@@ -311,6 +314,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     perf_control("disable");
     let mib_s = (keys * VALUE as u64) as f64 / elapsed.as_secs_f64() / 1048576.0;
     let after = cache.stats().disk.unwrap();
+    let buffers = Some(after.buffer_bytes as f64 / 1048576.0);
     let in_writes = after.write_time - before.write_time;
     let written = (after.bytes_written - before.bytes_written) as f64 / 1048576.0;
     let flusher = Some((
@@ -356,6 +360,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         cold,
         flusher,
         inserter: Some((cpu * 1e9 / keys as f64, cpu / loop_s)),
+        buffers,
     }
 }
 
@@ -421,6 +426,7 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
             cold: None,
             flusher: None,
             inserter: None,
+            buffers: None,
         }
     })
 }
@@ -553,11 +559,12 @@ fn main() {
         let (busy, rate) = l.flusher.unwrap();
         let (ns, on_cpu) = l.inserter.unwrap();
         println!(
-            "larder{} {:.0} MiB/s (flusher in writes {:.0}% of the time, at {rate:.0} MiB/s; inserting thread {ns:.0} ns of CPU an insert, on a CPU {:.0}% of its loop), L2 hit p50 {:.1} µs p99 {:.1} µs{}",
+            "larder{} {:.0} MiB/s (flusher in writes {:.0}% of the time, at {rate:.0} MiB/s; inserting thread {ns:.0} ns of CPU an insert, on a CPU {:.0}% of its loop; write buffers {:.0} MiB), L2 hit p50 {:.1} µs p99 {:.1} µs{}",
             if direct { " (direct writes)" } else { "" },
             l.mib_s,
             busy * 100.0,
             on_cpu * 100.0,
+            l.buffers.unwrap_or(0.0),
             l.p50_us,
             l.p99_us,
             l.cold.map_or(String::new(), |(p50, p99)| format!(

@@ -391,6 +391,7 @@ impl Cache {
                 value_bytes_in: d.value_bytes_in,
                 value_bytes_stored: d.value_bytes_stored,
                 queued_segments: d.queued_segments,
+                buffer_bytes: d.buffer_bytes,
                 refused_writes: d.refused,
                 corrupt_records: d.corrupt,
                 reclaimed_segments: d.reclaimed_segments,

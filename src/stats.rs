@@ -86,6 +86,11 @@ pub struct DiskTierStats {
     pub value_bytes_stored: u64,
     /// Full segments waiting in memory to be written (the write queue's depth).
     pub queued_segments: u64,
+    /// Bytes of memory holding records not yet written and spare memory for
+    /// more: segment images are held in chunks (2 MiB for the default
+    /// segment size), given back as they are written; spares are kept for a
+    /// full write queue's worth at most.
+    pub buffer_bytes: u64,
     /// Writes refused because the tier was behind (the values stayed in memory).
     pub refused_writes: u64,
     /// Records that failed their checks when read: dropped, counted, never returned.

@@ -5,8 +5,8 @@
 //! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
 
 use super::index::{IN_MEMORY, Loc, USES};
-use super::segment::{AlignedBuf, DIRECT_ALIGN, SegmentFile, Stream};
-use super::{DiskError, Request, Shared, WAKE_EVERY, add, log_corruption, notify_space, sync_dir};
+use super::segment::{AlignedBuf, Copied, DIRECT_ALIGN, Image, SegmentFile, Stream};
+use super::{DiskError, Request, Shared, add, log_corruption, notify_space, sync_dir};
 use crate::format::FormatError;
 use crate::format::record::{self, Kind};
 use crate::format::segment::{
@@ -184,23 +184,21 @@ impl Flusher {
         Ok(())
     }
 
-    /// Writes `bytes` at `offset` through the page cache, [`WAKE_EVERY`] bytes
-    /// at a time, starting each piece's writeback at once: the device writes
-    /// one piece while the kernel copies the next, and the seal's
+    /// Writes `range` of `image` (file offsets) through the page cache, a
+    /// chunk at a time, starting each chunk's writeback at once: the device
+    /// writes one chunk while the kernel copies the next, and the seal's
     /// `fdatasync` finds little left to do.
     fn write_buffered(
         &self,
         file: &SegmentFile,
-        bytes: &[u8],
-        offset: u64,
+        image: &Image,
+        range: std::ops::Range<usize>,
     ) -> Result<(), DiskError> {
-        let mut at = 0;
-        for piece in bytes.chunks(WAKE_EVERY) {
-            let piece_at = offset + at as u64;
-            self.write_at(file, piece, piece_at)?;
+        for piece in pieces(file, image, range)? {
+            let (bytes, at) = (piece.bytes(), piece.offset as u64);
+            self.write_at(file, bytes, at)?;
             let io = &self.shared.config.io;
-            io.start_writeback(&file.file, piece_at, piece.len() as u64);
-            at += piece.len();
+            io.start_writeback(&file.file, at, bytes.len() as u64);
         }
         Ok(())
     }
@@ -226,7 +224,7 @@ impl Flusher {
             let (file, written) = self.file_for(frozen.id, frozen.first_seq, frozen.stream)?;
             let mut summary = Vec::with_capacity(frozen.summary.len() * SUMMARY_ENTRY_LEN);
             let summary_crc = encode_summary(u64::from(frozen.id), &frozen.summary, &mut summary);
-            let image = frozen.image.bytes();
+            let image = &*frozen.image;
             let summary_offset = image.len() as u32;
             let trailer = Trailer {
                 summary_offset,
@@ -244,8 +242,9 @@ impl Flusher {
                 // partial block, the summary and the trailer) assembled.
                 let whole = align_down(summary_at).max(lo);
                 self.write_image(&file, image, lo..whole)?;
+                let tail = image_bytes(&file, image, whole as usize..image.len())?;
                 let pieces = [
-                    (whole, &image[whole as usize..]),
+                    (whole, &tail[..]),
                     (summary_at, &summary[..]),
                     (trailer_at, &trailer[..]),
                 ];
@@ -257,8 +256,8 @@ impl Flusher {
                     self.write_direct(&file, size - align..size, &pieces)?;
                 }
             } else {
-                let rest = &image[SEGMENT_HEADER_LEN + written..];
-                self.write_buffered(&file, rest, (SEGMENT_HEADER_LEN + written) as u64)?;
+                let rest = SEGMENT_HEADER_LEN + written..image.len();
+                self.write_buffered(&file, image, rest)?;
                 self.write_at(&file, &summary, u64::from(summary_offset))?;
                 self.write_at(&file, &trailer, trailer_at)?;
             }
@@ -266,12 +265,11 @@ impl Flusher {
             add(&sh.counters.records_written, frozen.summary.len() as u64);
             self.unsealed.remove(&frozen.id);
             // Published as a file before it leaves the frozen list.
-            sh.files.write().insert(frozen.id, file);
+            sh.files.write().insert(frozen.id, Arc::clone(&file));
             sh.frozen.write().remove(&frozen.id);
-            // No reader holds it: its image can take the next segment's records.
-            if let Some(image) = Arc::into_inner(frozen).and_then(|f| Arc::into_inner(f.image)) {
-                sh.recycle(image);
-            }
+            // Readers that still hold its image read the file from now on;
+            // its memory goes back for the next chunks.
+            frozen.image.finished(&file);
             notify_space(&sh);
             self.reclaim()?;
         }
@@ -335,14 +333,16 @@ impl Flusher {
             )
         };
         // Written without the lock: the image's bytes so far never change.
-        let fresh = &image.bytes()[SEGMENT_HEADER_LEN + written..];
+        let end = image.len();
+        let fresh = SEGMENT_HEADER_LEN + written..end;
         if fresh.is_empty() && (!durable || !self.unsealed.contains_key(&id)) {
             return Ok(true); // nothing new, or no file yet and nothing to put in one
         }
-        let (file, written) = self.file_for(id, first_seq, stream)?;
-        self.write_buffered(&file, fresh, (SEGMENT_HEADER_LEN + written) as u64)?;
+        let (file, _) = self.file_for(id, first_seq, stream)?;
+        self.write_buffered(&file, &image, fresh)?;
         self.unsealed
-            .insert(id, (Arc::clone(&file), written + fresh.len()));
+            .insert(id, (Arc::clone(&file), end - SEGMENT_HEADER_LEN));
+        image.written(end, &file);
         if durable {
             self.sync_file(&file)?;
         }
@@ -350,9 +350,10 @@ impl Flusher {
     }
 
     /// [`write_active_of`](Self::write_active_of) for direct writes, which
-    /// write whole blocks: from the block holding the first unwritten byte,
-    /// up to the last whole block (or, if `durable`, the last partial one,
-    /// padded with zeros: the next write writes that block again).
+    /// write whole blocks: from the block holding the first unwritten byte up
+    /// to the end, the last block padded with zeros if partial (the next
+    /// write writes that block again). Writing up to the end, a record
+    /// boundary, lets the image give back the chunks before it.
     fn write_active_direct(
         &mut self,
         stream: Stream,
@@ -360,51 +361,38 @@ impl Flusher {
     ) -> Result<bool, DiskError> {
         let durable = before.is_some();
         let sh = Arc::clone(&self.shared);
-        let hdr = SEGMENT_HEADER_LEN as u64;
-        let (id, first_seq, image, range, now_written) = {
+        let (id, first_seq, image, known, written) = {
             let actives = sh.active.read();
             if let Some(first_seq) = self.frozen_in(stream) {
                 return Ok(Self::after_frozen(first_seq, before));
             }
             let active = &actives[stream as usize];
-            let known = self.unsealed.contains_key(&active.id);
-            let written = self.unsealed.get(&active.id).map_or(0, |(_, w)| *w) as u64;
-            let end = active.records_len() as u64;
-            if end == written && (!durable || !known) {
-                return Ok(true); // nothing new, or no file yet and nothing to put in one
-            }
-            let lo = align_down(hdr + written);
-            let hi = if durable {
-                (hdr + end).div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64
-            } else {
-                align_down(hdr + end)
-            };
+            let known = self.unsealed.get(&active.id);
+            let written = SEGMENT_HEADER_LEN + known.map_or(0, |(_, w)| *w);
             let image = Arc::clone(&active.image);
-            if hi <= lo {
-                (active.id, active.first_seq, image, None, written)
-            } else {
-                let now = if durable { end } else { hi - hdr };
-                (active.id, active.first_seq, image, Some(lo..hi), now)
-            }
+            (active.id, active.first_seq, image, known.is_some(), written)
         };
-        if range.is_none() && !durable {
-            return Ok(true); // not a whole block yet
+        // Written without the lock: the image's bytes so far never change,
+        // and the inserting thread may have appended more since.
+        let end = image.len();
+        if end == written && (!durable || !known) {
+            return Ok(true); // nothing new, or no file yet and nothing to put in one
         }
         let (file, _) = self.file_for(id, first_seq, stream)?;
-        if let Some(range) = range {
-            // Written without the lock: the image's bytes so far never change,
-            // and the inserting thread may have appended more since.
-            let bytes = image.bytes();
-            let whole = align_down(bytes.len() as u64).min(range.end);
-            self.write_image(&file, bytes, range.start..whole)?;
-            if whole < range.end {
+        if end > written {
+            let lo = align_down(written as u64);
+            let whole = align_down(end as u64);
+            self.write_image(&file, &image, lo..whole)?;
+            if whole < end as u64 {
                 // The last block is partial: written padded with zeros.
-                let tail = [(whole, &bytes[whole as usize..])];
-                self.write_direct(&file, whole..range.end, &tail)?;
+                let hi = whole + DIRECT_ALIGN as u64;
+                let tail = image_bytes(&file, &image, whole as usize..end)?;
+                self.write_direct(&file, whole..hi, &[(whole, &tail)])?;
             }
         }
         self.unsealed
-            .insert(id, (Arc::clone(&file), now_written as usize));
+            .insert(id, (Arc::clone(&file), end - SEGMENT_HEADER_LEN));
+        image.written(end, &file);
         if durable {
             self.sync_file(&file)?;
         }
@@ -412,18 +400,18 @@ impl Flusher {
     }
 
     /// Writes `range` (whole blocks, maybe none) of `image`, a segment's file
-    /// image, straight from it with direct writes: the image is block-aligned.
+    /// image, straight from its chunks with direct writes: they are
+    /// block-aligned, and so are the file offsets where chunks start.
     fn write_image(
         &self,
         file: &SegmentFile,
-        image: &[u8],
+        image: &Image,
         range: std::ops::Range<u64>,
     ) -> Result<(), DiskError> {
-        if range.start >= range.end {
-            return Ok(());
+        for piece in pieces(file, image, range.start as usize..range.end as usize)? {
+            self.write_at(file, piece.bytes(), piece.offset as u64)?;
         }
-        let bytes = &image[range.start as usize..range.end as usize];
-        self.write_at(file, bytes, range.start)
+        Ok(())
     }
 
     /// Writes `range` of a segment's file image (block-aligned) with direct
@@ -624,6 +612,37 @@ fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, Fo
     io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
         .map_err(|_| short(end))?;
     trailer.summary(u64::from(file.id), &segment)
+}
+
+/// The pieces of `range` of `image`, the image of `file`'s segment, to write.
+fn pieces(
+    file: &SegmentFile,
+    image: &Image,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<super::segment::Piece>, DiskError> {
+    image.pieces(range).ok_or_else(|| released(file))
+}
+
+/// A copy of `range` of `image`, the image of `file`'s segment (a partial
+/// block, to be padded for a direct write).
+fn image_bytes(
+    file: &SegmentFile,
+    image: &Image,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<u8>, DiskError> {
+    match image.copy(range.start, range.len()) {
+        Copied::Bytes(bytes) if bytes.len() == range.len() => Ok(bytes),
+        _ => Err(released(file)),
+    }
+}
+
+/// The error for bytes the flusher went to write that their image had let go
+/// of as written: a bug, reported as a failure rather than a panic.
+fn released(file: &SegmentFile) -> DiskError {
+    DiskError::Failed(format!(
+        "segment {}: bytes to write were released from its image",
+        file.id
+    ))
 }
 
 /// `offset` rounded down to a direct-write block.

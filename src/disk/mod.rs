@@ -11,7 +11,9 @@
 //! the index at it, all at once: the index never runs ahead of or behind the
 //! log, so a removed or overwritten value is never read back. Compression runs
 //! before the lock is taken. A full segment is frozen (its buffer moves to the
-//! frozen list, still readable) and a new one starts.
+//! frozen list, still readable) and a new one starts. A buffer is held in
+//! chunks that go back to a pool once the flusher has written them
+//! (`segment.rs`).
 //!
 //! The log has two streams, each with its own active segment (docs/design.md
 //! §10.2): inserts go to the *probation* stream, demotions and re-appends to
@@ -34,7 +36,8 @@
 //! Index → location → the bytes from the active buffer, a frozen buffer or the
 //! segment file (positional read), checked in that order: data only ever moves
 //! in that direction, and is published in the next place before it leaves the
-//! previous one. Every record is verified (magic, fields, CRC over its bytes,
+//! previous one (a buffer's chunk given back is read from the file the buffer
+//! names). Every record is verified (magic, fields, CRC over its bytes,
 //! segment id and offset) and its key compared in full before a byte is
 //! returned; a record that fails is a miss, dropped from the index and counted.
 
@@ -68,7 +71,7 @@ use ghosts::Ghosts;
 use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID};
 use io::Io;
 pub(crate) use segment::Stream;
-use segment::{ActiveBuffer, DIRECT_ALIGN, Image, SegmentFile};
+use segment::{ActiveBuffer, ChunkPool, Copied, DIRECT_ALIGN, Image, SegmentFile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -133,13 +136,6 @@ pub(crate) enum DiskError {
     #[error("a record of {0} bytes does not fit in a segment")]
     TooLarge(usize),
 }
-
-/// Bytes appended to an active segment between wake-ups of the flusher (a
-/// full segment wakes it too). Measured: writing and starting the writeback
-/// of every 4 MiB took larder's insert rate from about 400 to about 1,000
-/// MiB/s (benchmarks.md §6), against one 64 MiB write and `fdatasync` a
-/// segment.
-const WAKE_EVERY: usize = 4 << 20;
 
 /// The clean-close mark's file name (format.md §2.4).
 pub(crate) const CLOSED_FILE: &str = "CLOSED";
@@ -218,6 +214,8 @@ pub(crate) struct DiskStats {
     pub(crate) direct_writes: bool,
     /// Full segments waiting, in memory, to be written.
     pub(crate) queued_segments: u64,
+    /// Memory in segment images and their spare chunks.
+    pub(crate) buffer_bytes: u64,
     pub(crate) capacity: u64,
     pub(crate) recovery: recovery::RecoveryReport,
 }
@@ -292,11 +290,8 @@ struct Shared {
     /// The active segment of each stream (indexed by `Stream as usize`).
     active: RwLock<[ActiveBuffer; 2]>,
     frozen: RwLock<BTreeMap<u32, Arc<Frozen>>>,
-    /// Written segments' images, kept for the next active segments: a fresh
-    /// allocation of a segment's size costs a page fault and a zeroed page for
-    /// every 4 KiB written to it. Kept only while the spares and the frozen
-    /// segments number at most `max_frozen` (see [`Shared::recycle`]).
-    spare: Mutex<Vec<Image>>,
+    /// The memory segment images are made of, reused (docs/design.md §9).
+    chunks: Arc<ChunkPool>,
     files: RwLock<BTreeMap<u32, Arc<SegmentFile>>>,
     /// What opening the directory found and did.
     recovery: recovery::RecoveryReport,
@@ -330,7 +325,7 @@ impl Shared {
     /// `expect`, appends only if the index still points the key at that record
     /// (reclaim's re-append: a newer write or a removal wins). Returns `None` if
     /// nothing was appended, else whether the flusher should be woken (the
-    /// active segment was frozen, or grew past a multiple of [`WAKE_EVERY`]).
+    /// active segment was frozen, or filled a chunk of its image).
     fn append(
         &self,
         key: &[u8],
@@ -386,12 +381,13 @@ impl Shared {
         log.next_seq += 1;
         let offset = active.end_offset();
         let segment_id = u64::from(active.id);
-        let before = active.records_len();
         let head = record::encode_header(segment_id, offset, &header, key, stored);
         active.image.append(&[&head, key, stored]);
-        // Every few MiB the flusher is woken to write them and start their
-        // writeback, so the seal's `fdatasync` finds little left to do.
-        let crossed = before / WAKE_EVERY != active.records_len() / WAKE_EVERY;
+        // Each chunk filled wakes the flusher to write it and start its
+        // writeback (so the seal's `fdatasync` finds little left to do), and to
+        // give the chunk back while it is still in the CPU's caches.
+        let chunk = self.chunks.chunk_size();
+        let crossed = offset as usize / chunk != active.image.len() / chunk;
         log.summary[s].push(SummaryEntry {
             hash,
             seq: header.seq,
@@ -412,19 +408,6 @@ impl Shared {
         Ok(Some(froze || crossed))
     }
 
-    /// Keeps the buffer of a segment just written (and gone from the frozen
-    /// list) for a next active segment, if the spares and the frozen segments
-    /// number fewer than `max_frozen`: a full flush queue has that many buffers
-    /// besides the active ones, so the spares never hold more than the queue
-    /// does when it is full, and after a burst they hold no more than it did.
-    fn recycle(&self, buffer: Image) {
-        let frozen = self.frozen.read().len();
-        let mut spare = self.spare.lock();
-        if spare.len() + frozen < self.config.max_frozen {
-            spare.push(buffer);
-        }
-    }
-
     /// Whether the tier is large enough for a probation stream.
     fn probation_on(&self) -> bool {
         self.config.capacity / self.config.segment_size >= MIN_SEGMENTS_FOR_PROBATION
@@ -433,8 +416,7 @@ impl Shared {
     /// Moves the full active segment to the frozen list and starts the next one.
     /// Called with the log and active locks held.
     fn freeze(&self, log: &mut Log, active: &mut ActiveBuffer, stream: Stream) {
-        let size = self.config.segment_size as usize;
-        let image = self.spare.lock().pop().unwrap_or_else(|| Image::new(size));
+        let image = Image::new(self.config.segment_size as usize, Arc::clone(&self.chunks));
         let next = ActiveBuffer::new(log.next_id, log.next_seq, stream, image);
         if stream == Stream::Probation {
             log.probation.insert(log.next_id);
@@ -566,6 +548,14 @@ impl DiskTier {
             .collect();
         probation.insert(id + 1);
         let size = s as usize;
+        // Spares for as many segments as the flush queue holds: a burst's
+        // chunks are kept for the next (memory freed here is slow to take
+        // back, docs/benchmarks.md §6), and no more than that.
+        let chunk = segment::chunk_size(size);
+        let chunks = Arc::new(ChunkPool::new(
+            chunk,
+            config.max_frozen * size.div_ceil(chunk),
+        ));
         let shared = Arc::new(Shared {
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
@@ -578,11 +568,16 @@ impl DiskTier {
                 probation,
             }),
             active: RwLock::new([
-                ActiveBuffer::new(id, seq, Stream::Main, Image::new(size)),
-                ActiveBuffer::new(id + 1, seq, Stream::Probation, Image::new(size)),
+                ActiveBuffer::new(id, seq, Stream::Main, Image::new(size, Arc::clone(&chunks))),
+                ActiveBuffer::new(
+                    id + 1,
+                    seq,
+                    Stream::Probation,
+                    Image::new(size, Arc::clone(&chunks)),
+                ),
             ]),
             frozen: RwLock::new(BTreeMap::new()),
-            spare: Mutex::new(Vec::new()),
+            chunks,
             files: RwLock::new(recovered.files),
             recovery: recovered.report,
             checkpoint: Mutex::new(Some(checkpoint)),
@@ -839,25 +834,62 @@ impl DiskTier {
     /// damage, reported as `Some(Err(..))`.
     fn read(&self, loc: Loc) -> Option<Result<Vec<u8>, FormatError>> {
         let sh = &*self.shared;
-        {
+        let image = {
             let actives = sh.active.read();
-            if let Some(active) = actives.iter().find(|a| a.id == loc.segment) {
-                return Some(record_at_start(active.from(loc.offset)));
-            }
-        }
-        if let Some(f) = sh.frozen.read().get(&loc.segment).cloned() {
-            return Some(record_at_start(segment::records_from(&f.image, loc.offset)));
+            let active = actives.iter().find(|a| a.id == loc.segment);
+            active.map(|a| Arc::clone(&a.image))
+        };
+        let image = image.or_else(|| {
+            let frozen = sh.frozen.read();
+            frozen.get(&loc.segment).map(|f| Arc::clone(&f.image))
+        });
+        if let Some(image) = image {
+            return Some(self.read_image(&image, loc.offset));
         }
         let file = sh.files.read().get(&loc.segment).cloned()?;
-        Some(self.read_file(&file, loc.offset))
+        let records_end = self.shared.config.segment_size as usize - TRAILER_LEN;
+        Some(self.read_file(&file, loc.offset, records_end))
     }
 
-    /// The record at `offset` of a sealed segment file: one read of up to
-    /// [`READ_AHEAD`] bytes learns its length and, for most records, gets all
-    /// of it; a longer record takes a second read.
-    fn read_file(&self, file: &SegmentFile, offset: u32) -> Result<Vec<u8>, FormatError> {
+    /// The record at `offset` of a segment not sealed yet: from its image, or
+    /// from its file if the image has let go of those bytes.
+    fn read_image(&self, image: &Image, offset: u32) -> Result<Vec<u8>, FormatError> {
+        let start = offset as usize;
+        let len = image.len();
+        if start < SEGMENT_HEADER_LEN || start >= len {
+            return Err(FormatError::Truncated {
+                needed: RECORD_HEADER_LEN,
+                available: 0,
+            });
+        }
+        let copy = |n| match image.copy(start, n) {
+            Copied::Bytes(bytes) => Ok(bytes),
+            Copied::OnFile { file, end } => self.read_file(&file, offset, end),
+        };
+        let bytes = copy(READ_AHEAD.min(len - start))?;
+        let need = record::decode_header(&bytes)?.record_len();
+        match need {
+            _ if need <= bytes.len() => record_at_start(Some(&bytes)),
+            // Published whole: a record longer than the bytes after it is damage.
+            _ if need > len - start => Err(FormatError::Truncated {
+                needed: need,
+                available: len - start,
+            }),
+            _ => record_at_start(Some(&copy(need)?)),
+        }
+    }
+
+    /// The record at `offset` of a segment file whose records end by
+    /// `records_end`: one read of up to [`READ_AHEAD`] bytes learns its length
+    /// and, for most records, gets all of it; a longer record takes a second
+    /// read.
+    fn read_file(
+        &self,
+        file: &SegmentFile,
+        offset: u32,
+        records_end: usize,
+    ) -> Result<Vec<u8>, FormatError> {
         let io = &*self.shared.config.io;
-        let records_end = self.shared.config.segment_size as usize - TRAILER_LEN;
         let ahead = READ_AHEAD.min(records_end.saturating_sub(offset as usize));
         let short = |needed| FormatError::Truncated {
             needed,
@@ -1038,6 +1070,7 @@ impl DiskTier {
             io_backend: sh.config.io.name(),
             direct_writes: sh.config.direct,
             queued_segments: sh.frozen.read().len() as u64,
+            buffer_bytes: sh.chunks.bytes() as u64,
             capacity: sh.config.capacity,
             recovery: sh.recovery.clone(),
         }

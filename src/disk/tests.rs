@@ -60,33 +60,34 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn segment_buffers_kept_for_reuse_never_outnumber_a_full_flush_queue() {
+fn written_image_memory_is_reused_and_kept_within_a_full_flush_queue() {
     let dir = tempfile::tempdir().unwrap();
     let tier = DiskTier::open(config(dir.path(), 256)).unwrap();
     let sh = &*tier.shared;
-    let max = sh.config.max_frozen;
+    let per_segment = (SEG as usize).div_ceil(sh.chunks.chunk_size());
+    let keep = sh.config.max_frozen * per_segment;
     for key in 0..3000u32 {
         tier.put(&k(key), &value(key, 0, 1000), 0).unwrap();
-        let spares = sh.spare.lock().len();
-        assert!(spares <= max, "{spares} spares at key {key}");
+        let spares = sh.chunks.spares();
+        assert!(spares <= keep, "{spares} spare chunks at key {key}");
         if key % 500 == 0 {
             tier.sync().unwrap();
+            // Written up to its end: each active image holds at most the
+            // chunk its next record goes to.
+            for active in sh.active.read().iter() {
+                assert!(active.image.held_chunks() <= 1, "key {key}");
+            }
         }
     }
     tier.sync().unwrap();
-    // Every segment written, and buffers were reused.
     assert_eq!(sh.frozen.read().len(), 0);
-    let spares = sh.spare.lock().len();
-    assert!(spares >= 1, "no buffer was kept for reuse");
-    assert!(tier.stats().segments > 20, "{:?}", tier.stats());
-    // More buffers coming back than a full queue holds (as after a burst of
-    // freezes no backpressure stops, tombstones or reclaim's re-appends):
-    // the extra ones are let go.
-    for _ in 0..2 * max {
-        sh.recycle(Image::new(SEG as usize));
-    }
-    let spares = sh.spare.lock().len();
-    assert_eq!(spares, max, "{spares} spares kept, max {max}");
+    assert!(sh.chunks.spares() >= 1, "no chunk was kept for reuse");
+    let stats = tier.stats();
+    assert!(stats.segments > 20, "{stats:?}");
+    // The spares, and the chunk each active image appends to.
+    let chunk = sh.chunks.chunk_size() as u64;
+    assert!(stats.buffer_bytes <= (keep as u64 + 2) * chunk, "{stats:?}");
+    assert!(stats.buffer_bytes >= chunk, "{stats:?}");
 }
 
 #[test]
