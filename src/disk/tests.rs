@@ -899,6 +899,59 @@ fn reclaim_moves_used_probation_records_to_main() {
 /// trailer in place. Every value reads back, before and after a reopen, and
 /// the bytes written are whole blocks.
 #[test]
+fn chunks_given_back_after_periodic_direct_writes_are_read_whole_from_the_file() {
+    // Periodic direct writes end on a block, inside a record: the image may
+    // give back only the chunks below a record boundary the file holds. Each
+    // round appends past a few chunk boundaries (each wakes the flusher for
+    // a periodic write, the only kind here: the interval is long), lets it
+    // write, then reads every key of the active segment. A chunk given back
+    // too early sends a read to the file for a record it holds only part of.
+    let dir = tempfile::tempdir().unwrap();
+    let direct = DiskConfig {
+        direct: true,
+        flush_interval: Duration::from_secs(60),
+        ..config(dir.path(), 64)
+    };
+    let tier = DiskTier::open(direct).unwrap();
+    if !tier.stats().direct_writes {
+        assert!(probe_direct(&Positional, dir.path()).is_err());
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut lens = Vec::new();
+    let mut active_from = 0; // the first key of the active segment, about
+    let mut given_back = 0;
+    for round in 0..60 {
+        for _ in 0..4 {
+            let key = lens.len() as u32;
+            let len = rng.random_range(1000..7000);
+            tier.put(&k(key), &value(key, 2, len), 0).unwrap();
+            lens.push(len);
+        }
+        std::thread::sleep(Duration::from_millis(20)); // the flusher writes
+        let sh = &*tier.shared;
+        let chunk = sh.chunks.chunk_size();
+        let gave_back = (sh.active.read().iter())
+            .any(|a| a.image.held_chunks() < a.image.len().div_ceil(chunk));
+        given_back += usize::from(gave_back);
+        for (key, &len) in lens.iter().enumerate().skip(active_from) {
+            let got = tier.get(&k(key as u32), 0);
+            if let Some(v) = got {
+                assert_eq!(v, value(key as u32, 2, len), "round {round} key {key}");
+            }
+        }
+        assert_eq!(tier.stats().corrupt, 0, "round {round}");
+        if round % 10 == 9 {
+            active_from = lens.len().saturating_sub(12);
+        }
+    }
+    assert!(
+        given_back > 20,
+        "chunks were given back in {given_back} rounds of 60"
+    );
+}
+
+#[test]
 fn direct_writes_round_trip_through_partial_blocks_and_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let direct = DiskConfig {
