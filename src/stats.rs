@@ -87,7 +87,7 @@ pub struct DiskTierStats {
     /// Full segments waiting in memory to be written (the write queue's depth).
     pub queued_segments: u64,
     /// Bytes of memory holding records not yet written and spare memory for
-    /// more: segment images are held in chunks (2 MiB for the default
+    /// more: segment images are held in chunks (8 MiB for the default
     /// segment size), given back as they are written; spares are kept for a
     /// full write queue's worth at most.
     pub buffer_bytes: u64,

@@ -111,6 +111,11 @@ fn replay_with_direct_writes() {
     assert!(first["l2_hits"].as_u64().unwrap() > 0, "{first}");
     assert!(first["disk_bytes_written"].as_u64().unwrap() > 0, "{first}");
     assert!(first["disk"]["write_s"].as_f64().unwrap() > 0.0, "{first}");
+    // Segment images in chunks of an eighth of a 64 KiB segment, at least one.
+    assert!(
+        first["disk"]["buffer_bytes"].as_u64().unwrap() >= 8192,
+        "{first}"
+    );
     let second = run();
     assert_eq!(second["wrong_values"], 0);
     assert!(

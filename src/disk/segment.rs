@@ -162,8 +162,8 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// The largest chunk of image memory: larger than the flusher's 4 MiB
 /// wake-ups (`WAKE_EVERY`), so that its writes of an active segment seldom
-/// cross a chunk (with 2 MiB chunks, direct writes ran 9–14% slower here,
-/// benchmarks.md §6).
+/// span two chunks and go to the device whole (benchmarks.md §6: this
+/// device takes larger direct writes faster).
 pub(crate) const MAX_CHUNK: usize = 8 << 20;
 
 /// The bytes of image memory a tier of `segment_size`-byte segments takes
@@ -221,7 +221,7 @@ impl Chunk {
         } else {
             DIRECT_ALIGN
         };
-        // Chunk sizes come from `chunk_size`: whole blocks, at most a huge page.
+        // Chunk sizes come from `chunk_size`: whole blocks, at most MAX_CHUNK.
         Layout::from_size_align(size, align).expect("chunk size")
     }
 }
@@ -234,10 +234,11 @@ impl Drop for Chunk {
     }
 }
 
-/// Chunks of image memory no image holds, handed out most recently freed
-/// first: the flusher has just read a freed chunk to write it, so it is still
-/// in the CPU's caches, and the inserting thread's copies into it hit there
-/// instead of fetching every line from DRAM (docs/design.md §9).
+/// Chunks of image memory no image holds, kept for the next images: a fresh
+/// chunk costs page faults, and memory freed to the system is slow to take
+/// back on this project's machine (docs/benchmarks.md §6). Handed out most
+/// recently freed first, the one likeliest still in the CPU's caches (which
+/// made no measurable difference to the insert rate here, docs/design.md §9).
 pub(crate) struct ChunkPool {
     size: usize,
     /// Spares kept, at most: more are freed.

@@ -316,11 +316,12 @@ fn print_summary(cache: &Cache, elapsed: Duration, requests: u64, latencies: &[u
                 (
                     "L2 writes",
                     format!(
-                        "{:.1} MiB written, {} records appended ({} kept by reclaim), compression {:.2}",
+                        "{:.1} MiB written, {} records appended ({} kept by reclaim), compression {:.2}, {:.0} MiB of write buffers",
                         mib(d.bytes_written),
                         d.values_appended,
                         d.reappended,
-                        d.compression_ratio()
+                        d.compression_ratio(),
+                        mib(d.buffer_bytes)
                     ),
                 ),
                 (

@@ -143,6 +143,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             "refused_writes": d.refused_writes,
             "corrupt_records": d.corrupt_records,
             "reclaimed_segments": d.reclaimed_segments,
+            "buffer_bytes": d.buffer_bytes,
             "values_appended": d.values_appended,
             "reappended": d.reappended,
             "write_s": d.write_time.as_secs_f64(),
