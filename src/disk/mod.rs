@@ -332,7 +332,8 @@ impl Shared {
     /// `expect`, appends only if the index still points the key at that record
     /// (reclaim's re-append: a newer write or a removal wins). Returns `None` if
     /// nothing was appended, else whether the flusher should be woken (the
-    /// active segment was frozen, or filled a chunk of its image).
+    /// active segment was frozen, or grew past a multiple of [`WAKE_EVERY`] or
+    /// of its chunk size, whichever is smaller).
     fn append(
         &self,
         key: &[u8],
@@ -561,7 +562,7 @@ impl DiskTier {
         let chunk = segment::chunk_size(size);
         let chunks = Arc::new(ChunkPool::new(
             chunk,
-            config.max_frozen * size.div_ceil(chunk),
+            config.max_frozen.saturating_mul(size.div_ceil(chunk)),
         ));
         let shared = Arc::new(Shared {
             lock: Mutex::new(Some(lock)),
