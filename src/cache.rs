@@ -141,18 +141,19 @@ impl Cache {
         let thread = refill.and_then(|entries| {
             let (memory, weigher, progress) =
                 (Arc::clone(&memory), weigher.clone(), Arc::clone(&progress));
-            // Reclaim waits for the refill: it drops records memory holds and
-            // keeps others by their use counts, so before memory has taken
-            // back its entries it would drop records the refill is about to read.
+            // Reclaim waits for the refill, up to a bound: it drops records
+            // memory holds and keeps others by their use counts, so before
+            // memory has taken back its entries it would drop records the
+            // refill is about to read.
             let outer = Arc::clone(&memory);
-            let hold = |held| outer.lower().map(|l| l.hold_reclaim(held));
+            let hold = |on| outer.lower().map(|l| l.refilling(on));
             hold(true);
             let spawned = std::thread::Builder::new()
                 .name("larder-refill".into())
                 .spawn(move || {
                     refill_memory(&memory, &weigher, max_weight, &progress, &entries);
                     if let Some(l) = memory.lower() {
-                        l.hold_reclaim(false);
+                        l.refilling(false);
                     }
                     progress.done.store(true, Ordering::Release);
                 });

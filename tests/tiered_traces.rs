@@ -150,6 +150,10 @@ fn a_trace_replayed_in_two_halves_misses_like_one_replay() {
     );
     let a = replay(&halves[0], &work.path().join("split"));
     let b = replay(&halves[1], &work.path().join("split"));
+    for r in [&whole, &a, &b] {
+        assert_eq!(r["wrong_values"], 0, "{r}");
+        assert_eq!(r["disk"]["corrupt_records"], 0, "{r}");
+    }
     assert_eq!(a["warm"], false);
     assert_eq!(b["warm"], true, "the second half opens warm: {b}");
     assert!(b["recovered_entries"].as_u64().unwrap() > 10_000, "{b}");

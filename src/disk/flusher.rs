@@ -539,7 +539,14 @@ impl Flusher {
                 .filter(|a| a.records_len() > 0)
                 .count();
             let held = sh.files.read().len() + sh.frozen.read().len() + actives.max(1);
-            if held <= max_segments {
+            // While a warm refill runs, reclaim waits for it up to a bound
+            // (design.md §11.2): past it, the capacity wins over the refill.
+            let slack = if sh.refilling.load(Ordering::Acquire) {
+                refill_slack(max_segments)
+            } else {
+                0
+            };
+            if held <= max_segments + slack {
                 return Ok(());
             }
             let victim = {
@@ -751,6 +758,15 @@ fn assemble<'a>(
     }
     buf[filled..].fill(0);
     buf
+}
+
+/// Segments a tier of `max_segments` may hold beyond its capacity while a
+/// warm refill runs: a sixteenth, at least one. Reclaim then drops records
+/// the refill may not have read yet (those entries come back cold, as
+/// misses), so it waits for a refill that keeps up and bounds one that does
+/// not.
+pub(super) fn refill_slack(max_segments: usize) -> usize {
+    (max_segments / 16).max(1)
 }
 
 /// Sealed segments the probation stream keeps before reclaim takes its oldest

@@ -137,8 +137,8 @@ pub(crate) enum DiskError {
     TooLarge(usize),
 }
 
-/// Bytes appended to an active segment between wake-ups of the flusher, at
-/// most (a filled chunk of a smaller size, and a full segment, wake it too).
+/// Bytes appended to an active segment between wake-ups of the flusher (a
+/// full segment wakes it too).
 /// Measured: writing and starting the writeback of every 4 MiB took larder's
 /// insert rate from about 400 to about 1,000 MiB/s (benchmarks.md §6),
 /// against one 64 MiB write and `fdatasync` a segment.
@@ -305,6 +305,9 @@ struct Shared {
     /// Set while the cache closes: reclaim would drop records of keys memory
     /// holds after memory has decided they need no writing.
     reclaim_held: AtomicBool,
+    /// Set while a warm refill runs: reclaim lets the tier exceed its
+    /// capacity by a bounded slack (`flusher::refill_slack`).
+    refilling: AtomicBool,
     /// Held by reclaim while it works on a segment: holding reclaim off waits
     /// for the segment in progress, so nothing is dropped after it returns.
     reclaim_gate: Mutex<()>,
@@ -332,8 +335,7 @@ impl Shared {
     /// `expect`, appends only if the index still points the key at that record
     /// (reclaim's re-append: a newer write or a removal wins). Returns `None` if
     /// nothing was appended, else whether the flusher should be woken (the
-    /// active segment was frozen, or grew past a multiple of [`WAKE_EVERY`] or
-    /// of its chunk size, whichever is smaller).
+    /// active segment was frozen, or grew past a multiple of [`WAKE_EVERY`]).
     fn append(
         &self,
         key: &[u8],
@@ -391,11 +393,12 @@ impl Shared {
         let segment_id = u64::from(active.id);
         let head = record::encode_header(segment_id, offset, &header, key, stored);
         active.image.append(&[&head, key, stored]);
-        // Every few MiB, and every chunk filled, the flusher is woken to
-        // write them and start their writeback (so the seal's `fdatasync`
-        // finds little left to do) and to take back the written chunks.
-        let every = self.chunks.chunk_size().min(WAKE_EVERY);
-        let crossed = offset as usize / every != active.image.len() / every;
+        // Every few MiB the flusher is woken to write them and start their
+        // writeback, so the seal's `fdatasync` finds little left to do (and
+        // the image gives back the chunks written). Not every chunk: small
+        // segments' chunks are small, and a wake-up for each kept the
+        // flusher busy for little (design.md §9).
+        let crossed = offset as usize / WAKE_EVERY != active.image.len() / WAKE_EVERY;
         log.summary[s].push(SummaryEntry {
             hash,
             seq: header.seq,
@@ -590,6 +593,7 @@ impl DiskTier {
             recovery: recovered.report,
             checkpoint: Mutex::new(Some(checkpoint)),
             reclaim_held: AtomicBool::new(false),
+            refilling: AtomicBool::new(false),
             reclaim_gate: Mutex::new(()),
             space: (Mutex::new(()), Condvar::new()),
             failed: AtomicBool::new(false),
@@ -955,6 +959,13 @@ impl DiskTier {
     /// Holds reclaim off (`true`) or lets it run again (`false`): while the
     /// cache closes, memory writes what the disk does not hold, and reclaim
     /// must not drop more behind its back.
+    /// Marks a warm refill as running (`true`) or done (`false`): reclaim
+    /// then waits, up to a bound, so as not to drop records the refill is
+    /// about to read (design.md §11.2).
+    pub(crate) fn refilling(&self, on: bool) {
+        self.shared.refilling.store(on, Ordering::Release);
+    }
+
     pub(crate) fn hold_reclaim(&self, held: bool) {
         self.shared.reclaim_held.store(held, Ordering::Release);
         if held {

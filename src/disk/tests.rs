@@ -902,14 +902,13 @@ fn reclaim_moves_used_probation_records_to_main() {
 fn chunks_given_back_after_periodic_direct_writes_are_read_whole_from_the_file() {
     // Periodic direct writes end on a block, inside a record: the image may
     // give back only the chunks below a record boundary the file holds. Each
-    // round appends past a few chunk boundaries (each wakes the flusher for
-    // a periodic write, the only kind here: the interval is long), lets it
-    // write, then reads every key of the active segment. A chunk given back
-    // too early sends a read to the file for a record it holds only part of.
+    // round appends past a few chunk boundaries, lets the flusher write
+    // (periodic writes every 5 ms, the only kind here: no sync), then reads
+    // every key of the active segment. A chunk given back too early sends a
+    // read to the file for a record it holds only part of.
     let dir = tempfile::tempdir().unwrap();
     let direct = DiskConfig {
         direct: true,
-        flush_interval: Duration::from_secs(60),
         ..config(dir.path(), 64)
     };
     let tier = DiskTier::open(direct).unwrap();
@@ -1087,4 +1086,65 @@ fn a_sync_ends_while_inserts_keep_freezing_segments() {
         "the sync waited {rounds} rounds for later segments"
     );
     assert!(tier.shared.files.read().contains_key(&first));
+}
+
+#[test]
+fn a_warm_refill_holds_reclaim_off_only_up_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = 32u64;
+    let tier = DiskTier::open(config(dir.path(), segments)).unwrap();
+    let max = segments as usize;
+    let slack = flusher::refill_slack(max);
+    assert_eq!(slack, 2);
+    // What the tier holds on disk: sealed files and the segments in memory.
+    let held = |tier: &DiskTier| {
+        let sh = &*tier.shared;
+        let actives = sh
+            .active
+            .read()
+            .iter()
+            .filter(|a| a.records_len() > 0)
+            .count();
+        sh.files.read().len() + sh.frozen.read().len() + actives.max(1)
+    };
+    tier.refilling(true);
+    let mut peak = 0;
+    for key in 0..(3 * max as u32 * 40) {
+        tier.put(&k(key), &value(key, 0, 1500), 0).unwrap();
+        if key % 40 == 0 {
+            tier.sync().unwrap();
+            peak = peak.max(held(&tier));
+        }
+    }
+    tier.sync().unwrap();
+    peak = peak.max(held(&tier));
+    // Reclaim waited: the tier went past its capacity, but no further than
+    // the slack (a segment more may be appending while reclaim checks).
+    assert!(
+        peak > max,
+        "reclaim did not wait for the refill: peak {peak}"
+    );
+    assert!(
+        peak <= max + slack + 1,
+        "peak {peak}, capacity {max} + {slack}"
+    );
+    // The refill done, the next seals bring it back within capacity.
+    tier.refilling(false);
+    for key in 0..(2 * 40) {
+        tier.put(&k(key), &value(key, 1, 1500), 0).unwrap();
+    }
+    tier.sync().unwrap();
+    assert!(
+        held(&tier) <= max + 1,
+        "held {} after the refill",
+        held(&tier)
+    );
+    // Holding reclaim (a close) is not bounded: nothing is reclaimed.
+    tier.hold_reclaim(true);
+    let files = tier.shared.files.read().len();
+    for key in 0..(4 * 40) {
+        tier.put(&k(key), &value(key, 2, 1500), 0).unwrap();
+    }
+    tier.sync().unwrap();
+    assert!(tier.shared.files.read().len() >= files + 3);
 }

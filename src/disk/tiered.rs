@@ -112,6 +112,11 @@ impl Tiered {
         self.disk.close();
     }
 
+    /// See [`DiskTier::refilling`].
+    pub(crate) fn refilling(&self, on: bool) {
+        self.disk.refilling(on);
+    }
+
     /// See [`DiskTier::hold_reclaim`].
     pub(crate) fn hold_reclaim(&self, held: bool) {
         self.disk.hold_reclaim(held);
