@@ -174,12 +174,10 @@ impl Flusher {
         };
         add(&sh.counters.bytes_written, header_write as u64);
         let f = Arc::new(f);
-        let file = Arc::clone(&f);
-        let (written, seen_end) = (0, 0);
         let unsealed = Unsealed {
-            file,
-            written,
-            seen_end,
+            file: Arc::clone(&f),
+            written: 0,
+            seen_end: 0,
         };
         self.unsealed.insert(id, unsealed);
         Ok((f, 0))
@@ -530,15 +528,7 @@ impl Flusher {
             if sh.reclaim_held.load(Ordering::Acquire) {
                 return Ok(());
             }
-            // Active segments count once they hold something (under the
-            // demoting policies the probation stream is never written).
-            let actives = sh
-                .active
-                .read()
-                .iter()
-                .filter(|a| a.records_len() > 0)
-                .count();
-            let held = sh.files.read().len() + sh.frozen.read().len() + actives.max(1);
+            let held = sh.segments_held();
             // While a warm refill runs, reclaim waits for it up to a bound
             // (design.md §11.2): past it, the capacity wins over the refill.
             let slack = if sh.refilling.load(Ordering::Acquire) {

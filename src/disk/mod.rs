@@ -419,6 +419,16 @@ impl Shared {
         Ok(Some(froze || crossed))
     }
 
+    /// Segments the tier holds against its capacity: sealed files, frozen
+    /// segments, and the active ones once they hold something (under the
+    /// demoting policies the probation stream is never written), at least one.
+    fn segments_held(&self) -> usize {
+        let actives = (self.active.read().iter())
+            .filter(|a| a.records_len() > 0)
+            .count();
+        self.files.read().len() + self.frozen.read().len() + actives.max(1)
+    }
+
     /// Whether the tier is large enough for a probation stream.
     fn probation_on(&self) -> bool {
         self.config.capacity / self.config.segment_size >= MIN_SEGMENTS_FOR_PROBATION

@@ -893,11 +893,21 @@ fn reclaim_moves_used_probation_records_to_main() {
     assert!(tier.recall(&k(last.unwrap())), "remembered as a ghost");
 }
 
-/// Direct writes write whole blocks: a `sync` pads the last partial block
-/// with zeros and the next flush writes that block again, records larger
-/// than a block straddle blocks, and segments seal with their summary and
-/// trailer in place. Every value reads back, before and after a reopen, and
-/// the bytes written are whole blocks.
+/// A tier in `dir` that writes direct, or `None` where the file system
+/// refuses `O_DIRECT` (as the probe says).
+fn open_direct(dir: &std::path::Path) -> Option<DiskTier> {
+    let direct = DiskConfig {
+        direct: true,
+        ..config(dir, 64)
+    };
+    let tier = DiskTier::open(direct).unwrap();
+    if !tier.stats().direct_writes {
+        assert!(probe_direct(&Positional, dir).is_err());
+        return None;
+    }
+    Some(tier)
+}
+
 #[test]
 fn chunks_given_back_after_periodic_direct_writes_are_read_whole_from_the_file() {
     // Periodic direct writes end on a block, inside a record: the image may
@@ -907,15 +917,9 @@ fn chunks_given_back_after_periodic_direct_writes_are_read_whole_from_the_file()
     // every key of the active segment. A chunk given back too early sends a
     // read to the file for a record it holds only part of.
     let dir = tempfile::tempdir().unwrap();
-    let direct = DiskConfig {
-        direct: true,
-        ..config(dir.path(), 64)
-    };
-    let tier = DiskTier::open(direct).unwrap();
-    if !tier.stats().direct_writes {
-        assert!(probe_direct(&Positional, dir.path()).is_err());
+    let Some(tier) = open_direct(dir.path()) else {
         return;
-    }
+    };
     let mut rng = StdRng::seed_from_u64(11);
     let mut lens = Vec::new();
     let mut active_from = 0; // the first key of the active segment, about
@@ -950,19 +954,17 @@ fn chunks_given_back_after_periodic_direct_writes_are_read_whole_from_the_file()
     );
 }
 
+/// Direct writes write whole blocks: a `sync` pads the last partial block
+/// with zeros and the next flush writes that block again, records larger
+/// than a block straddle blocks, and segments seal with their summary and
+/// trailer in place. Every value reads back, before and after a reopen, and
+/// the bytes written are whole blocks.
 #[test]
 fn direct_writes_round_trip_through_partial_blocks_and_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let direct = DiskConfig {
-        direct: true,
-        ..config(dir.path(), 64)
-    };
-    let tier = DiskTier::open(direct).unwrap();
-    if !tier.stats().direct_writes {
-        // Only where the file system refuses O_DIRECT, as the probe says.
-        assert!(probe_direct(&Positional, dir.path()).is_err());
+    let Some(tier) = open_direct(dir.path()) else {
         return;
-    }
+    };
     let mut rng = StdRng::seed_from_u64(7);
     let lens: Vec<usize> = (0..400).map(|_| rng.random_range(1..9000)).collect();
     for (key, &len) in lens.iter().enumerate() {
@@ -1096,17 +1098,7 @@ fn a_warm_refill_holds_reclaim_off_only_up_to_a_bound() {
     let max = segments as usize;
     let slack = flusher::refill_slack(max);
     assert_eq!(slack, 2);
-    // What the tier holds on disk: sealed files and the segments in memory.
-    let held = |tier: &DiskTier| {
-        let sh = &*tier.shared;
-        let actives = sh
-            .active
-            .read()
-            .iter()
-            .filter(|a| a.records_len() > 0)
-            .count();
-        sh.files.read().len() + sh.frozen.read().len() + actives.max(1)
-    };
+    let held = |tier: &DiskTier| tier.shared.segments_held();
     tier.refilling(true);
     let mut peak = 0;
     for key in 0..(3 * max as u32 * 40) {
