@@ -5,7 +5,7 @@ use crate::disk::CheckpointState;
 use crate::error::{Error, LoadError};
 use crate::format::checkpoint::MemoryEntry;
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
-use crate::memory::MemoryTier;
+use crate::memory::{MemoryTier, Refusal};
 use crate::patterns::single_flight::{Flights, Role};
 use crate::stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
@@ -39,8 +39,10 @@ struct Inner {
     max_weight: u64,
     flights: Flights,
     loads: AtomicU64,
-    /// `close` ran (or is running): `Drop` has nothing left to do.
+    /// `close` has begun: operations are refused.
     closed: AtomicBool,
+    /// What the close returned, once it has run.
+    close_outcome: crate::sync::Mutex<Option<Result<(), Error>>>,
     /// What the disk tier's directory held of a checkpoint at open.
     checkpoint: CheckpointStatus,
     refill: Arc<Refill>,
@@ -57,30 +59,57 @@ struct Refill {
 }
 
 impl Inner {
-    /// A clean shutdown of the disk tier: dirty entries written, the log
-    /// sealed, the checkpoint of what memory holds written. Runs once.
+    /// Closes the cache, once: whoever comes later (another handle's
+    /// `close`, the last handle's drop) gets the first close's outcome.
     fn shutdown(&self) -> Result<(), Error> {
-        let Some(lower) = self.memory.lower() else {
-            return Ok(());
-        };
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+        let mut outcome = self.close_outcome.lock();
+        if let Some(r) = &*outcome {
+            return r.clone();
         }
+        let r = self.close_now();
+        *outcome = Some(r.clone());
+        r
+    }
+
+    /// Every shard closed (no handle changes anything from then on), memory's
+    /// unwritten entries written, the log sealed, the checkpoint of what
+    /// memory holds written, the directory released.
+    fn close_now(&self) -> Result<(), Error> {
+        self.closed.store(true, Ordering::Release);
         self.stop_refill();
-        let disk_err = |e: crate::disk::DiskError| Error::Disk {
-            reason: e.to_string(),
+        let Some(lower) = self.memory.lower() else {
+            self.memory.close();
+            return Ok(());
         };
         lower.hold_reclaim(true);
-        let unwritten = self.memory.flush_dirty();
+        let mut lost = 0;
+        for u in self.memory.close() {
+            let written = lower.write_at_close(u.key.as_slice(), &u.value, u.deadline);
+            if written.is_err() && u.dirty && lower.policy() == crate::WritePolicy::WriteBehind {
+                lost += 1;
+            }
+        }
+        let dropped = lower.take_dropped();
         let written = lower.checkpoint(self.memory.checkpoint());
-        lower.hold_reclaim(false);
-        written.map_err(disk_err)?;
-        if unwritten > 0 {
-            return Err(Error::Disk {
-                reason: format!("{unwritten} dirty entries could not be written at close"),
+        lower.close();
+        written.map_err(disk_error)?;
+        if lost + dropped > 0 {
+            return Err(Error::NotPersisted {
+                unwritten: lost,
+                dropped,
             });
         }
         Ok(())
+    }
+}
+
+/// The error a caller sees for one of the disk tier's.
+pub(crate) fn disk_error(e: crate::disk::DiskError) -> Error {
+    match e {
+        crate::disk::DiskError::Closed => Error::Closed,
+        e => Error::Disk {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -123,13 +152,13 @@ impl Cache {
             None | Some(CheckpointState::Missing) => (CheckpointStatus::None, None),
             Some(CheckpointState::Valid(c)) => (CheckpointStatus::Used, Some(c.memory)),
             Some(CheckpointState::Stale { checkpoint, log }) => {
-                eprintln!(
-                    "larder: the checkpoint was written at record {checkpoint}, the log ends at {log}: ignored"
+                log::info!(
+                    "the checkpoint was written at record {checkpoint}, the log ends at {log}: ignored"
                 );
                 (CheckpointStatus::Stale, None)
             }
             Some(CheckpointState::Corrupt(why)) => {
-                eprintln!("larder: the checkpoint is damaged ({why}): ignored");
+                log::warn!("the checkpoint is damaged ({why}): ignored");
                 (CheckpointStatus::Corrupt(why), None)
             }
         };
@@ -173,6 +202,7 @@ impl Cache {
                 flights,
                 loads: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                close_outcome: crate::sync::Mutex::new(None),
                 checkpoint,
                 refill: progress,
                 refill_thread: crate::sync::Mutex::new(thread),
@@ -191,11 +221,7 @@ impl Cache {
     /// only: the disk tier is closed (its stats say so). Dropping the last
     /// handle does the same as a best effort, without a way to report an error.
     pub fn close(self) -> Result<(), Error> {
-        let result = self.inner.shutdown();
-        if let Some(lower) = self.inner.memory.lower() {
-            lower.close();
-        }
-        result
+        self.inner.shutdown()
     }
 
     /// The value for `key`, if it is cached and not expired. A hit marks the entry
@@ -233,12 +259,28 @@ impl Cache {
     /// the disk tier's probation stream, the recent inserts that had not yet
     /// proved reuse (docs/design.md §10.2).
     pub fn sync(&self) -> Result<(), Error> {
-        match self.inner.memory.lower() {
-            Some(lower) => lower.sync().map_err(|e| Error::Disk {
-                reason: e.to_string(),
-            }),
-            None => Ok(()),
+        let Some(lower) = self.inner.memory.lower() else {
+            return match self.inner.closed.load(Ordering::Acquire) {
+                true => Err(Error::Closed),
+                false => Ok(()),
+            };
+        };
+        // Inserts the flusher was too busy to take: written now, waiting.
+        let unwritten = if lower.take_refused() {
+            let n = self.inner.memory.write_refused();
+            if n > 0 {
+                lower.retry_refused();
+            }
+            n
+        } else {
+            0
+        };
+        lower.sync().map_err(disk_error)?;
+        let dropped = lower.take_dropped();
+        if unwritten + dropped > 0 {
+            return Err(Error::NotPersisted { unwritten, dropped });
         }
+        Ok(())
     }
 
     /// Whether `key` is cached and not expired. Unlike [`get`](Self::get) this is
@@ -276,8 +318,8 @@ impl Cache {
         let deadline = ttl.map_or(0, |t| self.inner.memory.clock().deadline(t));
         self.inner
             .memory
-            .insert(hash_key(key), key, value, weight, deadline);
-        Ok(())
+            .insert(hash_key(key), key, value, weight, deadline)
+            .map_err(refused)
     }
 
     /// Validates an entry and computes its weight, before any lock is taken.
@@ -342,6 +384,9 @@ impl Cache {
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
         check_key(key)?;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(LoadError::Cache(Error::Closed));
+        }
         let hash = hash_key(key);
         let memory = &self.inner.memory;
         if let Some(v) = self.get(key) {
@@ -364,7 +409,9 @@ impl Cache {
                     self.inner.loads.fetch_add(1, Ordering::Relaxed);
                     let value = load().map_err(LoadError::Loader)?;
                     let weight = self.check_entry(key, &value)?;
-                    memory.insert(hash, key, value.clone(), weight, 0);
+                    memory
+                        .insert(hash, key, value.clone(), weight, 0)
+                        .map_err(refused)?;
                     leader.finish(value.clone());
                     return Ok(value);
                 }
@@ -407,7 +454,9 @@ impl Cache {
                     sealed_tails: d.recovery.sealed,
                     torn_tails: d.recovery.torn_tails,
                     quarantined_files: d.recovery.quarantined,
-                    probation_discarded: d.recovery.discarded,
+                    lost_segments: d.recovery.lost_segments,
+                    unproven_records: d.recovery.unproven_records,
+                    void_records: d.recovery.void_records,
                     foreign_files: d.recovery.foreign,
                     open_time: d.recovery.elapsed,
                     checkpoint: self.inner.checkpoint.clone(),
@@ -444,6 +493,14 @@ impl Cache {
     #[cfg(any(test, fuzzing, feature = "validate"))]
     pub fn validate(&self) {
         self.inner.memory.validate();
+    }
+}
+
+/// The error for an insert the memory tier refused.
+fn refused(r: Refusal) -> Error {
+    match r {
+        Refusal::Closed => Error::Closed,
+        Refusal::TooLarge { len, max } => Error::TooLargeForSegment { len, max },
     }
 }
 

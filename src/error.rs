@@ -81,6 +81,38 @@ pub enum Error {
     /// A time-to-live of zero was given; the entry would be expired on arrival.
     #[error("the time-to-live is zero: the entry would expire before it could be read")]
     ZeroTtl,
+    /// The cache was closed ([`Cache::close`](crate::Cache::close), on this or
+    /// another handle): it takes no more changes.
+    #[error("the cache is closed")]
+    Closed,
+    /// The record (header, key and value as stored, compressed or not) is
+    /// larger than a disk tier segment holds, and the write policy must
+    /// persist it.
+    #[error(
+        "the record takes {len} bytes; a disk segment holds at most {max}: \
+         raise `segment_size` or store a smaller value"
+    )]
+    TooLargeForSegment {
+        /// Bytes of the record.
+        len: usize,
+        /// The largest record a segment holds.
+        max: usize,
+    },
+    /// Changes acknowledged before this `sync()` are not on disk: the disk
+    /// tier refused their writes (its flusher was behind; see
+    /// [`Backpressure`](crate::Backpressure)). Nothing else is wrong: the
+    /// rest is synced.
+    #[error(
+        "{unwritten} acknowledged inserts are not on disk (the disk tier was behind): \
+         they are in memory and the next sync() writes them; {dropped} more left \
+         memory before they could be written and are lost"
+    )]
+    NotPersisted {
+        /// Still in memory, unwritten; the next `sync()` tries again.
+        unwritten: u64,
+        /// Evicted from memory before they could be written: gone.
+        dropped: u64,
+    },
     /// The disk tier failed (a write or fsync error) and no longer persists anything.
     #[error("the disk tier failed: {reason}")]
     Disk {

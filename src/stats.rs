@@ -127,12 +127,19 @@ pub struct RecoveryStats {
     pub sealed_tails: u64,
     /// Of those, segments that ended in a torn record (cut off, not applied).
     pub torn_tails: u64,
-    /// Segment files with an invalid header, renamed `*.quarantined`.
+    /// Segment files renamed `*.quarantined`: an invalid header, or listed
+    /// and damaged with records gone.
     pub quarantined_files: u64,
-    /// Segments of the probation stream (recent inserts) removed because the
-    /// log was not closed cleanly (a crash): they need not agree with the
-    /// main stream on one moment, so only main's records are kept.
-    pub probation_discarded: u64,
+    /// Segments the directory's list names that were found lost at this
+    /// open: missing, or damaged with records gone.
+    pub lost_segments: u64,
+    /// Records dropped as unproven: a lost segment may have held a newer
+    /// record of their key (docs/format.md §2.3).
+    pub unproven_records: u64,
+    /// Records dropped as void: numbered after the point up to which a crash
+    /// left every stream of the log complete (so what is kept is the cache
+    /// at one moment, at least the last completed `sync()`).
+    pub void_records: u64,
     /// Files named like segments that are not larder's; left alone.
     pub foreign_files: u64,
     /// Time to rebuild the index.

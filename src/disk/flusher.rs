@@ -4,10 +4,12 @@
 //! answers `sync()` and seal requests, and reclaims the oldest segment when
 //! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
 
+use super::dir::{keys_name, remove_if_there, sync_dir, write_keys};
 use super::index::{IN_MEMORY, Loc, USES};
 use super::segment::{AlignedBuf, Copied, DIRECT_ALIGN, Image, SegmentFile, Stream};
-use super::{DiskError, Request, Shared, WAKE_EVERY, add, log_corruption, notify_space, sync_dir};
+use super::{DiskError, Request, Shared, WAKE_EVERY, add, log_corruption, notify_space};
 use crate::format::FormatError;
+use crate::format::list::Listed;
 use crate::format::record::{self, Kind};
 use crate::format::segment::{
     SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
@@ -81,7 +83,16 @@ impl Flusher {
             // Sealing for a close: no reclaim, whose re-appends would move the
             // log past the state the checkpoint is about to describe.
             self.reclaim_paused = !seals.is_empty();
-            let result = self.flush(!syncs.is_empty() || !seals.is_empty() || !open);
+            // Where every stream stands, for recovery (format.md §1.2); after
+            // a seal nothing is left to mark.
+            let marked = self.shared.mark();
+            let mut result =
+                marked.and_then(|()| self.flush(!syncs.is_empty() || !seals.is_empty() || !open));
+            if let (Some(last_seq), Ok(())) = (last_seq, &result) {
+                // Every stream is sealed up to here: the list says so, and
+                // that the log was closed there.
+                result = self.shared.listing.lock().closed(last_seq);
+            }
             self.reclaim_paused = false;
             let failed = |e: &DiskError| DiskError::Failed(e.to_string());
             for reply in syncs {
@@ -108,6 +119,8 @@ impl Flusher {
                 sh.freeze(&mut log, active, stream);
             }
         }
+        // Sealed segments' trailers cover everything now: no mark is needed.
+        log.marked_seq = log.next_seq;
         log.next_seq - 1
     }
 
@@ -272,10 +285,12 @@ impl Flusher {
             let summary_crc = encode_summary(u64::from(frozen.id), &frozen.summary, &mut summary);
             let image = &*frozen.image;
             let summary_offset = image.len() as u32;
+            let last_seq = frozen.summary.last().map_or(0, |e| e.seq);
             let trailer = Trailer {
                 summary_offset,
                 record_count: frozen.summary.len() as u32,
-                last_seq: frozen.summary.last().map_or(0, |e| e.seq),
+                last_seq,
+                through: frozen.through.max(last_seq),
                 summary_crc,
             }
             .encode(u64::from(frozen.id));
@@ -308,6 +323,23 @@ impl Flusher {
                 self.write_at(&file, &trailer, trailer_at)?;
             }
             self.sync_file(&file)?;
+            // Its keys apart from it, then listed: from now on the directory
+            // knows it holds the segment, and what it cost if it is lost.
+            let dir = &sh.config.dir;
+            write_keys(dir, frozen.id, last_seq, &frozen.summary).map_err(|source| {
+                DiskError::Io {
+                    context: format!("cannot write the keys of segment {}", frozen.id),
+                    source,
+                }
+            })?;
+            sh.listing.lock().sealed(Listed {
+                id: frozen.id,
+                probation: frozen.stream == Stream::Probation,
+                first_seq: frozen.first_seq,
+                last_seq,
+                through: frozen.through.max(last_seq),
+                records: frozen.summary.len() as u32,
+            })?;
             add(&sh.counters.records_written, frozen.summary.len() as u64);
             self.unsealed.remove(&frozen.id);
             // Published as a file before it leaves the frozen list.
@@ -562,8 +594,8 @@ impl Flusher {
             let summary = read_summary(&sh, &oldest);
             if let Err(e) = &summary {
                 add(&sh.counters.corrupt, 1);
-                eprintln!(
-                    "larder: segment {} has an unreadable summary ({e}); its entries are dropped",
+                log::warn!(
+                    "segment {} has an unreadable summary ({e}); its entries are dropped",
                     oldest.id
                 );
             }
@@ -571,7 +603,7 @@ impl Flusher {
             let now = unix_now();
             let mut budget = sh.config.segment_size / 2;
             let mut dropped = Vec::new();
-            for e in summary.iter().flatten().filter(|e| !e.tombstone) {
+            for e in summary.iter().flatten().filter(|e| e.is_value()) {
                 let loc = Loc {
                     segment: oldest.id,
                     offset: e.offset,
@@ -593,11 +625,15 @@ impl Flusher {
             // 2. Unlist the segment and remove its file for good (readers that
             //    hold it read on) *before* the index forgets its keys: once a key
             //    is gone from the index, removing it writes no tombstone, so no
-            //    file that could bring it back after a restart may remain.
+            //    file that could bring it back after a restart may remain. The
+            //    durable list goes first: a file it no longer names is a
+            //    leftover the next open removes.
             sh.files.write().remove(&oldest.id);
             sh.log.lock().probation.remove(&oldest.id);
+            sh.listing.lock().reclaimed(oldest.id)?;
             oldest
                 .unlink()
+                .and_then(|()| remove_if_there(&sh.config.dir, &keys_name(oldest.id)))
                 .and_then(|()| sync_dir(&sh.config.dir))
                 .map_err(|source| DiskError::Io {
                     context: format!("cannot remove reclaimed segment {}", oldest.id),

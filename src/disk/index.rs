@@ -286,14 +286,6 @@ impl Index {
         }
     }
 
-    /// Forgets every entry.
-    pub(crate) fn clear(&self) {
-        for stripe in &self.stripes {
-            stripe.write().clear();
-        }
-        self.len.store(0, Ordering::Relaxed);
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }

@@ -41,11 +41,14 @@
 //! segment id and offset) and its key compared in full before a byte is
 //! returned; a record that fails is a miss, dropped from the index and counted.
 
+mod analysis;
 mod compression;
+mod dir;
 mod flusher;
 mod ghosts;
 mod index;
 pub(crate) mod io;
+mod listing;
 pub(crate) mod recovery;
 mod segment;
 pub(crate) mod tiered;
@@ -56,8 +59,9 @@ pub use tiered::WritePolicy;
 
 use crate::format::FormatError;
 use crate::format::checkpoint::Checkpoint;
-use crate::format::closed;
-use crate::format::record::{self, Kind, RECORD_HEADER_LEN, RecordHeader};
+use crate::format::record::{
+    self, Kind, MARK_LEN, Mark, RECORD_HEADER_LEN, RecordHeader, StreamPos,
+};
 use crate::format::segment::{
     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry,
     TRAILER_LEN,
@@ -66,6 +70,7 @@ use crate::key::hash_key;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering, RwLock};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
+use dir::CHECKPOINT_FILE;
 use flusher::Flusher;
 use ghosts::Ghosts;
 use index::{IN_MEMORY, Index, Loc, MAX_SEGMENT_ID};
@@ -135,6 +140,8 @@ pub(crate) enum DiskError {
     Refused,
     #[error("a record of {0} bytes does not fit in a segment")]
     TooLarge(usize),
+    #[error("the disk tier is closed")]
+    Closed,
 }
 
 /// Bytes appended to an active segment between wake-ups of the flusher (a
@@ -144,15 +151,9 @@ pub(crate) enum DiskError {
 /// against one 64 MiB write and `fdatasync` a segment.
 const WAKE_EVERY: usize = 4 << 20;
 
-/// The clean-close mark's file name (format.md §2.4).
-pub(crate) const CLOSED_FILE: &str = "CLOSED";
-
 /// A tier of fewer segments has no probation stream: with two segments being
 /// filled it would have too few left to reclaim from (docs/design.md §10.2).
 const MIN_SEGMENTS_FOR_PROBATION: u64 = 4;
-
-/// The checkpoint's file name in the directory.
-pub(crate) const CHECKPOINT_FILE: &str = "CHECKPOINT";
 
 /// What a reopen found of the checkpoint.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,18 +168,6 @@ pub(crate) enum CheckpointState {
     Corrupt(String),
 }
 
-/// The checkpoint in `dir`: `Ok(None)` if there is none, `Err` if it cannot
-/// be read or decoded.
-fn read_checkpoint_file(dir: &std::path::Path) -> Result<Option<Checkpoint>, String> {
-    match std::fs::read(dir.join(CHECKPOINT_FILE)) {
-        Ok(bytes) => Checkpoint::decode(&bytes)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read it: {e}")),
-    }
-}
-
 /// A value made ready for [`DiskTier::commit`] by [`DiskTier::prepare`].
 pub(crate) struct Prepared {
     compressed: bool,
@@ -186,6 +175,13 @@ pub(crate) struct Prepared {
     stored: Bytes,
     raw_len: u32,
     expires_at: u64,
+}
+
+impl Prepared {
+    /// Bytes of the value as it will be stored.
+    pub(crate) fn stored_len(&self) -> usize {
+        self.stored.len()
+    }
 }
 
 /// Names the record a [`DiskTier::get_current`] read.
@@ -250,6 +246,11 @@ fn add(c: &AtomicU64, n: u64) {
 /// What the log mutex guards.
 struct Log {
     next_seq: u64,
+    /// `next_seq` when the last mark was appended: none is needed until
+    /// something is appended after it.
+    marked_seq: u64,
+    /// The stream of the last append (a mark goes there: it is busy).
+    last_stream: Stream,
     next_id: u32,
     /// Each active segment's summary so far, by stream.
     summary: [Vec<SummaryEntry>; 2],
@@ -272,6 +273,9 @@ struct Frozen {
     id: u32,
     stream: Stream,
     first_seq: u64,
+    /// The log's last sequence number when it froze: its stream is complete
+    /// up to here (the trailer's `through`).
+    through: u64,
     image: Arc<Image>,
     summary: Vec<SummaryEntry>,
 }
@@ -293,6 +297,9 @@ struct Shared {
     config: DiskConfig,
     index: Index,
     ghosts: Ghosts,
+    /// The segment list (format.md §2.2): changed by the flusher at each
+    /// seal and reclaim, and at close.
+    listing: Mutex<listing::Listing>,
     log: Mutex<Log>,
     /// The active segment of each stream (indexed by `Stream as usize`).
     active: RwLock<[ActiveBuffer; 2]>,
@@ -346,8 +353,7 @@ impl Shared {
         stream: Stream,
     ) -> Result<Option<bool>, DiskError> {
         let len = header.record_len();
-        let room = self.config.segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN;
-        if len + SUMMARY_ENTRY_LEN > room {
+        if len > max_record_len(self.config.segment_size) {
             return Err(DiskError::TooLarge(len));
         }
         let hash = hash_key(key);
@@ -375,6 +381,45 @@ impl Shared {
         // stands, so a removed value is not served.
         self.check_failed()?;
         let mut actives = self.active.write();
+        let (offset, woke) =
+            self.place(&mut log, &mut actives, stream, len, |seq, offset, id| {
+                header.seq = seq;
+                let head = record::encode_header(u64::from(id), offset, &header, key, stored);
+                (head, [key, stored])
+            })?;
+        let s = stream as usize;
+        log.summary[s].push(SummaryEntry {
+            hash,
+            seq: header.seq,
+            offset,
+            len: len as u32,
+            tombstone: header.kind == Kind::Tombstone,
+            compressed: header.compressed,
+            mark: false,
+        });
+        if header.kind == Kind::Value {
+            let loc = Loc {
+                segment: actives[s].id,
+                offset,
+            };
+            self.index.insert(hash, loc, flags);
+            self.ghosts.observe(len);
+            add(&self.counters.values_appended, 1);
+        }
+        Ok(Some(woke))
+    }
+
+    /// Under the log and active locks: makes room for a record of `len`
+    /// bytes in `stream`'s active segment, freezing it if the record does not
+    /// fit. Whether it froze.
+    fn make_room(
+        &self,
+        log: &mut Log,
+        actives: &mut [ActiveBuffer; 2],
+        stream: Stream,
+        len: usize,
+    ) -> Result<bool, DiskError> {
+        let room = self.config.segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN;
         let s = stream as usize;
         let summary_len = (log.summary[s].len() + 1) * SUMMARY_ENTRY_LEN;
         let froze = actives[s].records_len() + len + summary_len > room;
@@ -384,39 +429,88 @@ impl Shared {
                     "segment ids are exhausted ({MAX_SEGMENT_ID} segments written)"
                 )));
             }
-            self.freeze(&mut log, &mut actives[s], stream);
+            self.freeze(log, &mut actives[s], stream);
         }
-        let active = &mut actives[s];
-        header.seq = log.next_seq;
+        Ok(froze)
+    }
+
+    /// Under the log and active locks: makes room for a record of `len`
+    /// bytes in `stream`'s active segment, gives it the next sequence number,
+    /// and appends what `encode` makes of (sequence number, offset, segment
+    /// id): a header and the bytes after it. Returns the record's offset and
+    /// whether the flusher should be woken (the segment froze, or grew past a
+    /// multiple of [`WAKE_EVERY`]).
+    fn place<'b>(
+        &self,
+        log: &mut Log,
+        actives: &mut [ActiveBuffer; 2],
+        stream: Stream,
+        len: usize,
+        encode: impl FnOnce(u64, u32, u32) -> ([u8; RECORD_HEADER_LEN], [&'b [u8]; 2]),
+    ) -> Result<(u32, bool), DiskError> {
+        let froze = self.make_room(log, actives, stream, len)?;
+        let active = &mut actives[stream as usize];
+        let seq = log.next_seq;
         log.next_seq += 1;
+        log.last_stream = stream;
         let offset = active.end_offset();
-        let segment_id = u64::from(active.id);
-        let head = record::encode_header(segment_id, offset, &header, key, stored);
-        active.image.append(&[&head, key, stored]);
+        let (head, rest) = encode(seq, offset, active.id);
+        active.image.append(&[&head, rest[0], rest[1]]);
         // Every few MiB the flusher is woken to write them and start their
         // writeback, so the seal's `fdatasync` finds little left to do (and
         // the image gives back the chunks written). Not every chunk: small
         // segments' chunks are small, and a wake-up for each kept the
         // flusher busy for little (design.md §9).
         let crossed = offset as usize / WAKE_EVERY != active.image.len() / WAKE_EVERY;
-        log.summary[s].push(SummaryEntry {
-            hash,
-            seq: header.seq,
+        Ok((offset, froze || crossed))
+    }
+
+    /// Appends a mark (format.md §1.2) to the stream last appended to, if
+    /// anything was appended since the last mark: where every stream stands
+    /// now. Recovery that finds it, and each stream's records up to where it
+    /// says, knows the whole log is complete up to it, so a crash costs no
+    /// more than what came after the last mark every stream reached.
+    pub(super) fn mark(&self) -> Result<(), DiskError> {
+        let mut log = self.log.lock();
+        if log.next_seq == log.marked_seq {
+            return Ok(());
+        }
+        self.check_failed()?;
+        let stream = if self.probation_on() {
+            log.last_stream
+        } else {
+            Stream::Main
+        };
+        let mut actives = self.active.write();
+        let len = RECORD_HEADER_LEN + MARK_LEN;
+        // Room first, so that the positions are those after any freeze.
+        self.make_room(&mut log, &mut actives, stream, len)?;
+        let pos = |a: &ActiveBuffer| StreamPos {
+            segment: a.id,
+            end: a.end_offset(),
+            first_seq: a.first_seq,
+        };
+        let payload = Mark {
+            streams: [pos(&actives[0]), pos(&actives[1])],
+        }
+        .encode();
+        let (offset, _) = self.place(&mut log, &mut actives, stream, len, |seq, offset, id| {
+            let head = Mark::header(seq);
+            let head = record::encode_header(u64::from(id), offset, &head, &[], &payload);
+            (head, [&[], &payload])
+        })?;
+        let seq = log.next_seq - 1;
+        log.summary[stream as usize].push(SummaryEntry {
+            hash: 0,
+            seq,
             offset,
             len: len as u32,
-            tombstone: header.kind == Kind::Tombstone,
-            compressed: header.compressed,
+            tombstone: false,
+            compressed: false,
+            mark: true,
         });
-        if header.kind == Kind::Value {
-            let loc = Loc {
-                segment: active.id,
-                offset,
-            };
-            self.index.insert(hash, loc, flags);
-            self.ghosts.observe(len);
-            add(&self.counters.values_appended, 1);
-        }
-        Ok(Some(froze || crossed))
+        log.marked_seq = log.next_seq;
+        Ok(())
     }
 
     /// Segments the tier holds against its capacity: sealed files, frozen
@@ -448,6 +542,7 @@ impl Shared {
             id: full.id,
             stream,
             first_seq: full.first_seq,
+            through: log.next_seq - 1,
             image: full.image,
             summary: std::mem::take(&mut log.summary[stream as usize]),
         };
@@ -468,6 +563,9 @@ impl Shared {
         if self.failed.load(Ordering::Acquire) {
             let why = self.failure.lock().clone().unwrap_or_default();
             return Err(DiskError::Failed(why));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DiskError::Closed);
         }
         Ok(())
     }
@@ -496,6 +594,11 @@ impl DiskTier {
                 config.capacity
             )));
         }
+        if config.flush_interval.is_zero() {
+            return Err(DiskError::Config(
+                "the flush interval must be greater than zero".into(),
+            ));
+        }
         if config.max_frozen == 0 {
             return Err(DiskError::Config("max_frozen must be at least 1".into()));
         }
@@ -507,35 +610,30 @@ impl DiskTier {
         let io_err = |context: String| move |source| DiskError::Io { context, source };
         std::fs::create_dir_all(&config.dir)
             .map_err(io_err(format!("cannot create {}", config.dir.display())))?;
-        let lock = lock_directory(&config.dir)?;
-        check_manifest(&config)?;
+        let lock = dir::lock_directory(&config.dir)?;
+        if let dir::ManifestCheck::Rewritten(why) = dir::check_manifest(&config.dir, s)? {
+            log::warn!(
+                "{}: the manifest was damaged ({why}); set aside as MANIFEST.quarantined and written again",
+                config.dir.display()
+            );
+        }
         let mut config = config;
         if config.direct
-            && let Err(e) = probe_direct(&*config.io, &config.dir)
+            && let Err(e) = dir::probe_direct(&*config.io, &config.dir)
         {
-            eprintln!(
-                "larder: {} refuses direct writes ({e}); writing through the page cache",
+            log::warn!(
+                "{} refuses direct writes ({e}); writing through the page cache",
                 config.dir.display()
             );
             config.direct = false;
         }
         let index = Index::new();
-        let found = read_checkpoint_file(&config.dir);
+        let found = dir::read_checkpoint(&config.dir);
         let uses: std::collections::HashMap<(u32, u32), u8> = match &found {
             Ok(Some(c)) => c.uses.iter().map(|&(s, o, n)| ((s, o), n)).collect(),
             _ => Default::default(),
         };
-        // Where a clean close left the log, as the checkpoint and the mark say.
-        let closed_at = [
-            found
-                .as_ref()
-                .ok()
-                .and_then(|c| c.as_ref().map(|c| c.last_seq)),
-            std::fs::read(config.dir.join(CLOSED_FILE))
-                .ok()
-                .and_then(|b| closed::decode(&b).ok()),
-        ];
-        let recovered = recovery::recover(&*config.io, &config.dir, s, &index, &uses, closed_at)?;
+        let recovered = recovery::recover(&*config.io, &config.dir, s, &index, &uses)?;
         let ghosts = Ghosts::new(config.capacity);
         let on_disk: u64 = recovered.files.len() as u64 * s;
         ghosts.observe_many(recovered.report.records, on_disk);
@@ -543,7 +641,7 @@ impl DiskTier {
         let checkpoint = match found {
             Err(why) => CheckpointState::Corrupt(why),
             Ok(None) => CheckpointState::Missing,
-            Ok(Some(c)) if c.last_seq != log_end || recovered.report.sealed > 0 => {
+            Ok(Some(c)) if Some(c.last_seq) != recovered.closed_at => {
                 index.clear_flags();
                 CheckpointState::Stale {
                     checkpoint: c.last_seq,
@@ -582,8 +680,11 @@ impl DiskTier {
             closed: AtomicBool::new(false),
             index,
             ghosts,
+            listing: Mutex::new(recovered.listing),
             log: Mutex::new(Log {
                 next_seq: seq,
+                marked_seq: seq,
+                last_stream: Stream::Main,
                 next_id: id + 2,
                 summary: [Vec::new(), Vec::new()],
                 probation,
@@ -634,6 +735,11 @@ impl DiskTier {
     pub(crate) fn put(&self, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), DiskError> {
         let prepared = self.prepare(&Bytes::copy_from_slice(value), expires_at, true)?;
         self.commit(key, &prepared, 0, Stream::Main)
+    }
+
+    /// The longest record (header, key, stored value) a segment takes.
+    pub(crate) fn max_record_len(&self) -> usize {
+        max_record_len(self.shared.config.segment_size)
     }
 
     /// The part of a `put` that may take time, done before any lock is held:
@@ -771,17 +877,29 @@ impl DiskTier {
         if !full() {
             return Ok(());
         }
-        let deadline = match sh.config.backpressure {
-            Backpressure::Refuse => None,
-            Backpressure::Wait(d) => Some(Instant::now() + d),
+        // A wait too long to add to the clock is a wait without a deadline.
+        enum Until {
+            Now,
+            Deadline(Instant),
+            Forever,
+        }
+        let until = match sh.config.backpressure {
+            Backpressure::Refuse => Until::Now,
+            Backpressure::Wait(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Until::Forever, Until::Deadline),
         };
         let (lock, cond) = &sh.space;
         let mut guard = lock.lock();
         while full() {
             self.check_failed()?;
-            let timed_out = match deadline {
-                None => true,
-                Some(d) => cond.wait_until(&mut guard, d).timed_out(),
+            let timed_out = match until {
+                Until::Now => true,
+                Until::Deadline(d) => cond.wait_until(&mut guard, d).timed_out(),
+                Until::Forever => {
+                    cond.wait(&mut guard);
+                    false
+                }
             };
             if timed_out && full() {
                 return Err(DiskError::Refused);
@@ -940,30 +1058,12 @@ impl DiskTier {
 
     /// Writes `checkpoint` atomically.
     pub(crate) fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), DiskError> {
-        self.write_file(CHECKPOINT_FILE, &checkpoint.encode())
-    }
-
-    /// Writes the clean-close mark for a log sealed at `last_seq`, atomically.
-    pub(crate) fn write_closed(&self, last_seq: u64) -> Result<(), DiskError> {
-        self.write_file(CLOSED_FILE, &closed::encode(last_seq))
-    }
-
-    /// Writes the file `name` of the directory atomically: a temporary file,
-    /// `fdatasync`, rename, and a sync of the directory.
-    fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let dir = &self.shared.config.dir;
-        let (tmp, path) = (dir.join(format!("{name}.tmp")), dir.join(name));
-        let write = || -> std::io::Result<()> {
-            let f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut &f, bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)?;
-            sync_dir(dir)
-        };
-        write().map_err(|source| DiskError::Io {
-            context: format!("cannot write {}", path.display()),
-            source,
-        })
+        dir::write_atomic(
+            &self.shared.config.dir,
+            CHECKPOINT_FILE,
+            &checkpoint.encode(),
+            true,
+        )
     }
 
     /// Holds reclaim off (`true`) or lets it run again (`false`): while the
@@ -1055,7 +1155,7 @@ impl DiskTier {
             Some(tx) => tx
                 .send(r)
                 .map_err(|_| DiskError::Failed("the flusher has stopped".into())),
-            None => Err(DiskError::Failed("the disk tier is closed".into())),
+            None => Err(DiskError::Closed),
         }
     }
 
@@ -1064,14 +1164,13 @@ impl DiskTier {
     /// From then on the tier reads and writes nothing. Idempotent.
     pub(crate) fn close(&self) {
         let sh = &*self.shared;
-        sh.closed.store(true, Ordering::Release);
         drop(self.requests.lock().take());
         if let Some(h) = self.flusher.lock().take() {
             let _ = h.join();
         }
-        if sh.failure.lock().is_none() {
-            sh.fail("the disk tier is closed".into());
-        }
+        // After the flusher's last flush: from now on nothing is written.
+        sh.closed.store(true, Ordering::Release);
+        notify_space(sh);
         drop(sh.lock.lock().take());
     }
 
@@ -1110,6 +1209,12 @@ impl Drop for DiskTier {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The longest record (header, key, stored value) a segment of
+/// `segment_size` bytes takes, with its summary entry.
+pub(crate) fn max_record_len(segment_size: u64) -> usize {
+    segment_size as usize - SEGMENT_HEADER_LEN - TRAILER_LEN - SUMMARY_ENTRY_LEN
 }
 
 /// Bytes read ahead of a record in a segment file (see `DiskTier::read_file`):
@@ -1154,101 +1259,11 @@ fn value_of(r: &record::Record<'_>, key: &[u8]) -> Result<Option<Bytes>, FormatE
 
 fn log_corruption(loc: Loc, e: &FormatError) {
     // One line per bad record; the counter in `stats` is the durable signal.
-    eprintln!(
-        "larder: corrupt record in segment {} at offset {} dropped: {e}",
-        loc.segment, loc.offset
+    log::warn!(
+        "corrupt record in segment {} at offset {} dropped: {e}",
+        loc.segment,
+        loc.offset
     );
-}
-
-/// Whether `dir`'s file system takes direct writes: one aligned block written
-/// to a scratch file, which is then removed.
-fn probe_direct(io: &dyn Io, dir: &std::path::Path) -> std::io::Result<()> {
-    let path = dir.join("DIRECT_PROBE");
-    std::fs::File::create(&path)?;
-    let written = segment::open_direct(&path).and_then(|f| {
-        let mut block = segment::AlignedBuf::default();
-        io.write_all_at(&f, block.zeroed(DIRECT_ALIGN), 0)
-    });
-    let _ = std::fs::remove_file(&path);
-    written
-}
-
-/// Makes the directory's entries (created, renamed, removed files) durable.
-fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Takes the directory's advisory lock: one cache per directory at a time.
-fn lock_directory(dir: &std::path::Path) -> Result<std::fs::File, DiskError> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| DiskError::Io {
-            context: format!("cannot open {}", path.display()),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DiskError::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(source)) => Err(DiskError::Io {
-            context: format!("cannot lock {}", path.display()),
-            source,
-        }),
-    }
-}
-
-/// Checks the directory's manifest against the configuration, or writes it
-/// (atomically: a temporary file, fsync, rename, fsync of the directory).
-fn check_manifest(config: &DiskConfig) -> Result<(), DiskError> {
-    use crate::format::manifest::{HASH_XXH3_64, Manifest};
-    let dir = &config.dir;
-    let path = dir.join("MANIFEST");
-    let wanted = Manifest {
-        hash_id: HASH_XXH3_64,
-        segment_size: config.segment_size,
-    };
-    let io_err = |context: String| move |source| DiskError::Io { context, source };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let found = Manifest::decode(&bytes).map_err(|e| DiskError::BadManifest {
-                dir: dir.clone(),
-                reason: e.to_string(),
-            })?;
-            let mismatch = |what: String, asked: String| DiskError::Mismatch {
-                dir: dir.clone(),
-                what,
-                asked,
-            };
-            if found.hash_id != wanted.hash_id {
-                return Err(mismatch(
-                    format!("key hash {}", found.hash_id),
-                    format!("key hash {}", wanted.hash_id),
-                ));
-            }
-            if found.segment_size != wanted.segment_size {
-                return Err(mismatch(
-                    format!("segment size {}", found.segment_size),
-                    format!("segment size {}", wanted.segment_size),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join("MANIFEST.tmp");
-            let write = || -> std::io::Result<()> {
-                let f = std::fs::File::create(&tmp)?;
-                std::io::Write::write_all(&mut &f, &wanted.encode())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()
-            };
-            write().map_err(io_err(format!("cannot write {}", path.display())))
-        }
-        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
-    }
 }
 
 /// Wakes producers waiting for a frozen segment to be written (under the mutex,

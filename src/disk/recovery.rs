@@ -1,43 +1,37 @@
-//! Opening a directory that already holds segments: the index is rebuilt from
-//! what is on disk, and the directory is left in a state the next open can
-//! read the same way.
+//! Opening a directory that already holds segments: what `analysis` proves
+//! is kept, and the directory is left in a state the next open reads the
+//! same way, whenever a crash interrupts it.
 //!
-//! * A sealed segment (valid trailer and summary) contributes its summary:
-//!   recovery reads 24 bytes a record, not the records.
-//! * A segment without a valid trailer (the one being filled at a crash) is
-//!   scanned record by record from its header up to the first record that
-//!   fails its checks (a torn or unwritten tail); the valid prefix is then
-//!   sealed in place: a summary after it, the trailer at the end, `fdatasync`.
-//!   If that is interrupted, the next open finds no valid trailer and scans
-//!   again: recovery is itself crash-safe.
-//! * A segment file whose header is not a valid header of this directory's
-//!   segment (wrong magic, checksum, id or size) is renamed `*.quarantined`,
-//!   reported, and never read again; a file whose name is not a segment's is
-//!   left alone and reported as foreign.
-//! * Unless the log was closed cleanly (no segment unsealed, and the
-//!   checkpoint or the clean-close mark names its last record), the probation
-//!   stream's segments are removed: the two streams' tails were written
-//!   independently and need not agree on one moment; main's alone does, and a
-//!   key's records all stay in one stream (docs/design.md §10.2).
-//! * Records apply in sequence order, the two streams merged (within a
-//!   stream, segments in id order and records in log order follow the order
-//!   of appends): a value points the index at itself, a tombstone removes the
-//!   key. The result is the state after the last record that survived: a
-//!   consistent prefix of the writes.
+//! 1. The decision first: the segment list is rewritten with what the
+//!    analysis found (lost segments, void ranges, each stream complete up to
+//!    the last sequence number used), before anything it rests on changes.
+//! 2. Then the files: damaged ones are renamed `*.quarantined`, a reclaim's
+//!    leftovers and empty tails removed, each unsealed tail sealed after its
+//!    last valid record (summary, trailer, `fdatasync`), a listed segment
+//!    whose trailer alone was damaged sealed again, and missing keys files
+//!    written again.
+//! 3. The index is rebuilt from the records that apply, in sequence order: a
+//!    value points its key at itself, a tombstone removes the key.
+//! 4. The list again, naming the tails sealed now.
+//!
+//! An interruption anywhere leaves either the old list (and the next open
+//! decides the same) or the new one, which already says what is void and
+//! lost; sealing writes only after a tail's valid records.
 
-use super::index::{Index, Loc, MAX_SEGMENT_ID};
+use super::DiskError;
+use super::analysis::{Analysis, Contents, Fate, analyze};
+use super::dir::{keys_name, remove_if_there, sync_dir, write_keys};
+use super::index::{Index, Loc};
 use super::io::Io;
+use super::listing::Listing;
 use super::segment::{SegmentFile, Stream};
-use super::{DiskError, sync_dir};
-use crate::format::record::{self, Kind, RECORD_HEADER_LEN};
+use crate::format::list::Listed;
 use crate::format::segment::{
-    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SegmentHeader, SummaryEntry, TRAILER_LEN, Trailer,
-    encode_summary,
+    SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
 };
-use crate::key::hash_key;
 use crate::sync::Arc;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// What opening a directory found and did.
@@ -51,14 +45,19 @@ pub(crate) struct RecoveryReport {
     pub(crate) records: u64,
     /// Unsealed segments scanned and sealed.
     pub(crate) sealed: u64,
-    /// Records lost in torn tails: bytes after the last valid record of an
-    /// unsealed segment that were not all zero.
+    /// Unsealed segments whose valid records are followed by non-zero bytes.
     pub(crate) torn_tails: u64,
-    /// Segment files renamed `*.quarantined` (bad header), and files that are
-    /// not larder's.
+    /// Segment files renamed `*.quarantined` (damaged, or not this directory's).
     pub(crate) quarantined: u64,
-    /// Probation segments removed because the log was not closed cleanly.
-    pub(crate) discarded: u64,
+    /// Segments found lost at this open (missing, or damaged with records gone).
+    pub(crate) lost_segments: u64,
+    /// Records dropped as void: numbered after what a crash left complete in
+    /// every stream.
+    pub(crate) void_records: u64,
+    /// Records dropped as unproven: a lost segment may have held a newer
+    /// record of their key.
+    pub(crate) unproven_records: u64,
+    /// Files named like segments that are not larder's.
     pub(crate) foreign: u64,
     pub(crate) elapsed: Duration,
 }
@@ -69,142 +68,187 @@ pub(crate) struct Recovered {
     pub(crate) next_id: u32,
     pub(crate) next_seq: u64,
     pub(crate) report: RecoveryReport,
+    pub(crate) listing: Listing,
+    /// Where a clean close left the log, if it did and the directory was
+    /// found intact: a checkpoint naming it describes this state.
+    pub(crate) closed_at: Option<u64>,
 }
 
-/// The segment id named by `name` (`0000000042.seg`), if it is one.
-pub(crate) fn segment_id_of(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".seg")?;
-    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// The segment files of `dir` by id, and the names that look like segments
-/// but are not larder's (reported, left alone).
-pub(crate) fn list_segments(dir: &Path) -> std::io::Result<(BTreeMap<u32, PathBuf>, Vec<PathBuf>)> {
-    let mut segments = BTreeMap::new();
-    let mut foreign = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !name.ends_with(".seg") {
-            continue;
-        }
-        match segment_id_of(&name).filter(|&id| id <= MAX_SEGMENT_ID && id > 0) {
-            Some(id) => {
-                segments.insert(id, entry.path());
-            }
-            None => foreign.push(entry.path()),
-        }
-    }
-    Ok((segments, foreign))
-}
-
-/// What one segment file holds, as far as it can be trusted.
-pub(crate) enum Contents {
-    /// A valid trailer and summary.
-    Sealed {
-        entries: Vec<SummaryEntry>,
-        last_seq: u64,
-    },
-    /// No valid trailer: the records up to the first that fails its checks.
-    Unsealed {
-        entries: Vec<SummaryEntry>,
-        /// Where the valid records end.
-        end: usize,
-        /// Whether non-zero bytes follow them (a torn record, not just unwritten space).
-        torn: bool,
-    },
-}
-
-/// Reads and checks a segment file: `Err` if its header is not a valid header
-/// of segment `id` of `segment_size` bytes.
-pub(crate) fn read_segment(
+/// Rebuilds `index` from the segments in `dir`; a record listed in `uses`
+/// (segment, offset → use count, from a checkpoint) gets that use count.
+pub(crate) fn recover(
     io: &dyn Io,
-    file: &std::fs::File,
-    id: u32,
+    dir: &Path,
     segment_size: u64,
-) -> Result<(SegmentHeader, Contents), String> {
-    let len = file
-        .metadata()
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .len()
-        .min(segment_size) as usize;
-    // A zeroed buffer of the file's length costs nothing until written (the
-    // allocator maps zero pages lazily): a sealed segment fills in only its
-    // header, trailer and summary; the records are read only for a scan.
-    let mut bytes = vec![0u8; len];
-    let read = |bytes: &mut [u8], range: std::ops::Range<usize>| {
-        io.read_exact_at(file, &mut bytes[range.clone()], range.start as u64)
-            .map_err(|e| format!("cannot read: {e}"))
+    index: &Index,
+    uses: &HashMap<(u32, u32), u8>,
+) -> Result<Recovered, DiskError> {
+    let started = Instant::now();
+    let io_err = |context: String| move |source| DiskError::Io { context, source };
+    let a = analyze(io, dir, segment_size)?;
+    for p in &a.problems {
+        log::warn!("{}: {p}", dir.display());
+    }
+    let closed_at = a.closed_at();
+    // 1. The decision, durable before anything it rests on changes.
+    // (Nothing retires yet: the tails, not listed until sealed, may hold
+    // records a lost segment or a void range is about.)
+    let mut listing = Listing::new(dir, decided_list(&a));
+    listing.persist_keeping()?;
+    // 2. The files.
+    let mut report = RecoveryReport {
+        foreign: a.foreign.len() as u64,
+        lost_segments: a.lost.iter().filter(|l| l.new).count() as u64,
+        ..RecoveryReport::default()
     };
-    read(&mut bytes, 0..SEGMENT_HEADER_LEN.min(len))?;
-    let header = SegmentHeader::decode(&bytes).map_err(|e| e.to_string())?;
-    if header.segment_id != u64::from(id) {
-        return Err(format!("its header names segment {}", header.segment_id));
+    let mut files = BTreeMap::new();
+    let mut sealed_now = Vec::new();
+    for (&id, (s, fate)) in &a.segments {
+        let path = &s.path;
+        let ctx = |what: &str| format!("cannot {what} {}", path.display());
+        match fate {
+            Fate::Quarantine(_) => {
+                quarantine(path).map_err(io_err(ctx("quarantine")))?;
+                report.quarantined += 1;
+                continue;
+            }
+            Fate::Leftover | Fate::EmptyTail => {
+                remove_if_there(dir, &super::dir::segment_name(id))
+                    .map_err(io_err(ctx("remove")))?;
+                remove_if_there(dir, &keys_name(id)).map_err(io_err(ctx("remove")))?;
+                continue;
+            }
+            Fate::Live | Fate::Reseal | Fate::Tail => {}
+        }
+        let file = SegmentFile::open(path.clone(), id)
+            .map_err(io_err(ctx("open")))?
+            .in_stream(s.stream);
+        let entries = s.contents.entries();
+        let last_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+        if let Contents::Unsealed { end, torn, .. } = &s.contents {
+            let through = match fate {
+                Fate::Reseal => a
+                    .list
+                    .live
+                    .iter()
+                    .find(|l| l.id == id)
+                    .map_or(a.max_seen, |l| l.through),
+                _ => a.max_seen,
+            };
+            if *torn {
+                report.torn_tails += 1;
+            }
+            seal(io, &file.file, id, segment_size, entries, *end, through)
+                .map_err(io_err(ctx("seal")))?;
+            write_keys(dir, id, last_seq, entries).map_err(io_err(ctx("write the keys of")))?;
+            if *fate == Fate::Tail {
+                report.sealed += 1;
+                sealed_now.push(Listed {
+                    id,
+                    probation: s.stream == Stream::Probation,
+                    first_seq: s.first_seq,
+                    last_seq,
+                    through,
+                    records: entries.len() as u32,
+                });
+            }
+        } else if a.keys_missing.contains(&id) {
+            write_keys(dir, id, last_seq, entries).map_err(io_err(ctx("write the keys of")))?;
+        }
+        report.records += entries.len() as u64;
+        report.segments += 1;
+        files.insert(id, Arc::new(file));
     }
-    if header.segment_size != segment_size {
-        return Err(format!(
-            "its header says {} bytes, the directory's segments are {segment_size}",
-            header.segment_size
-        ));
+    for (_, path, _) in &a.bad {
+        quarantine(path).map_err(io_err(format!("cannot quarantine {}", path.display())))?;
+        report.quarantined += 1;
     }
-    let sealed = len as u64 == segment_size
-        && read(&mut bytes, len - TRAILER_LEN..len).is_ok()
-        && Trailer::decode(u64::from(id), &bytes).is_ok_and(|t| {
-            let start = t.summary_offset as usize;
-            let end = start + t.record_count as usize * SUMMARY_ENTRY_LEN;
-            read(&mut bytes, start..end).is_ok()
-        });
-    if sealed
-        && let Ok(trailer) = Trailer::decode(u64::from(id), &bytes)
-        && let Ok(entries) = trailer.summary(u64::from(id), &bytes)
-    {
-        return Ok((
-            header,
-            Contents::Sealed {
-                entries,
-                last_seq: trailer.last_seq,
-            },
-        ));
+    sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))?;
+    // 3. The index.
+    let (void, unproven) = a.for_each_applied(|id, e| apply(index, id, e, uses));
+    (report.void_records, report.unproven_records) = (void, unproven);
+    // 4. The list, with the tails sealed now.
+    for l in sealed_now {
+        let s = &mut listing.list.streams[usize::from(l.probation)];
+        s.sealed_id = s.sealed_id.max(l.id);
+        listing.list.live.push(l);
     }
-    // Unsealed (or a damaged trailer or summary): trust only what checks out.
-    read(&mut bytes, 0..len)?;
-    let limit = (segment_size as usize - TRAILER_LEN).min(len);
-    let mut entries = Vec::new();
-    let mut at = SEGMENT_HEADER_LEN;
-    while at + RECORD_HEADER_LEN <= limit {
-        let Ok(r) = record::decode(u64::from(id), at as u32, &bytes[at..limit]) else {
-            break;
-        };
-        let rec_len = r.header.record_len();
-        entries.push(SummaryEntry {
-            hash: hash_key(r.key),
-            seq: r.header.seq,
-            offset: at as u32,
-            len: rec_len as u32,
-            tombstone: r.header.kind == Kind::Tombstone,
-            compressed: r.header.compressed,
-        });
-        at += rec_len;
+    listing.list.live.sort_by_key(|l| l.id);
+    listing.persist()?;
+    let ids = a.segments.keys().chain(a.bad.iter().map(|b| &b.0));
+    let ids = ids.copied().chain(a.lost.iter().map(|l| l.entry.id));
+    let ids = ids.chain(a.list.streams.iter().map(|s| s.sealed_id));
+    let next_id = ids.max().unwrap_or(0).saturating_add(1);
+    if next_id > super::index::MAX_SEGMENT_ID {
+        return Err(DiskError::Failed(format!(
+            "segment ids are exhausted ({} segments written)",
+            super::index::MAX_SEGMENT_ID
+        )));
     }
-    // Room for the summary that sealing will write after the records.
-    let room = segment_size as usize - TRAILER_LEN;
-    while at + entries.len() * SUMMARY_ENTRY_LEN > room && !entries.is_empty() {
-        let last = entries.pop().expect("not empty");
-        at = last.offset as usize;
+    report.entries = index.len() as u64;
+    report.elapsed = started.elapsed();
+    Ok(Recovered {
+        files,
+        next_id,
+        next_seq: a.max_seen + 1,
+        report,
+        listing,
+        closed_at,
+    })
+}
+
+/// The list the analysis decided: the segments kept, the lost ones, the void
+/// ranges, and every stream complete up to the last sequence number used
+/// (what is not there is void or lost). Not closed: a cache has it open.
+fn decided_list(a: &Analysis) -> crate::format::list::SegmentList {
+    let mut list = a.list.clone();
+    list.closed_at = 0;
+    list.voids = a.voids.clone();
+    list.lost = a.lost.iter().map(|l| l.entry).collect();
+    list.live = a
+        .segments
+        .iter()
+        .filter_map(|(&id, (s, fate))| match (fate, &s.contents) {
+            (
+                Fate::Live,
+                Contents::Sealed {
+                    entries,
+                    last_seq,
+                    through,
+                },
+            ) => Some(Listed {
+                id,
+                probation: s.stream == Stream::Probation,
+                first_seq: s.first_seq,
+                last_seq: *last_seq,
+                through: *through,
+                records: entries.len() as u32,
+            }),
+            (Fate::Reseal, _) => a.list.live.iter().find(|l| l.id == id).copied(),
+            _ => None,
+        })
+        .collect();
+    for (s, state) in list.streams.iter_mut().enumerate() {
+        state.through = state.through.max(a.max_seen);
+        let newest = list
+            .live
+            .iter()
+            .filter(|l| usize::from(l.probation) == s)
+            .map(|l| l.id)
+            .max();
+        state.sealed_id = state.sealed_id.max(newest.unwrap_or(0));
     }
-    let torn = bytes[at..len].iter().any(|&b| b != 0);
-    Ok((
-        header,
-        Contents::Unsealed {
-            entries,
-            end: at,
-            torn,
-        },
-    ))
+    list
+}
+
+/// Renames a damaged segment file `*.seg.quarantined`: kept for a person,
+/// never read again.
+fn quarantine(path: &Path) -> std::io::Result<()> {
+    let to = path.with_extension("seg.quarantined");
+    match std::fs::rename(path, &to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Seals an unsealed segment's valid prefix in place: summary, trailer, sync.
@@ -215,14 +259,17 @@ fn seal(
     segment_size: u64,
     entries: &[SummaryEntry],
     end: usize,
+    through: u64,
 ) -> std::io::Result<()> {
     let mut summary = Vec::with_capacity(entries.len() * SUMMARY_ENTRY_LEN);
     let summary_crc = encode_summary(u64::from(id), entries, &mut summary);
     io.write_all_at(file, &summary, end as u64)?;
+    let last_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0);
     let trailer = Trailer {
         summary_offset: end as u32,
         record_count: entries.len() as u32,
-        last_seq: entries.last().map_or(0, |e| e.seq),
+        last_seq,
+        through: through.max(last_seq),
         summary_crc,
     };
     io.write_all_at(
@@ -233,283 +280,165 @@ fn seal(
     io.sync_data(file)
 }
 
-/// Rebuilds `index` from the segments in `dir`; a record listed in `uses`
-/// (segment, offset → use count, from a checkpoint) gets that use count.
-/// `closed_at`: where the checkpoint and the clean-close mark say a close left
-/// the log. The log was closed cleanly if one of them is its last sequence
-/// number and no segment was left unsealed; otherwise the probation stream is
-/// discarded (module docs).
-pub(crate) fn recover(
-    io: &dyn Io,
-    dir: &Path,
-    segment_size: u64,
-    index: &Index,
-    uses: &HashMap<(u32, u32), u8>,
-    closed_at: [Option<u64>; 2],
-) -> Result<Recovered, DiskError> {
-    let started = Instant::now();
-    let io_err = |context: String| move |source| DiskError::Io { context, source };
-    let (paths, foreign) =
-        list_segments(dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
-    let mut report = RecoveryReport {
-        foreign: foreign.len() as u64,
-        ..RecoveryReport::default()
-    };
-    for path in &foreign {
-        eprintln!(
-            "larder: {} is not a segment of this cache; left alone",
-            path.display()
-        );
-    }
-    // 1. Read every segment; quarantine the ones that are not valid.
-    let mut found = Vec::new();
-    let (mut next_id, mut next_seq) = (1u32, 1u64);
-    let mut changed_dir = false;
-    for (id, path) in paths {
-        let file = SegmentFile::open(path.clone(), id)
-            .map_err(io_err(format!("cannot open {}", path.display())))?;
-        let (header, contents) = match read_segment(io, &file.file, id, segment_size) {
-            Ok(found) => found,
-            Err(why) => {
-                let to = path.with_extension("seg.quarantined");
-                eprintln!(
-                    "larder: segment file {} is not valid ({why}); renamed to {}",
-                    path.display(),
-                    to.display()
-                );
-                std::fs::rename(&path, &to)
-                    .map_err(io_err(format!("cannot quarantine {}", path.display())))?;
-                report.quarantined += 1;
-                changed_dir = true;
-                continue;
-            }
+/// Applies one record to the index.
+fn apply(index: &Index, id: u32, e: &SummaryEntry, uses: &HashMap<(u32, u32), u8>) {
+    if e.tombstone {
+        index.remove(e.hash);
+    } else {
+        let loc = Loc {
+            segment: id,
+            offset: e.offset,
         };
-        next_id = next_id.max(id + 1);
-        next_seq = next_seq.max(header.first_seq);
-        let (entries, last_seq) = match &contents {
-            Contents::Sealed { entries, last_seq } => (entries, *last_seq),
-            Contents::Unsealed { entries, .. } => (entries, 0),
-        };
-        // Every sequence number seen, even out of order: none is used twice.
-        let seen = entries
-            .iter()
-            .map(|e| e.seq)
-            .max()
-            .unwrap_or(0)
-            .max(last_seq);
-        next_seq = next_seq.max(seen + 1);
-        let stream = if header.probation {
-            Stream::Probation
-        } else {
-            Stream::Main
-        };
-        let file = file.in_stream(stream);
-        found.push((file, contents));
-    }
-    // 2. A crash, or a clean close? After a crash the probation stream goes:
-    //    its tail and main's were written independently, so together they need
-    //    not be the state at one moment; main alone is (a key's records all
-    //    stay in one stream, so dropping probation's only forgets keys).
-    let unsealed = found
-        .iter()
-        .any(|(_, c)| matches!(c, Contents::Unsealed { .. }));
-    let clean = !unsealed && closed_at.contains(&Some(next_seq - 1));
-    let mut files = BTreeMap::new();
-    let mut streams: [Vec<(u32, Vec<SummaryEntry>)>; 2] = [Vec::new(), Vec::new()];
-    for (file, contents) in found {
-        let (id, path) = (file.id, file.path().to_path_buf());
-        if file.stream == Stream::Probation && !clean {
-            file.unlink()
-                .map_err(io_err(format!("cannot remove {}", path.display())))?;
-            report.discarded += 1;
-            changed_dir = true;
-            continue;
-        }
-        let entries = match contents {
-            Contents::Sealed { entries, .. } => entries,
-            Contents::Unsealed { entries, end, torn } => {
-                if torn {
-                    report.torn_tails += 1;
-                    eprintln!(
-                        "larder: segment {id} ends in a torn record at offset {end}; the records before it are kept"
-                    );
-                }
-                if entries.is_empty() {
-                    file.unlink()
-                        .map_err(io_err(format!("cannot remove {}", path.display())))?;
-                    changed_dir = true;
-                    continue;
-                }
-                seal(io, &file.file, id, segment_size, &entries, end)
-                    .map_err(io_err(format!("cannot seal {}", path.display())))?;
-                report.sealed += 1;
-                entries
-            }
-        };
-        report.records += entries.len() as u64;
-        report.segments += 1;
-        streams[file.stream as usize].push((id, entries));
-        files.insert(id, Arc::new(file));
-    }
-    if changed_dir {
-        sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))?;
-    }
-    // 3. Apply both streams' records merged by sequence number.
-    let [main, probation] = streams;
-    if !apply_merged(index, &main, &probation, uses) {
-        // Appends are in sequence order, so this means a bug, not damage:
-        // say so, and apply everything again sorted by sequence number.
-        eprintln!("larder: records out of sequence order on disk; re-applying them sorted");
-        resort(io, index, &files, segment_size, uses);
-    }
-    if next_id > MAX_SEGMENT_ID {
-        return Err(DiskError::Failed(format!(
-            "segment ids are exhausted ({MAX_SEGMENT_ID} segments written)"
-        )));
-    }
-    report.entries = index.len() as u64;
-    report.elapsed = started.elapsed();
-    Ok(Recovered {
-        files,
-        next_id,
-        next_seq,
-        report,
-    })
-}
-
-/// Applies two streams' records (each a list of segments in id order) to the
-/// index, merged by sequence number. `false` if a stream's records were not in
-/// increasing sequence order (then the index is incomplete).
-fn apply_merged(
-    index: &Index,
-    main: &[(u32, Vec<SummaryEntry>)],
-    probation: &[(u32, Vec<SummaryEntry>)],
-    uses: &HashMap<(u32, u32), u8>,
-) -> bool {
-    let (a, b) = (flatten(main), flatten(probation));
-    let in_order = |v: &[(u32, &SummaryEntry)]| v.windows(2).all(|w| w[0].1.seq < w[1].1.seq);
-    if !in_order(&a) || !in_order(&b) {
-        return false;
-    }
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let take_a = j == b.len() || (i < a.len() && a[i].1.seq < b[j].1.seq);
-        let (id, e) = if take_a { a[i] } else { b[j] };
-        if take_a {
-            i += 1;
-        } else {
-            j += 1;
-        }
-        apply(index, id, std::slice::from_ref(e), uses);
-    }
-    true
-}
-
-/// A stream's records, with their segment ids, in log order.
-fn flatten(segments: &[(u32, Vec<SummaryEntry>)]) -> Vec<(u32, &SummaryEntry)> {
-    segments
-        .iter()
-        .flat_map(|(id, entries)| entries.iter().map(move |e| (*id, e)))
-        .collect()
-}
-
-/// Applies one segment's records, in order, to the index.
-fn apply(index: &Index, id: u32, entries: &[SummaryEntry], uses: &HashMap<(u32, u32), u8>) {
-    for e in entries {
-        if e.tombstone {
-            index.remove(e.hash);
-        } else {
-            let loc = Loc {
-                segment: id,
-                offset: e.offset,
-            };
-            let flags = uses.get(&(id, e.offset)).copied().unwrap_or(0);
-            index.insert(e.hash, loc, flags);
-        }
-    }
-}
-
-/// Rebuilds the index from every segment's records sorted by sequence number.
-fn resort(
-    io: &dyn Io,
-    index: &Index,
-    files: &BTreeMap<u32, Arc<SegmentFile>>,
-    segment_size: u64,
-    uses: &HashMap<(u32, u32), u8>,
-) {
-    let mut all = Vec::new();
-    for (&id, file) in files {
-        if let Ok((_, Contents::Sealed { entries, .. })) =
-            read_segment(io, &file.file, id, segment_size)
-        {
-            all.extend(entries.into_iter().map(|e| (id, e)));
-        }
-    }
-    all.sort_by_key(|(_, e)| e.seq);
-    index.clear();
-    for (id, e) in all {
-        apply(index, id, &[e], uses);
+        let flags = uses.get(&(id, e.offset)).copied().unwrap_or(0);
+        index.insert(e.hash, loc, flags);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::dir::{LIST_FILES, segment_name};
     use crate::disk::io::Positional;
-    use crate::format::record::RecordHeader;
+    use crate::format::keys::{Keys, fingerprint};
+    use crate::format::list::{SegmentList, StreamState};
+    use crate::format::record::{self, Kind, Mark, RecordHeader, StreamPos};
+    use crate::format::segment::{SEGMENT_HEADER_LEN, SegmentHeader};
+    use crate::key::hash_key;
 
     const SIZE: u64 = 64 << 10;
 
-    /// A sealed segment file of `id` holding one value record per entry.
-    fn write_sealed(dir: &Path, id: u32, records: &[(&[u8], &[u8], u64)]) {
-        write_sealed_in(dir, id, records, false);
+    /// One record to write: a key's value (or `None`: a tombstone) at a
+    /// sequence number, or a mark.
+    enum R<'a> {
+        Put(&'a [u8], Option<&'a [u8]>, u64),
+        Mark(u64, Mark),
     }
 
-    /// The same, of the main or the probation stream.
-    fn write_sealed_in(dir: &Path, id: u32, records: &[(&[u8], &[u8], u64)], probation: bool) {
+    /// Segment `id`'s bytes (header and records) and its summary.
+    fn segment(
+        id: u32,
+        first_seq: u64,
+        probation: bool,
+        records: &[R],
+    ) -> (Vec<u8>, Vec<SummaryEntry>) {
         let mut seg = SegmentHeader {
             segment_id: u64::from(id),
-            first_seq: records[0].2,
+            first_seq,
             segment_size: SIZE,
             probation,
         }
         .encode()
         .to_vec();
         let mut summary = Vec::new();
-        for &(key, value, seq) in records {
-            let header = RecordHeader {
-                kind: Kind::Value,
-                compressed: false,
-                key_len: key.len() as u16,
-                stored_len: value.len() as u32,
-                raw_len: value.len() as u32,
-                expires_at: 0,
-                seq,
-            };
+        for r in records {
             let offset = seg.len() as u32;
-            record::encode(&mut seg, u64::from(id), offset, &header, key, value);
+            let (header, key, stored, hash) = match r {
+                R::Put(key, value, seq) => {
+                    let v = value.unwrap_or_default();
+                    let header = RecordHeader {
+                        kind: if value.is_some() {
+                            Kind::Value
+                        } else {
+                            Kind::Tombstone
+                        },
+                        compressed: false,
+                        key_len: key.len() as u16,
+                        stored_len: v.len() as u32,
+                        raw_len: v.len() as u32,
+                        expires_at: 0,
+                        seq: *seq,
+                    };
+                    (header, *key, v.to_vec(), hash_key(key))
+                }
+                R::Mark(seq, m) => (Mark::header(*seq), &[][..], m.encode().to_vec(), 0),
+            };
+            record::encode(&mut seg, u64::from(id), offset, &header, key, &stored);
             summary.push(SummaryEntry {
-                hash: hash_key(key),
-                seq,
+                hash,
+                seq: header.seq,
                 offset,
                 len: seg.len() as u32 - offset,
-                tombstone: false,
+                tombstone: header.kind == Kind::Tombstone,
                 compressed: false,
+                mark: header.kind == Kind::Mark,
             });
         }
+        (seg, summary)
+    }
+
+    /// Writes a sealed segment (with its keys file); returns its listing.
+    fn sealed(
+        dir: &Path,
+        id: u32,
+        first_seq: u64,
+        probation: bool,
+        through: u64,
+        records: &[R],
+    ) -> Listed {
+        let (mut seg, entries) = segment(id, first_seq, probation, records);
         let summary_offset = seg.len() as u32;
         let mut bytes = Vec::new();
-        let summary_crc = encode_summary(u64::from(id), &summary, &mut bytes);
+        let summary_crc = encode_summary(u64::from(id), &entries, &mut bytes);
         seg.extend_from_slice(&bytes);
         seg.resize(SIZE as usize - TRAILER_LEN, 0);
+        let last_seq = entries.iter().map(|e| e.seq).max().unwrap_or(0);
         let trailer = Trailer {
             summary_offset,
-            record_count: summary.len() as u32,
-            last_seq: summary.last().map_or(0, |e| e.seq),
+            record_count: entries.len() as u32,
+            last_seq,
+            through,
             summary_crc,
         };
         seg.extend_from_slice(&trailer.encode(u64::from(id)));
-        std::fs::write(dir.join(super::super::segment::file_name(id)), seg).unwrap();
+        std::fs::write(dir.join(segment_name(id)), seg).unwrap();
+        write_keys(dir, id, last_seq, &entries).unwrap();
+        Listed {
+            id,
+            probation,
+            first_seq,
+            last_seq,
+            through,
+            records: entries.len() as u32,
+        }
+    }
+
+    /// Writes an unsealed segment (a crash's tail); returns where its records end.
+    fn unsealed(dir: &Path, id: u32, first_seq: u64, probation: bool, records: &[R]) -> u32 {
+        let (seg, _) = segment(id, first_seq, probation, records);
+        std::fs::write(dir.join(segment_name(id)), &seg).unwrap();
+        seg.len() as u32
+    }
+
+    fn write_list(dir: &Path, live: Vec<Listed>, through: [u64; 2], closed_at: u64) {
+        let streams = [false, true].map(|p| StreamState {
+            sealed_id: live
+                .iter()
+                .filter(|l| l.probation == p)
+                .map(|l| l.id)
+                .max()
+                .unwrap_or(0),
+            through: through[usize::from(p)],
+        });
+        let list = SegmentList {
+            generation: 1,
+            closed_at,
+            streams,
+            live,
+            ..SegmentList::default()
+        };
+        for name in LIST_FILES {
+            std::fs::write(dir.join(name), list.encode()).unwrap();
+        }
+    }
+
+    fn recover_dir(dir: &Path) -> (Recovered, Index) {
+        let index = Index::new();
+        let r = recover(&Positional, dir, SIZE, &index, &HashMap::new()).unwrap();
+        (r, index)
+    }
+
+    fn at(index: &Index, key: &[u8]) -> Option<u32> {
+        index.peek(hash_key(key)).map(|l| l.segment)
     }
 
     /// Appends are in sequence order, so records out of it mean a bug; recovery
@@ -517,79 +446,242 @@ mod tests {
     #[test]
     fn records_out_of_sequence_order_apply_by_sequence() {
         let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
         // Segment 1's records are out of order within it too: its last is not its largest.
-        write_sealed(dir.path(), 1, &[(b"j", b"only", 10), (b"k", b"newer", 9)]);
-        write_sealed(dir.path(), 2, &[(b"k", b"older", 4)]);
-        let (r, index) = recover_closed_at(dir.path(), [None; 2]);
+        let a = sealed(
+            d,
+            1,
+            9,
+            false,
+            10,
+            &[
+                R::Put(b"j", Some(b"only"), 10),
+                R::Put(b"k", Some(b"newer"), 9),
+            ],
+        );
+        let b = sealed(d, 2, 4, false, 10, &[R::Put(b"k", Some(b"older"), 4)]);
+        write_list(d, vec![a, b], [10, 10], 10);
+        let (r, index) = recover_dir(d);
         assert_eq!(
             (r.next_id, r.next_seq),
             (3, 11),
             "no sequence number reused"
         );
         assert_eq!(r.report.entries, 2);
-        let k = index.peek(hash_key(b"k")).unwrap();
         assert_eq!(
-            k.segment, 1,
+            at(&index, b"k"),
+            Some(1),
             "the record with the higher sequence number wins"
         );
-        assert!(index.peek(hash_key(b"j")).is_some());
+        assert!(at(&index, b"j").is_some());
     }
 
-    /// Main: `a`@2, `b`@5. Probation: `a`@3, `b`@4.
-    fn two_streams(dir: &Path) {
-        write_sealed_in(dir, 1, &[(b"a", b"main", 2), (b"b", b"main", 5)], false);
-        write_sealed_in(
-            dir,
-            2,
-            &[(b"a", b"probation", 3), (b"b", b"probation", 4)],
-            true,
-        );
-    }
-
-    /// Recovers `dir` into a new index, as if a close had left the log at `closed_at`.
-    fn recover_closed_at(dir: &Path, closed_at: [Option<u64>; 2]) -> (Recovered, Index) {
-        let index = Index::new();
-        let r = recover(&Positional, dir, SIZE, &index, &HashMap::new(), closed_at).unwrap();
-        (r, index)
-    }
-
+    /// Main: `a`@2, `b`@5. Probation: `a`@3, `b`@4. A clean close at 5.
     #[test]
-    fn after_a_clean_close_both_streams_apply_merged_by_sequence() {
+    fn both_streams_apply_merged_by_sequence() {
         let dir = tempfile::tempdir().unwrap();
-        two_streams(dir.path());
-        let (r, index) = recover_closed_at(dir.path(), [None, Some(5)]);
-        assert_eq!((r.report.segments, r.report.discarded), (2, 0));
-        assert_eq!(r.files[&2].stream, Stream::Probation);
-        assert_eq!(
-            index.peek(hash_key(b"a")).unwrap().segment,
-            2,
-            "a@3 beats a@2"
-        );
-        assert_eq!(
-            index.peek(hash_key(b"b")).unwrap().segment,
+        let d = dir.path();
+        let m = sealed(
+            d,
             1,
-            "b@5 beats b@4"
+            1,
+            false,
+            5,
+            &[
+                R::Put(b"a", Some(b"main"), 2),
+                R::Put(b"b", Some(b"main"), 5),
+            ],
+        );
+        let p = sealed(
+            d,
+            2,
+            1,
+            true,
+            5,
+            &[
+                R::Put(b"a", Some(b"prob"), 3),
+                R::Put(b"b", Some(b"prob"), 4),
+            ],
+        );
+        write_list(d, vec![m, p], [5, 5], 5);
+        let (r, index) = recover_dir(d);
+        assert_eq!(r.report.segments, 2);
+        assert_eq!(r.closed_at, Some(5), "a clean close, found intact");
+        assert_eq!(r.files[&2].stream, Stream::Probation);
+        assert_eq!(at(&index, b"a"), Some(2), "a@3 beats a@2");
+        assert_eq!(at(&index, b"b"), Some(1), "b@5 beats b@4");
+    }
+
+    /// After a crash each stream is kept up to where it is proved complete,
+    /// and no further: main is sealed through 5; the probation tail holds
+    /// records up to 7. Main may have lost 6 (its next segment was never
+    /// written), so 7 is void and 3 is kept: the log as it was at 5.
+    #[test]
+    fn after_a_crash_both_streams_are_kept_up_to_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let m = sealed(
+            d,
+            1,
+            1,
+            false,
+            5,
+            &[
+                R::Put(b"a", Some(b"main"), 2),
+                R::Put(b"b", Some(b"main"), 5),
+            ],
+        );
+        unsealed(
+            d,
+            2,
+            1,
+            true,
+            &[
+                R::Put(b"a", Some(b"prob"), 3),
+                R::Put(b"c", Some(b"prob"), 7),
+            ],
+        );
+        write_list(d, vec![m], [0, 0], 0);
+        let (r, index) = recover_dir(d);
+        assert_eq!(r.report.sealed, 1, "the tail is sealed");
+        assert_eq!(r.report.void_records, 1);
+        assert_eq!(at(&index, b"a"), Some(2), "a@3, from probation, kept");
+        assert_eq!(at(&index, b"b"), Some(1));
+        assert_eq!(at(&index, b"c"), None, "c@7 came after what main proves");
+        assert_eq!(r.next_seq, 8, "sequence numbers are not reused");
+        // The decision is durable: a second open keeps exactly the same.
+        drop(r);
+        let (again, index) = recover_dir(d);
+        assert_eq!(again.report.void_records, 1, "{:?}", again.report);
+        assert_eq!(at(&index, b"c"), None);
+        assert_eq!(at(&index, b"a"), Some(2));
+    }
+
+    /// An idle stream does not hold a busy one back: a mark the probation
+    /// stream carries says main stood empty, so main is proved complete up
+    /// to the mark, and nothing before it is void.
+    #[test]
+    fn a_mark_proves_an_idle_stream_complete() {
+        for with_mark in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let m = sealed(d, 1, 1, false, 2, &[R::Put(b"a", Some(b"main"), 2)]);
+            let mark = Mark {
+                streams: [
+                    StreamPos {
+                        segment: 3,
+                        end: SEGMENT_HEADER_LEN as u32,
+                        first_seq: 3,
+                    },
+                    StreamPos {
+                        segment: 2,
+                        end: 0,
+                        first_seq: 3,
+                    },
+                ],
+            };
+            let mut records = vec![
+                R::Put(b"b", Some(b"prob"), 3),
+                R::Put(b"c", Some(b"prob"), 4),
+            ];
+            if with_mark {
+                records.push(R::Mark(5, mark));
+            }
+            unsealed(d, 2, 3, true, &records);
+            write_list(d, vec![m], [2, 2], 0);
+            let (r, index) = recover_dir(d);
+            let kept =
+                usize::from(at(&index, b"b").is_some()) + usize::from(at(&index, b"c").is_some());
+            if with_mark {
+                assert_eq!((r.report.void_records, kept), (0, 2));
+            } else {
+                assert_eq!(
+                    (r.report.void_records, kept),
+                    (2, 0),
+                    "main may have lost 3 and 4"
+                );
+            }
+        }
+    }
+
+    /// A lost segment costs its keys: their older records are dropped (it
+    /// may have held a newer one), every other key is kept.
+    #[test]
+    fn a_lost_segment_costs_its_keys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let old = sealed(
+            d,
+            1,
+            1,
+            false,
+            3,
+            &[
+                R::Put(b"a", Some(b"1"), 1),
+                R::Put(b"b", Some(b"1"), 2),
+                R::Put(b"c", Some(b"1"), 3),
+            ],
+        );
+        let lost = sealed(
+            d,
+            2,
+            4,
+            false,
+            5,
+            &[R::Put(b"a", Some(b"2"), 4), R::Put(b"b", None, 5)],
+        );
+        let new = sealed(d, 3, 6, false, 6, &[R::Put(b"c", Some(b"2"), 6)]);
+        write_list(d, vec![old, lost, new], [6, 6], 6);
+        std::fs::remove_file(d.join(segment_name(2))).unwrap();
+        let (r, index) = recover_dir(d);
+        assert_eq!(r.report.lost_segments, 1);
+        assert_eq!(
+            at(&index, b"a"),
+            None,
+            "a@1 is stale: the lost segment held a@4"
+        );
+        assert_eq!(at(&index, b"b"), None, "b@2 was removed by b@5");
+        assert_eq!(at(&index, b"c"), Some(3), "c is untouched");
+        assert_eq!(r.report.unproven_records, 2);
+        // Remembered: the next open drops the same.
+        drop(r);
+        let (again, index) = recover_dir(d);
+        assert_eq!(
+            (again.report.lost_segments, again.report.unproven_records),
+            (0, 2)
+        );
+        assert_eq!(at(&index, b"a"), None);
+        // Without its keys file, every older record is unproven.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let old = sealed(
+            d,
+            1,
+            1,
+            false,
+            3,
+            &[R::Put(b"a", Some(b"1"), 1), R::Put(b"z", Some(b"1"), 2)],
+        );
+        let lost = sealed(d, 2, 4, false, 5, &[R::Put(b"a", Some(b"2"), 4)]);
+        write_list(d, vec![old, lost], [5, 5], 5);
+        std::fs::remove_file(d.join(segment_name(2))).unwrap();
+        std::fs::remove_file(d.join(keys_name(2))).unwrap();
+        let (_, index) = recover_dir(d);
+        assert_eq!((at(&index, b"a"), at(&index, b"z")), (None, None));
+        let k = Keys::decode(&std::fs::read(d.join(keys_name(1))).unwrap()).unwrap();
+        assert_eq!(
+            k.fingerprints,
+            vec![fingerprint(hash_key(b"a")), fingerprint(hash_key(b"z"))]
         );
     }
 
-    /// Without a checkpoint naming the log's last record (a crash), the two
-    /// tails need not show one moment: the probation stream is removed, and
-    /// only main's records apply.
+    /// Without a list, nothing can be proved the newest of its key.
     #[test]
-    fn after_a_crash_the_probation_stream_is_discarded() {
-        for closed_at in [[None, None], [Some(4), None], [None, Some(6)]] {
-            let dir = tempfile::tempdir().unwrap();
-            two_streams(dir.path());
-            let (r, index) = recover_closed_at(dir.path(), closed_at);
-            assert_eq!((r.report.segments, r.report.discarded), (1, 1));
-            assert_eq!(r.next_seq, 6, "sequence numbers are not reused");
-            assert!(
-                !dir.path()
-                    .join(super::super::segment::file_name(2))
-                    .exists()
-            );
-            assert_eq!(index.peek(hash_key(b"a")).unwrap().segment, 1);
-            assert_eq!(index.peek(hash_key(b"b")).unwrap().segment, 1);
-        }
+    fn without_a_list_every_record_is_void() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        sealed(d, 1, 1, false, 1, &[R::Put(b"a", Some(b"1"), 1)]);
+        let (r, index) = recover_dir(d);
+        assert_eq!((r.report.void_records, index.len()), (1, 0));
     }
 }

@@ -95,10 +95,6 @@ impl SegmentFile {
         SegmentFile { stream, ..self }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Removes the file's name; readers holding it read on.
     pub(crate) fn unlink(&self) -> io::Result<()> {
         match std::fs::remove_file(&self.path) {

@@ -52,7 +52,7 @@ fn k(key: u32) -> [u8; 4] {
 
 /// The segment files in `dir`, in id order (recovery's own lister).
 fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    super::recovery::list_segments(dir)
+    super::analysis::list_segments(dir)
         .unwrap()
         .0
         .into_values()
@@ -431,12 +431,30 @@ fn one_cache_per_directory_and_settings_do_not_change_silently() {
     };
     let err = DiskTier::open(other_size).err().expect("mismatch");
     assert!(matches!(err, DiskError::Mismatch { .. }), "{err}");
-    // A damaged manifest is reported, not trusted.
+    // A damaged manifest is set aside and written again from the settings
+    // (the segments' headers agree with them)...
     std::fs::write(dir.path().join("MANIFEST"), b"garbage").unwrap();
+    drop(DiskTier::open(config(dir.path(), 8)).unwrap());
+    assert!(dir.path().join("MANIFEST.quarantined").exists());
+    assert!(matches!(
+        DiskTier::open(DiskConfig {
+            segment_size: 2 * SEG,
+            ..config(dir.path(), 8)
+        })
+        .err(),
+        Some(DiskError::Mismatch { .. })
+    ));
+    // ... but one of another format version is refused by name.
+    let mut newer = std::fs::read(dir.path().join("MANIFEST")).unwrap();
+    newer[8] += 1;
+    let crc = crc32fast::hash(&newer[..60]);
+    newer[60..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.path().join("MANIFEST"), &newer).unwrap();
     let err = DiskTier::open(config(dir.path(), 8))
         .err()
-        .expect("bad manifest");
+        .expect("newer manifest");
     assert!(matches!(err, DiskError::BadManifest { .. }), "{err}");
+    assert!(err.to_string().contains("version"), "{err}");
 }
 
 #[test]
@@ -738,6 +756,9 @@ fn reopen_recovers_the_newest_values_and_no_removed_ones() {
     assert_eq!(r.torn_tails, 0);
 }
 
+/// A crash that tears the last write: what a `sync()` covered survives, the
+/// torn record is cut off, and so is everything after the last mark (format
+/// md §1.2) that proves the other stream complete: the log at one moment.
 #[test]
 fn a_torn_tail_is_cut_at_the_last_whole_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -747,32 +768,38 @@ fn a_torn_tail_is_cut_at_the_last_whole_record() {
             tier.put(&k(key), &value(key, 0, 100), 0).unwrap();
         }
         tier.sync().unwrap();
-    }
-    // The last (unsealed) segment: chop its last record in half, as a crash would.
-    // Its records end at its last non-zero byte (direct writes pad the file
-    // with zeros to a whole block).
+        for key in 100..110u32 {
+            tier.put(&k(key), &value(key, 0, 100), 0).unwrap();
+        }
+    } // dropped: the last ten written, and a mark after them
+    // The last (unsealed) segment: chop its last write, the mark, in half,
+    // as a crash would. Its records end at its last non-zero byte (direct
+    // writes pad the file with zeros to a whole block).
     let last = segment_files(dir.path()).pop().unwrap();
     let bytes = std::fs::read(&last).unwrap();
     let end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
     let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
-    f.set_len(end - 60).unwrap();
+    f.set_len(end - 30).unwrap();
     drop(f);
     let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
     let r = tier.stats().recovery;
     assert_eq!(r.sealed, 1, "{r:?}");
     assert_eq!(r.torn_tails, 1, "{r:?}");
-    assert_eq!(r.entries, 99, "{r:?}");
-    assert!(tier.get(&k(99), 0).is_none(), "the torn record is gone");
-    for key in 0..99u32 {
+    assert_eq!(r.entries, 100, "{r:?}");
+    assert_eq!(r.void_records, 10, "after the last proof: {r:?}");
+    for key in 0..100u32 {
         assert_eq!(tier.get(&k(key), 0).unwrap(), value(key, 0, 100));
     }
+    for key in 100..110u32 {
+        assert!(tier.get(&k(key), 0).is_none(), "key {key} is void");
+    }
     // And the tier goes on writing after it.
-    tier.put(&k(99), &value(99, 1, 100), 0).unwrap();
+    tier.put(&k(100), &value(100, 1, 100), 0).unwrap();
     tier.sync().unwrap();
     drop(tier);
     let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
-    assert_eq!(tier.get(&k(99), 0).unwrap(), value(99, 1, 100));
-    assert_eq!(tier.stats().recovery.entries, 100);
+    assert_eq!(tier.get(&k(100), 0).unwrap(), value(100, 1, 100));
+    assert_eq!(tier.stats().recovery.entries, 101);
 }
 
 #[test]
@@ -902,7 +929,7 @@ fn open_direct(dir: &std::path::Path) -> Option<DiskTier> {
     };
     let tier = DiskTier::open(direct).unwrap();
     if !tier.stats().direct_writes {
-        assert!(probe_direct(&Positional, dir).is_err());
+        assert!(super::dir::probe_direct(&Positional, dir).is_err());
         return None;
     }
     Some(tier)

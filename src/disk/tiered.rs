@@ -11,6 +11,9 @@
 use super::index::IN_MEMORY;
 use super::{CheckpointState, DiskError, DiskStats, DiskTier, Prepared, Stream, Token};
 use crate::format::checkpoint::{Checkpoint, MemoryEntry};
+use crate::format::record::RECORD_HEADER_LEN;
+use crate::memory::Refusal;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 
 /// When values are written to the disk tier.
@@ -36,6 +39,13 @@ pub(crate) struct Tiered {
     policy: WritePolicy,
     /// Unix time (ns) at the memory tier's clock epoch: maps deadlines both ways.
     unix_at_epoch: u64,
+    /// An insert's write was refused (the flusher was behind) since the last
+    /// `sync()`: the next one writes what memory still holds unwritten.
+    refused: AtomicBool,
+    /// Inserts acknowledged but never written that memory let go of (a
+    /// refused write, then an eviction whose write was refused too): the
+    /// next `sync()` reports them.
+    dropped: AtomicU64,
 }
 
 impl Tiered {
@@ -44,6 +54,8 @@ impl Tiered {
             disk,
             policy,
             unix_at_epoch,
+            refused: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -63,18 +75,67 @@ impl Tiered {
         }
     }
 
-    /// Before an insert, outside any lock: the value made ready to write, if the
-    /// policy writes inserts and the tier has room (a refusal is counted).
+    /// Before an insert, outside any lock: the value made ready to write, if
+    /// the policy writes inserts and the tier has room (a refusal is counted,
+    /// and the next `sync()` writes it or reports it). A record too large for
+    /// a segment is refused outright: under `WriteBehind` once compressed,
+    /// under the demoting policies by its raw size (they write it only later,
+    /// when memory evicts it).
+    ///
     /// Under the demoting policies nothing is written now, but the insert may
     /// evict an entry that must be written, under the lock, without waiting:
     /// so the insert waits here, as the backpressure setting says, for the
     /// flusher to have room.
-    pub(crate) fn prepare_insert(&self, value: &Bytes, deadline: u64) -> Option<Prepared> {
+    pub(crate) fn prepare_insert(
+        &self,
+        key: &[u8],
+        value: &Bytes,
+        deadline: u64,
+    ) -> Result<Option<Prepared>, Refusal> {
+        let max = self.disk.max_record_len();
+        let too_large = |stored: usize| {
+            let len = RECORD_HEADER_LEN + key.len() + stored;
+            (len > max).then_some(Refusal::TooLarge { len, max })
+        };
         if self.policy != WritePolicy::WriteBehind {
+            if let Some(r) = too_large(value.len()) {
+                return Err(r);
+            }
             let _ = self.disk.wait_for_space(); // a timeout shows as a refused demotion
-            return None;
+            return Ok(None);
         }
+        match self.disk.prepare(value, self.to_unix(deadline), true) {
+            Ok(p) => match too_large(p.stored_len()) {
+                Some(r) => Err(r),
+                None => Ok(Some(p)),
+            },
+            Err(DiskError::Refused) => {
+                self.refused.store(true, Ordering::Release);
+                Ok(None)
+            }
+            Err(_) => Ok(None), // failed: sync() says so
+        }
+    }
+
+    /// Outside any lock: an entry memory holds unwritten, made ready to
+    /// write, waiting for room as the backpressure setting says.
+    pub(crate) fn prepare_dirty(&self, value: &Bytes, deadline: u64) -> Option<Prepared> {
         self.disk.prepare(value, self.to_unix(deadline), true).ok()
+    }
+
+    /// Whether an insert's write was refused since the last call.
+    pub(crate) fn take_refused(&self) -> bool {
+        self.refused.swap(false, Ordering::AcqRel)
+    }
+
+    /// The next `sync()` writes memory's unwritten entries again.
+    pub(crate) fn retry_refused(&self) {
+        self.refused.store(true, Ordering::Release);
+    }
+
+    /// Acknowledged inserts memory let go of unwritten, since the last call.
+    pub(crate) fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::AcqRel)
     }
 
     /// Under the key's shard lock: writes a prepared value. `true` if it is now in
@@ -97,14 +158,22 @@ impl Tiered {
         self.disk.holds(key)
     }
 
-    /// Under the key's shard lock, at close: writes an entry the disk does not
-    /// hold (waiting for room as the backpressure setting says). Whether it was
-    /// written.
-    pub(crate) fn write_dirty(&self, key: &[u8], value: &Bytes, deadline: u64) -> bool {
-        self.disk
-            .prepare(value, self.to_unix(deadline), true)
-            .and_then(|p| self.disk.commit(key, &p, IN_MEMORY, Stream::Main))
-            .is_ok()
+    /// At close, with every shard closed (no other append for the key can
+    /// come): writes an entry the disk does not hold, waiting for room as
+    /// long as the flusher makes progress.
+    pub(crate) fn write_at_close(
+        &self,
+        key: &[u8],
+        value: &Bytes,
+        deadline: u64,
+    ) -> Result<(), DiskError> {
+        let p = loop {
+            match self.disk.prepare(value, self.to_unix(deadline), true) {
+                Err(DiskError::Refused) => continue, // the flusher is draining
+                other => break other?,
+            }
+        };
+        self.disk.commit(key, &p, IN_MEMORY, Stream::Main)
     }
 
     /// See [`DiskTier::close`].
@@ -126,7 +195,6 @@ impl Tiered {
     /// first), and the disk tier's use counts and ghosts.
     pub(crate) fn checkpoint(&self, memory: Vec<MemoryEntry>) -> Result<(), DiskError> {
         let last_seq = self.disk.seal()?;
-        self.disk.write_closed(last_seq)?;
         let (uses, ghosts) = self.disk.policy_state();
         self.disk.write_checkpoint(&Checkpoint {
             last_seq,
@@ -189,9 +257,16 @@ impl Tiered {
             self.disk.remember(key, value.len());
             return;
         }
-        if let Ok(p) = self.disk.prepare(value, self.to_unix(deadline), false) {
-            let flags = u8::from(proved); // one use: reclaim keeps it once
-            let _ = self.disk.commit(key, &p, flags, Stream::Main);
+        let written = self
+            .disk
+            .prepare(value, self.to_unix(deadline), false)
+            .and_then(|p| {
+                let flags = u8::from(proved); // one use: reclaim keeps it once
+                self.disk.commit(key, &p, flags, Stream::Main)
+            });
+        if written.is_err() && dirty && self.policy == WritePolicy::WriteBehind {
+            // An acknowledged insert the tier never got: the next sync says so.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -11,13 +11,14 @@
 //! targets reach the decoders through `larder::fuzzing`.
 
 pub(crate) mod checkpoint;
-pub(crate) mod closed;
+pub(crate) mod keys;
+pub(crate) mod list;
 pub(crate) mod manifest;
 pub(crate) mod record;
 pub(crate) mod segment;
 
 /// The format version written in every segment header.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Why bytes read from disk were rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

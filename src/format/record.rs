@@ -3,9 +3,9 @@
 //! ```text
 //! offset  size  field
 //!      0     2  magic       RECORD_MAGIC
-//!      2     1  kind        1 = value, 2 = tombstone
+//!      2     1  kind        1 = value, 2 = tombstone, 3 = mark
 //!      3     1  flags       bit 0: the value is zstd-compressed; other bits 0
-//!      4     2  key_len     1..=MAX_KEY_LEN
+//!      4     2  key_len     1..=MAX_KEY_LEN (0 for a mark, which has no key)
 //!      6     2  reserved    0
 //!      8     4  stored_len  bytes of the value as stored (0 for a tombstone)
 //!     12     4  raw_len     bytes of the value once decompressed (= stored_len if raw)
@@ -15,6 +15,10 @@
 //!                           the segment id (u64 LE) and the record's offset (u32 LE)
 //!     36        key, then the stored value
 //! ```
+//!
+//! A *mark* is not about a key: its "value" is a [`Mark`] ([`MARK_LEN`]
+//! bytes), where every stream of the log stood when it was appended, so that
+//! recovery can prove how far all streams are complete (docs/format.md §1.2).
 
 use super::{FormatError, checksum, need, u16_at, u32_at, u64_at};
 use crate::key::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -48,6 +52,8 @@ pub enum Kind {
     Value = 1,
     /// The key was removed (or overwritten by something not on disk).
     Tombstone = 2,
+    /// Not about a key: where the log's streams stood (a [`Mark`]).
+    Mark = 3,
 }
 
 /// A record's header fields.
@@ -85,6 +91,76 @@ pub struct Record<'a> {
     pub key: &'a [u8],
     /// The value as stored (compressed if `header.compressed`).
     pub stored: &'a [u8],
+}
+
+/// Where one stream of the log stood when a [`Mark`] was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamPos {
+    /// The stream's active segment.
+    pub segment: u32,
+    /// Where that segment's records ended (its published length).
+    pub end: u32,
+    /// The sequence number that segment started at: every record of the
+    /// stream numbered below it is in an earlier segment.
+    pub first_seq: u64,
+}
+
+/// A mark's payload: where every stream stood when it was appended (at its
+/// sequence number). Recovery that finds the mark and each stream's records
+/// up to its position knows the whole log is complete up to the mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mark {
+    /// By stream: main, probation.
+    pub streams: [StreamPos; 2],
+}
+
+const POS_LEN: usize = 4 + 4 + 8;
+/// Bytes of a mark's payload.
+pub const MARK_LEN: usize = 2 * POS_LEN;
+
+impl Mark {
+    /// The payload's bytes.
+    pub fn encode(&self) -> [u8; MARK_LEN] {
+        let mut b = [0u8; MARK_LEN];
+        for (i, p) in self.streams.iter().enumerate() {
+            let at = i * POS_LEN;
+            b[at..at + 4].copy_from_slice(&p.segment.to_le_bytes());
+            b[at + 4..at + 8].copy_from_slice(&p.end.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&p.first_seq.to_le_bytes());
+        }
+        b
+    }
+
+    /// Reads a payload (of a record whose checks passed).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != MARK_LEN {
+            return None;
+        }
+        let pos = |i: usize| {
+            let at = i * POS_LEN;
+            Some(StreamPos {
+                segment: u32_at(b, at)?,
+                end: u32_at(b, at + 4)?,
+                first_seq: u64_at(b, at + 8)?,
+            })
+        };
+        Some(Mark {
+            streams: [pos(0)?, pos(1)?],
+        })
+    }
+
+    /// The header of the record that carries a mark, at sequence number `seq`.
+    pub fn header(seq: u64) -> RecordHeader {
+        RecordHeader {
+            kind: Kind::Mark,
+            compressed: false,
+            key_len: 0,
+            stored_len: MARK_LEN as u32,
+            raw_len: MARK_LEN as u32,
+            expires_at: 0,
+            seq,
+        }
+    }
 }
 
 fn crc(segment_id: u64, offset: u32, head: &[u8], key: &[u8], stored: &[u8]) -> u32 {
@@ -170,14 +246,19 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
     let kind = match bytes[KIND_AT] {
         1 => Kind::Value,
         2 => Kind::Tombstone,
+        3 => Kind::Mark,
         k => return Err(invalid("kind", u64::from(k))),
     };
     let flags = bytes[FLAGS_AT];
-    if flags & !KNOWN_FLAGS != 0 || (kind == Kind::Tombstone && flags != 0) {
+    if flags & !KNOWN_FLAGS != 0 || (kind != Kind::Value && flags != 0) {
         return Err(invalid("flags", u64::from(flags)));
     }
     let key_len = get16(KEY_LEN_AT);
-    if key_len == 0 || usize::from(key_len) > MAX_KEY_LEN {
+    let key_ok = match kind {
+        Kind::Mark => key_len == 0,
+        _ => key_len != 0 && usize::from(key_len) <= MAX_KEY_LEN,
+    };
+    if !key_ok {
         return Err(invalid("key_len", u64::from(key_len)));
     }
     if get16(RESERVED_AT) != 0 {
@@ -187,11 +268,15 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
     let compressed = flags & FLAG_COMPRESSED != 0;
     let lengths_ok = match kind {
         Kind::Tombstone => stored_len == 0 && raw_len == 0,
+        Kind::Mark => stored_len as usize == MARK_LEN && raw_len as usize == MARK_LEN,
         Kind::Value if compressed => raw_len as usize <= MAX_VALUE_LEN && stored_len < raw_len,
         Kind::Value => raw_len as usize <= MAX_VALUE_LEN && stored_len == raw_len,
     };
     if !lengths_ok {
         return Err(invalid("stored_len", u64::from(stored_len)));
+    }
+    if kind == Kind::Mark && get64(EXPIRES_AT) != 0 {
+        return Err(invalid("expires_at", get64(EXPIRES_AT)));
     }
     Ok(RecordHeader {
         kind,
@@ -324,7 +409,7 @@ mod tests {
             Err(FormatError::BadMagic { .. })
         ));
         assert!(matches!(
-            with(KIND_AT, 3),
+            with(KIND_AT, 4),
             Err(FormatError::Invalid { field: "kind", .. })
         ));
         assert!(matches!(
@@ -354,6 +439,48 @@ mod tests {
         let mut b = good.clone();
         b[STORED_LEN_AT..STORED_LEN_AT + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(1, 0, &b), Err(FormatError::Invalid { .. })));
+    }
+
+    #[test]
+    fn marks_round_trip_and_take_no_key() {
+        let m = Mark {
+            streams: [
+                StreamPos {
+                    segment: 7,
+                    end: 4096,
+                    first_seq: 10,
+                },
+                StreamPos {
+                    segment: 8,
+                    end: 64,
+                    first_seq: 12,
+                },
+            ],
+        };
+        let payload = m.encode();
+        let bytes = encoded(7, 4096, &Mark::header(99), b"", &payload);
+        let r = decode(7, 4096, &bytes).unwrap();
+        assert_eq!(r.header.kind, Kind::Mark);
+        assert_eq!(Mark::decode(r.stored), Some(m));
+        // A mark with a key, or a value without one, is not valid.
+        let keyed = encoded(
+            7,
+            0,
+            &RecordHeader {
+                key_len: 1,
+                ..Mark::header(1)
+            },
+            b"k",
+            &payload,
+        );
+        assert!(decode(7, 0, &keyed).is_err());
+        let keyless = encoded(7, 0, &value(b"", b"v", 1), b"", b"v");
+        assert!(decode(7, 0, &keyless).is_err());
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(7, 4096, &b).is_err(), "flipped bit {bit}");
+        }
     }
 
     proptest! {

@@ -22,7 +22,8 @@
 //!  0  8  hash          xxh3-64 of the key
 //!  8  8  seq
 //! 16  4  offset        of the record in the segment
-//! 20  4  len_flags     bits 0..=29: record length; bit 30: compressed; bit 31: tombstone
+//! 20  4  len_flags     bits 0..=29: record length; bits 30..=31: kind
+//!                       (0 value, 1 compressed value, 2 tombstone, 3 mark)
 //! ```
 //! Trailer (the last TRAILER_LEN bytes of a sealed segment):
 //! ```text
@@ -30,8 +31,11 @@
 //!  8  4  summary_offset
 //! 12  4  record_count
 //! 16  8  last_seq       largest sequence number in the segment (0 if none)
-//! 24  4  summary_crc    CRC-32 of the summary's bytes and the segment id (u64 LE)
-//! 28  4  crc            CRC-32 of bytes 0..28 and the segment id (u64 LE)
+//! 24  8  through        the stream is complete up to here: every record of
+//!                       its stream numbered at most this is in this segment or
+//!                       an earlier one (>= last_seq)
+//! 32  4  summary_crc    CRC-32 of the summary's bytes and the segment id (u64 LE)
+//! 36  4  crc            CRC-32 of bytes 0..36 and the segment id (u64 LE)
 //! ```
 
 use super::record::RECORD_HEADER_LEN;
@@ -64,14 +68,17 @@ const S_LEN_AT: usize = S_OFFSET_AT + 4;
 pub const SUMMARY_ENTRY_LEN: usize = S_LEN_AT + 4;
 
 const LEN_MASK: u32 = (1 << 30) - 1;
-const LEN_COMPRESSED: u32 = 1 << 30;
-const LEN_TOMBSTONE: u32 = 1 << 31;
+const KIND_SHIFT: u32 = 30;
+const KIND_COMPRESSED: u32 = 1;
+const KIND_TOMBSTONE: u32 = 2;
+const KIND_MARK: u32 = 3;
 
 const T_MAGIC_AT: usize = 0;
 const T_SUMMARY_AT: usize = T_MAGIC_AT + 8;
 const T_COUNT_AT: usize = T_SUMMARY_AT + 4;
 const T_LAST_SEQ_AT: usize = T_COUNT_AT + 4;
-const T_SUMMARY_CRC_AT: usize = T_LAST_SEQ_AT + 8;
+const T_THROUGH_AT: usize = T_LAST_SEQ_AT + 8;
+const T_SUMMARY_CRC_AT: usize = T_THROUGH_AT + 8;
 const T_CRC_AT: usize = T_SUMMARY_CRC_AT + 4;
 /// Bytes of a trailer, at the end of a sealed segment.
 pub const TRAILER_LEN: usize = T_CRC_AT + 4;
@@ -112,6 +119,15 @@ pub struct SummaryEntry {
     pub tombstone: bool,
     /// The record's value is compressed.
     pub compressed: bool,
+    /// The record is a mark (about the log, not a key; `hash` is 0).
+    pub mark: bool,
+}
+
+impl SummaryEntry {
+    /// Whether the record holds a key's value.
+    pub fn is_value(&self) -> bool {
+        !self.tombstone && !self.mark
+    }
 }
 
 /// A sealed segment's trailer.
@@ -123,6 +139,10 @@ pub struct Trailer {
     pub record_count: u32,
     /// The largest sequence number in the segment (0 if none).
     pub last_seq: u64,
+    /// Every record of the segment's stream numbered at most this is in this
+    /// segment or an earlier one of its stream (the log's next sequence
+    /// number, less one, when the segment was closed to appends).
+    pub through: u64,
     /// CRC-32 of the summary's bytes and the segment id.
     pub summary_crc: u32,
 }
@@ -181,13 +201,13 @@ impl SegmentHeader {
 impl SummaryEntry {
     fn encode(&self, out: &mut Vec<u8>) {
         debug_assert!(self.len <= LEN_MASK);
-        let mut len_flags = self.len & LEN_MASK;
-        if self.compressed {
-            len_flags |= LEN_COMPRESSED;
-        }
-        if self.tombstone {
-            len_flags |= LEN_TOMBSTONE;
-        }
+        let kind = match (self.mark, self.tombstone, self.compressed) {
+            (true, ..) => KIND_MARK,
+            (_, true, _) => KIND_TOMBSTONE,
+            (_, _, true) => KIND_COMPRESSED,
+            _ => 0,
+        };
+        let len_flags = (self.len & LEN_MASK) | kind << KIND_SHIFT;
         out.extend_from_slice(&self.hash.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
@@ -196,13 +216,15 @@ impl SummaryEntry {
 
     fn decode(b: &[u8]) -> Option<Self> {
         let len_flags = u32_at(b, S_LEN_AT)?;
+        let kind = len_flags >> KIND_SHIFT;
         Some(SummaryEntry {
             hash: u64_at(b, S_HASH_AT)?,
             seq: u64_at(b, S_SEQ_AT)?,
             offset: u32_at(b, S_OFFSET_AT)?,
             len: len_flags & LEN_MASK,
-            compressed: len_flags & LEN_COMPRESSED != 0,
-            tombstone: len_flags & LEN_TOMBSTONE != 0,
+            compressed: kind == KIND_COMPRESSED,
+            tombstone: kind == KIND_TOMBSTONE,
+            mark: kind == KIND_MARK,
         })
     }
 }
@@ -224,6 +246,7 @@ impl Trailer {
         b[T_SUMMARY_AT..T_SUMMARY_AT + 4].copy_from_slice(&self.summary_offset.to_le_bytes());
         b[T_COUNT_AT..T_COUNT_AT + 4].copy_from_slice(&self.record_count.to_le_bytes());
         b[T_LAST_SEQ_AT..T_LAST_SEQ_AT + 8].copy_from_slice(&self.last_seq.to_le_bytes());
+        b[T_THROUGH_AT..T_THROUGH_AT + 8].copy_from_slice(&self.through.to_le_bytes());
         b[T_SUMMARY_CRC_AT..T_SUMMARY_CRC_AT + 4].copy_from_slice(&self.summary_crc.to_le_bytes());
         let crc = crc_with_id(&b[..T_CRC_AT], segment_id);
         b[T_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
@@ -250,8 +273,12 @@ impl Trailer {
             summary_offset: u32_at(b, T_SUMMARY_AT).unwrap_or_default(),
             record_count: u32_at(b, T_COUNT_AT).unwrap_or_default(),
             last_seq: u64_at(b, T_LAST_SEQ_AT).unwrap_or_default(),
+            through: u64_at(b, T_THROUGH_AT).unwrap_or_default(),
             summary_crc: u32_at(b, T_SUMMARY_CRC_AT).unwrap_or_default(),
         };
+        if t.through < t.last_seq {
+            return Err(invalid(WHAT, "through", t.through));
+        }
         let summary_end =
             u64::from(t.summary_offset) + u64::from(t.record_count) * SUMMARY_ENTRY_LEN as u64;
         if (t.summary_offset as usize) < SEGMENT_HEADER_LEN || summary_end > at as u64 {
@@ -299,7 +326,7 @@ mod tests {
     fn layout_constants() {
         assert_eq!(SEGMENT_HEADER_LEN, 64);
         assert_eq!(SUMMARY_ENTRY_LEN, 24);
-        assert_eq!(TRAILER_LEN, 32);
+        assert_eq!(TRAILER_LEN, 40);
         assert!(
             (MAX_RECORD_LEN as u32) <= LEN_MASK,
             "a record length fits its field"
@@ -336,7 +363,8 @@ mod tests {
                 offset: SEGMENT_HEADER_LEN as u32 + i * 100,
                 len: 100,
                 tombstone: i % 3 == 0,
-                compressed: i % 5 == 0,
+                compressed: i % 5 == 0 && i % 3 != 0 && i % 7 != 1,
+                mark: i % 7 == 1 && i % 3 != 0,
             })
             .collect();
         let summary_offset = SEGMENT_HEADER_LEN as u32 + n * 100;
@@ -348,6 +376,7 @@ mod tests {
             summary_offset,
             record_count: n,
             last_seq: 1000 + u64::from(n),
+            through: 1000 + u64::from(n) + 5,
             summary_crc,
         };
         let end = seg.len();
@@ -382,12 +411,14 @@ mod tests {
         assert!(SegmentHeader::decode(&c).is_err(), "stream 2");
         // A newer version with a valid checksum is refused by name.
         let mut c = b;
-        c[H_VERSION_AT] = 2;
+        c[H_VERSION_AT] = FORMAT_VERSION as u8 + 1;
         let crc = crc32fast::hash(&c[..H_CRC_AT]);
         c[H_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             SegmentHeader::decode(&c),
-            Err(FormatError::Version { found: 2 })
+            Err(FormatError::Version {
+                found: FORMAT_VERSION + 1
+            })
         );
     }
 

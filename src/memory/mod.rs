@@ -15,8 +15,8 @@
 
 mod shard;
 
-pub(crate) use shard::DIRTY;
 use shard::{Admit, Departed, Lookup, Shard};
+pub(crate) use shard::{DIRTY, Unwritten};
 
 use crate::disk::{Tiered, Token};
 use crate::format::checkpoint::MemoryEntry;
@@ -42,6 +42,15 @@ pub(crate) struct Snapshot {
     pub(crate) expirations: u64,
     pub(crate) counts: Counts,
     pub(crate) capacity: u64,
+}
+
+/// Why the memory tier refused an insert (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The cache is closed.
+    Closed,
+    /// The disk tier must persist it and its record would not fit a segment.
+    TooLarge { len: usize, max: usize },
 }
 
 /// The memory tier.
@@ -124,7 +133,14 @@ impl MemoryTier {
     }
 
     /// Inserts or overwrites. `weight` must not exceed [`max_weight`](Self::max_weight).
-    pub(crate) fn insert(&self, hash: u64, key: &[u8], value: Bytes, weight: u32, deadline: u64) {
+    pub(crate) fn insert(
+        &self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        weight: u32,
+        deadline: u64,
+    ) -> Result<(), Refusal> {
         let cell = self.cell(hash);
         let mut departed = Departed::new();
         let owned = Probe::new(key).into_owned();
@@ -135,17 +151,23 @@ impl MemoryTier {
             hot,
         };
         let Some(lower) = &self.lower else {
-            let old = cell
-                .write()
-                .insert(hash, owned, value, admit(false), &mut departed);
+            let mut shard = cell.write();
+            if shard.is_closed() {
+                return Err(Refusal::Closed);
+            }
+            let old = shard.insert(hash, owned, value, admit(false), &mut departed);
+            drop(shard);
             drop(old);
-            return;
+            return Ok(());
         };
         // Anything slow (compression, waiting for the flusher) before the lock.
-        let prepared = lower.prepare_insert(&value, deadline);
+        let prepared = lower.prepare_insert(key, &value, deadline)?;
         let hot = lower.recall(key);
         let old = {
             let mut shard = cell.write();
+            if shard.is_closed() {
+                return Err(Refusal::Closed);
+            }
             let old = shard.insert(hash, owned, value, admit(hot), &mut departed);
             match &prepared {
                 Some(p) if lower.commit(key, p) => shard.set_clean(hash, &Probe::new(key)),
@@ -155,6 +177,7 @@ impl MemoryTier {
             old
         };
         drop(old);
+        Ok(())
     }
 
     /// Under the shard lock: offers what left memory to the disk tier.
@@ -195,7 +218,7 @@ impl MemoryTier {
         let mut departed = Departed::new();
         let probe = Probe::new(key);
         let mut shard = cell.write();
-        if shard.holds(hash, &probe) || !lower.still_current(key, token) {
+        if shard.is_closed() || shard.holds(hash, &probe) || !lower.still_current(key, token) {
             return false;
         }
         let clean = Admit {
@@ -215,6 +238,9 @@ impl MemoryTier {
         let cell = self.cell(hash);
         let gone = {
             let mut shard = cell.write();
+            if shard.is_closed() {
+                return None;
+            }
             let gone = shard.remove(hash, &Probe::new(key));
             if let Some(lower) = &self.lower {
                 lower.invalidate(key);
@@ -227,29 +253,58 @@ impl MemoryTier {
         Some(gone.payload.value)
     }
 
-    /// Writes every live entry the disk tier does not hold (dirty ones, and
-    /// clean ones whose record reclaim dropped while memory held them) to the
-    /// disk tier, waiting for room as the backpressure setting says, and marks
-    /// them clean. Returns how many it could not write.
-    pub(crate) fn flush_dirty(&self) -> u64 {
+    /// Writes the entries an insert could not write (the disk tier refused
+    /// them under backpressure) now, waiting for room as the backpressure
+    /// setting says, outside every lock: each is written only if, under its
+    /// shard lock, memory still holds the same bytes, dirty. Returns how many
+    /// are still unwritten.
+    pub(crate) fn write_refused(&self) -> u64 {
         let Some(lower) = &self.lower else {
             return 0;
         };
         let mut unwritten = 0;
         for cell in self.cells.iter() {
-            // Under the write lock: the ordering rule holds, and nothing changes
-            // an entry between reading it and writing it.
-            let mut shard = cell.write();
-            for (key, value, deadline) in shard.unwritten(self.clock.now(), |k| lower.holds(k)) {
-                let key = key.as_slice();
-                if lower.write_dirty(key, &value, deadline) {
-                    shard.set_clean(crate::key::hash_key(key), &Probe::new(key));
-                } else {
+            let now = self.clock.now();
+            let dirty: Vec<Unwritten> = cell
+                .read()
+                .unwritten(now, |_| true)
+                .into_iter()
+                .filter(|u| u.dirty)
+                .collect();
+            for u in dirty {
+                let key = u.key.as_slice();
+                let Some(p) = lower.prepare_dirty(&u.value, u.deadline) else {
                     unwritten += 1;
+                    continue;
+                };
+                let hash = crate::key::hash_key(key);
+                let mut shard = cell.write();
+                let probe = Probe::new(key);
+                if !shard.is_closed() && shard.still_dirty(hash, &probe, &u.value) {
+                    if lower.commit(key, &p) {
+                        shard.set_clean(hash, &probe);
+                    } else {
+                        unwritten += 1;
+                    }
                 }
             }
         }
         unwritten
+    }
+
+    /// Closes every shard (each, under its lock: no operation changes it
+    /// afterwards) and returns the live entries whose bytes the disk tier
+    /// does not hold, for the close to write.
+    pub(crate) fn close(&self) -> Vec<Unwritten> {
+        let mut out = Vec::new();
+        for cell in self.cells.iter() {
+            let mut shard = cell.write();
+            shard.close();
+            if let Some(lower) = &self.lower {
+                out.extend(shard.unwritten(self.clock.now(), |k| lower.holds(k)));
+            }
+        }
+        out
     }
 
     /// What memory holds, for a checkpoint: hot entries, cold ones, ghosts.
@@ -265,7 +320,10 @@ impl MemoryTier {
 
     /// Restores a ghost from a checkpoint.
     pub(crate) fn add_ghost(&self, hash: u64, weight: u32) {
-        self.cell(hash).write().add_ghost(hash, weight);
+        let mut shard = self.cell(hash).write();
+        if !shard.is_closed() {
+            shard.add_ghost(hash, weight);
+        }
     }
 
     pub(crate) fn lower(&self) -> Option<&Tiered> {

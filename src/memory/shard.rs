@@ -38,6 +38,16 @@ fn expired(deadline: u64, now: impl FnOnce() -> u64) -> bool {
     deadline != 0 && deadline <= now()
 }
 
+/// A live entry whose bytes the lower tier does not hold.
+pub(crate) struct Unwritten {
+    pub(crate) key: KeyBuf,
+    pub(crate) value: Bytes,
+    pub(crate) deadline: u64,
+    /// Never written (an insert the lower tier refused), as opposed to
+    /// written once and since dropped by the lower tier's reclaim.
+    pub(crate) dirty: bool,
+}
+
 /// Entries that left the shard under its lock, to be dropped or demoted after it is released.
 /// `Evicted::aux` holds the entry's deadline.
 pub(crate) type Departed = SmallVec<[Evicted<Payload>; 2]>;
@@ -85,6 +95,9 @@ pub(crate) struct Shard {
     pub(crate) hits: AtomicU64,
     /// Lookups that found nothing.
     pub(crate) misses: AtomicU64,
+    /// Closed (the cache was closed): lookups find nothing, writes are
+    /// refused. Set under the exclusive lock, never cleared.
+    closed: bool,
     policy: ClockPro<Payload>,
     writes: Writes,
 }
@@ -94,6 +107,7 @@ impl Shard {
         Shard {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            closed: false,
             policy: ClockPro::new(capacity),
             writes: Writes::default(),
         }
@@ -101,6 +115,15 @@ impl Shard {
 
     pub(crate) fn capacity(&self) -> u64 {
         self.policy.capacity()
+    }
+
+    /// Closes the shard: from now on it answers nothing and takes nothing.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -125,6 +148,9 @@ impl Shard {
     /// Takes `&self`: runs under the shared lock.
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> Lookup {
+        if self.closed {
+            return Lookup::Miss;
+        }
         match self.find(hash, key) {
             Some(idx) if self.is_expired(idx, now) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +170,9 @@ impl Shard {
 
     /// The live value of `key`, without counting as an access.
     pub(crate) fn peek(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> Option<Bytes> {
+        if self.closed {
+            return None;
+        }
         let idx = self
             .find(hash, key)
             .filter(|&idx| !self.is_expired(idx, now))?;
@@ -152,8 +181,10 @@ impl Shard {
 
     /// Whether `key` is resident and live, without counting as an access.
     pub(crate) fn contains(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> bool {
-        self.find(hash, key)
-            .is_some_and(|idx| !self.is_expired(idx, now))
+        !self.closed
+            && self
+                .find(hash, key)
+                .is_some_and(|idx| !self.is_expired(idx, now))
     }
 
     /// Inserts or overwrites `key`. Entries pushed out are added to `departed`
@@ -289,24 +320,33 @@ impl Shard {
     }
 
     /// The live entries whose bytes are not in the lower tier (dirty, or
-    /// `on_disk` says the tier lost them): key, value, deadline.
-    pub(crate) fn unwritten(
-        &self,
-        now: u64,
-        on_disk: impl Fn(&[u8]) -> bool,
-    ) -> Vec<(KeyBuf, Bytes, u64)> {
+    /// `on_disk` says the tier lost them).
+    pub(crate) fn unwritten(&self, now: u64, on_disk: impl Fn(&[u8]) -> bool) -> Vec<Unwritten> {
         self.policy
             .residents()
-            .filter(|&(idx, _, _)| {
+            .filter_map(|(idx, _, _)| {
                 let r = self.policy.resident(idx);
-                !self.is_expired(idx, || now)
-                    && (r.tag & DIRTY != 0 || !on_disk(r.payload.key.as_slice()))
-            })
-            .map(|(idx, _, _)| {
-                let p = &self.policy.resident(idx).payload;
-                (p.key.clone(), p.value.clone(), self.policy.aux(idx))
+                let dirty = r.tag & DIRTY != 0;
+                let live = !self.is_expired(idx, || now);
+                (live && (dirty || !on_disk(r.payload.key.as_slice()))).then(|| Unwritten {
+                    key: r.payload.key.clone(),
+                    value: r.payload.value.clone(),
+                    deadline: self.policy.aux(idx),
+                    dirty,
+                })
             })
             .collect()
+    }
+
+    /// Whether `key`'s resident value is still `value` (the same bytes, not
+    /// written since) and dirty.
+    pub(crate) fn still_dirty(&self, hash: u64, key: &Probe, value: &Bytes) -> bool {
+        self.find(hash, key).is_some_and(|idx| {
+            let r = self.policy.resident(idx);
+            r.tag & DIRTY != 0
+                && r.payload.value.as_ptr() == value.as_ptr()
+                && r.payload.value.len() == value.len()
+        })
     }
 
     /// Whether `key` is resident, expired or not.
