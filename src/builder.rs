@@ -174,6 +174,20 @@ impl CacheBuilder {
         self
     }
 
+    /// Simulates a power loss at the process's death (feature `validate`,
+    /// for crash tests): the disk tier's segment writes after each file's
+    /// last `fdatasync` are kept in memory, but for a random half of their
+    /// sectors (`seed` picks which) that reach the file early. A SIGKILL then
+    /// leaves what a power cut would. Call after [`disk`](Self::disk).
+    #[cfg(feature = "validate")]
+    #[doc(hidden)]
+    pub fn simulate_power_loss(mut self, seed: u64) -> Self {
+        if let Some(d) = self.disk_mut() {
+            d.io = Some(Arc::new(crate::disk::power_loss::PowerLoss::new(seed)));
+        }
+        self
+    }
+
     fn disk_mut(&mut self) -> Option<&mut DiskSettings> {
         self.disk.as_mut()
     }

@@ -259,11 +259,11 @@ impl Cache {
     /// the disk tier's probation stream, the recent inserts that had not yet
     /// proved reuse (docs/design.md §10.2).
     pub fn sync(&self) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let Some(lower) = self.inner.memory.lower() else {
-            return match self.inner.closed.load(Ordering::Acquire) {
-                true => Err(Error::Closed),
-                false => Ok(()),
-            };
+            return Ok(());
         };
         // Inserts the flusher was too busy to take: written now, waiting.
         let unwritten = if lower.take_refused() {
@@ -457,6 +457,7 @@ impl Cache {
                     lost_segments: d.recovery.lost_segments,
                     unproven_records: d.recovery.unproven_records,
                     void_records: d.recovery.void_records,
+                    reclaimed_before: d.recovery.reclaimed_before,
                     foreign_files: d.recovery.foreign,
                     open_time: d.recovery.elapsed,
                     checkpoint: self.inner.checkpoint.clone(),

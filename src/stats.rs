@@ -142,6 +142,9 @@ pub struct RecoveryStats {
     pub void_records: u64,
     /// Files named like segments that are not larder's; left alone.
     pub foreign_files: u64,
+    /// Segments reclaimed in this directory before this open, since it was
+    /// made (each counted durably before reclaim removes anything).
+    pub reclaimed_before: u64,
     /// Time to rebuild the index.
     pub open_time: std::time::Duration,
     /// The checkpoint written by the last `close`, and whether it was used.

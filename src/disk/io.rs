@@ -311,6 +311,8 @@ pub(crate) struct Faulty {
     writes_left: AtomicU64,
     /// Syncs still allowed before every sync fails.
     syncs_left: AtomicU64,
+    /// While set, writes wait (a stalled device).
+    stalled: (std::sync::Mutex<bool>, std::sync::Condvar),
 }
 
 #[cfg(test)]
@@ -320,6 +322,21 @@ impl Faulty {
             inner,
             writes_left: AtomicU64::new(u64::MAX),
             syncs_left: AtomicU64::new(u64::MAX),
+            stalled: Default::default(),
+        }
+    }
+
+    /// Stalls every write (`true`) until released (`false`).
+    pub(crate) fn stall(&self, on: bool) {
+        *self.stalled.0.lock().unwrap() = on;
+        self.stalled.1.notify_all();
+    }
+
+    fn wait_if_stalled(&self) {
+        let (lock, cond) = &self.stalled;
+        let mut stalled = lock.lock().unwrap();
+        while *stalled {
+            stalled = cond.wait(stalled).unwrap();
         }
     }
 
@@ -347,11 +364,13 @@ impl Faulty {
 #[cfg(test)]
 impl Io for Faulty {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.wait_if_stalled();
         Self::allow(&self.writes_left)?;
         self.inner.write_all_at(file, buf, offset)
     }
 
     fn write_all_vectored_at(&self, file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.wait_if_stalled();
         Self::allow(&self.writes_left)?;
         self.inner.write_all_vectored_at(file, bufs, offset)
     }

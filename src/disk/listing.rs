@@ -108,6 +108,7 @@ impl Listing {
     /// A segment is being reclaimed: unlisted, durably, before its file goes.
     pub(crate) fn reclaimed(&mut self, id: u32) -> Result<(), DiskError> {
         self.list.live.retain(|l| l.id != id);
+        self.list.reclaimed += 1;
         self.persist()
     }
 

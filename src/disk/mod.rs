@@ -49,6 +49,8 @@ mod ghosts;
 mod index;
 pub(crate) mod io;
 mod listing;
+#[cfg(any(test, feature = "validate"))]
+pub(crate) mod power_loss;
 pub(crate) mod recovery;
 mod segment;
 pub(crate) mod tiered;

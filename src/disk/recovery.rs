@@ -59,6 +59,8 @@ pub(crate) struct RecoveryReport {
     pub(crate) unproven_records: u64,
     /// Files named like segments that are not larder's.
     pub(crate) foreign: u64,
+    /// Segments reclaimed in this directory before this open.
+    pub(crate) reclaimed_before: u64,
     pub(crate) elapsed: Duration,
 }
 
@@ -99,6 +101,7 @@ pub(crate) fn recover(
     let mut report = RecoveryReport {
         foreign: a.foreign.len() as u64,
         lost_segments: a.lost.iter().filter(|l| l.new).count() as u64,
+        reclaimed_before: a.list.reclaimed,
         ..RecoveryReport::default()
     };
     let mut files = BTreeMap::new();

@@ -326,6 +326,56 @@ fn backpressure_refuses_and_counts_when_the_flusher_is_behind() {
     assert!(s.refused > 0 || s.failed.is_some(), "{s:?}");
 }
 
+/// A wait for the flusher as long as the clock allows (`Duration::MAX`) is
+/// a wait without a deadline, not an overflow: the producer waits out a
+/// stalled flusher and goes on once it moves.
+#[test]
+fn an_unbounded_backpressure_wait_waits_for_the_flusher() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let tier = Arc::new(
+        DiskTier::open(DiskConfig {
+            io: io.clone(),
+            backpressure: Backpressure::Wait(Duration::MAX),
+            max_frozen: 1,
+            ..config(dir.path(), 64)
+        })
+        .unwrap(),
+    );
+    io.stall(true);
+    // Released however the test ends, or the tier's drop would wait forever.
+    struct Release(Arc<Faulty>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.stall(false);
+        }
+    }
+    let release = Release(io.clone());
+    let writer = {
+        let tier = Arc::clone(&tier);
+        std::thread::spawn(move || {
+            for key in 0..400u32 {
+                tier.put(&k(key), &value(key, 0, 500), 0).unwrap();
+            }
+        })
+    };
+    // The flusher is stalled on its first write: the writer fills the
+    // queue and waits.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !writer.is_finished(),
+        "it waits while the flusher is stalled"
+    );
+    assert!(tier.stats().queued_segments >= 1);
+    drop(release);
+    writer.join().expect("no overflow, no panic");
+    tier.sync().unwrap();
+    for key in 0..400u32 {
+        assert_eq!(tier.get(&k(key), 0).unwrap(), value(key, 0, 500));
+    }
+    assert_eq!(tier.stats().refused, 0);
+}
+
 #[test]
 fn bad_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,15 +10,16 @@
 //! 12  4  reserved       0
 //! 16  8  generation     one more at every rewrite
 //! 24  8  closed_at      the last sequence number of a clean close; 0 while open
-//! 32 16× 2              per stream (main, probation): sealed_id u32 (the newest
+//! 32  8  reclaimed      segments reclaimed since the directory was made
+//! 40 16× 2              per stream (main, probation): sealed_id u32 (the newest
 //!                       segment of the stream ever listed), reserved u32,
 //!                       through u64 (every record of the stream numbered at most
 //!                       this is in a listed, lost or void place)
-//! 64  4  live_count
-//! 68  4  lost_count
-//! 72  4  void_count
-//! 76  4  reserved       0
-//! 80 40× live_count     id u32, stream u32, first_seq u64, last_seq u64,
+//! 72  4  live_count
+//! 76  4  lost_count
+//! 80  4  void_count
+//! 84  4  reserved       0
+//! 88 40× live_count     id u32, stream u32, first_seq u64, last_seq u64,
 //!                       through u64, records u32, reserved u32
 //!  … 24× lost_count     id u32, flags u32 (bit 0: probation, bit 1: its keys
 //!                       file is kept), last_seq u64, keys u32, reserved u32
@@ -35,7 +36,8 @@ pub const LIST_MAGIC: [u8; 8] = *b"LARDLIST";
 const VERSION_AT: usize = 8;
 const GENERATION_AT: usize = 16;
 const CLOSED_AT: usize = GENERATION_AT + 8;
-const STREAMS_AT: usize = CLOSED_AT + 8;
+const RECLAIMED_AT: usize = CLOSED_AT + 8;
+const STREAMS_AT: usize = RECLAIMED_AT + 8;
 const STREAM_LEN: usize = 16;
 const COUNTS_AT: usize = STREAMS_AT + 2 * STREAM_LEN;
 /// Bytes before the entries.
@@ -100,6 +102,9 @@ pub struct SegmentList {
     pub generation: u64,
     /// The last sequence number of a clean close; 0 while a cache has it open.
     pub closed_at: u64,
+    /// Segments reclaimed since the directory was made (counted before each
+    /// reclaim removes anything).
+    pub reclaimed: u64,
     /// By stream: main, probation.
     pub streams: [StreamState; 2],
     /// Sealed segments held, by id.
@@ -127,6 +132,7 @@ impl SegmentList {
         u32s(&mut b, 0);
         u64s(&mut b, self.generation);
         u64s(&mut b, self.closed_at);
+        u64s(&mut b, self.reclaimed);
         for s in &self.streams {
             u32s(&mut b, s.sealed_id);
             u32s(&mut b, 0);
@@ -242,6 +248,7 @@ impl SegmentList {
         Ok(SegmentList {
             generation: get64(GENERATION_AT),
             closed_at: get64(CLOSED_AT),
+            reclaimed: get64(RECLAIMED_AT),
             streams,
             live,
             lost,
@@ -259,6 +266,7 @@ mod tests {
         SegmentList {
             generation: 9,
             closed_at: 1234,
+            reclaimed: 77,
             streams: [
                 StreamState {
                     sealed_id: 7,
