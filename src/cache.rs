@@ -314,6 +314,9 @@ impl Cache {
     }
 
     fn insert_inner(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
         let weight = self.check_entry(key, &value)?;
         let deadline = ttl.map_or(0, |t| self.inner.memory.clock().deadline(t));
         self.inner
