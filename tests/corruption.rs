@@ -155,7 +155,7 @@ fn damage(dir: &Path, rng: &mut StdRng) -> Option<Damage> {
             format!("flip a bit at {at} of {name}'s trailer")
         }
         _ if len == 0 => return None,
-        4 | 2 | 3 => {
+        2..=4 => {
             let at = pick(rng, &ranges).min(len - 1);
             bytes[at] ^= 1 << rng.random_range(0..8);
             format!("flip a bit at {at} of {name}")
