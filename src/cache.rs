@@ -216,10 +216,20 @@ impl Cache {
     /// summaries and memory is refilled, hottest first, in the background.
     /// Without a disk tier, does nothing.
     ///
-    /// When `close` returns the directory is released: a cache may open it
-    /// again at once. Other handles to this cache keep working, from memory
-    /// only: the disk tier is closed (its stats say so). Dropping the last
-    /// handle does the same as a best effort, without a way to report an error.
+    /// Closing closes every handle to the cache: from then on, on this
+    /// handle's clones, inserts, loads and `sync()` return [`Error::Closed`],
+    /// and lookups, `contains` and `remove` find nothing. A change a clone
+    /// made before the close is written by it. When `close` returns `Ok`, the
+    /// directory is cleanly closed (every segment sealed, the checkpoint
+    /// current) and released: a cache may open it again at once. Closing
+    /// again returns what the first close returned. Dropping the last handle
+    /// closes as a best effort, without a way to report an error.
+    ///
+    /// # Errors
+    /// * [`Error::NotPersisted`]: under `WriteBehind`, inserts the disk tier
+    ///   could not take (the directory is closed cleanly without them).
+    /// * [`Error::Disk`]: the disk tier failed; the directory may not be
+    ///   closed cleanly (the next open recovers it as after a crash).
     pub fn close(self) -> Result<(), Error> {
         self.inner.shutdown()
     }
@@ -227,7 +237,8 @@ impl Cache {
     /// The value for `key`, if it is cached and not expired. A hit marks the entry
     /// as referenced for CLOCK-Pro; it takes only a shared lock.
     ///
-    /// Keys that could never be stored (empty or too long) are simply not found.
+    /// Keys that could never be stored (empty or too long) are simply not
+    /// found, and a closed cache finds nothing.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
         let hash = hash_key(key);
@@ -251,13 +262,31 @@ impl Cache {
         Some(value)
     }
 
-    /// Returns once every change made before the call is on stable storage
-    /// (written and `fdatasync`ed). Without a disk tier, returns at once.
+    /// Returns `Ok` once every change made before the call is on stable
+    /// storage (written and `fdatasync`ed). Without a disk tier, returns at
+    /// once.
     ///
-    /// After a crash, no value removed or overwritten before the call comes
-    /// back. A cache may still forget entries: a reopen after a crash drops
-    /// the disk tier's probation stream, the recent inserts that had not yet
-    /// proved reuse (docs/design.md §10.2).
+    /// What that covers depends on the [`WritePolicy`](crate::WritePolicy):
+    /// * `WriteBehind` (the default): every insert, overwrite and removal
+    ///   acknowledged before the call. After a crash (a kill, or a power
+    ///   loss) each of them is there, unless capacity forced it out before
+    ///   the crash (the disk tier was full and reclaimed it) or its bytes were
+    ///   damaged.
+    /// * `Demote` and `DemoteAll`: what the disk tier holds: every removal and
+    ///   overwrite (an older value never comes back), and every entry memory
+    ///   has written down by evicting it. Entries only memory holds are not on
+    ///   disk, by design, and a crash forgets them.
+    ///
+    /// Either way, after a crash the cache is as it was at one moment between
+    /// the last completed `sync()` and the crash (docs/contract.md).
+    ///
+    /// # Errors
+    /// * [`Error::NotPersisted`]: the disk tier was too far behind to take
+    ///   some inserts before the call (see [`Backpressure`](crate::Backpressure)),
+    ///   and they could not be written now either. Everything else is synced;
+    ///   those still in memory are tried again by the next `sync()`.
+    /// * [`Error::Disk`]: the disk tier failed and persists nothing more.
+    /// * [`Error::Closed`]: the cache was closed.
     pub fn sync(&self) -> Result<(), Error> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -346,6 +375,7 @@ impl Cache {
     }
 
     /// Removes `key`; returns its value if it was cached and not expired.
+    /// On a closed cache, does nothing and returns `None`.
     pub fn remove(&self, key: &[u8]) -> Option<Bytes> {
         self.inner.memory.remove(hash_key(key), key)
     }

@@ -136,9 +136,11 @@ pub use time::ManualClock;
 pub mod fuzzing {
     pub use crate::format::FormatError;
     pub use crate::format::checkpoint::{Checkpoint, MemoryEntry};
+    pub use crate::format::keys::Keys;
+    pub use crate::format::list::{Listed, SegmentList, StreamState};
     pub use crate::format::manifest::{HASH_XXH3_64, Manifest};
     pub use crate::format::record::{
-        Kind, RecordHeader, decode as decode_record, encode as encode_record,
+        Kind, Mark, RecordHeader, StreamPos, decode as decode_record, encode as encode_record,
     };
     pub use crate::format::segment::{
         SEGMENT_HEADER_LEN, SegmentHeader, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,

@@ -8,8 +8,8 @@
 #![no_main]
 
 use larder::fuzzing::{
-    Kind, Manifest, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader, SummaryEntry, TRAILER_LEN,
-    Trailer, encode_record, encode_summary, HASH_XXH3_64,
+    HASH_XXH3_64, Kind, Listed, Manifest, RecordHeader, SEGMENT_HEADER_LEN, SegmentHeader,
+    SegmentList, StreamState, SummaryEntry, TRAILER_LEN, Trailer, encode_record, encode_summary,
 };
 use larder::{Cache, hash_key};
 use libfuzzer_sys::fuzz_target;
@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let mut seq = 1u64;
     let mut chunks = data.split(|&b| b == 0xff).take(4);
     let mut id = 1u32;
+    let mut list = SegmentList::default();
     for chunk in chunks.by_ref().take(3) {
         let Some((&flags, ops)) = chunk.split_first() else {
             continue;
@@ -70,6 +71,7 @@ fuzz_target!(|data: &[u8]| {
                 len: rec.len() as u32,
                 tombstone,
                 compressed: false,
+                mark: false,
             });
             seg.extend_from_slice(&rec);
             if !tombstone {
@@ -84,13 +86,31 @@ fuzz_target!(|data: &[u8]| {
             let crc = encode_summary(u64::from(id), &summary, &mut s);
             seg.extend_from_slice(&s);
             seg.resize(SIZE as usize - TRAILER_LEN, 0);
+            let last_seq = summary.last().map_or(0, |e| e.seq);
             let t = Trailer {
                 summary_offset: at,
                 record_count: summary.len() as u32,
-                last_seq: summary.last().map_or(0, |e| e.seq),
+                last_seq,
+                through: seq - 1,
                 summary_crc: crc,
             };
             seg.extend_from_slice(&t.encode(u64::from(id)));
+            if flags & 0x40 == 0 {
+                let probation = flags & 0x80 != 0;
+                list.live.push(Listed {
+                    id,
+                    probation,
+                    first_seq: summary.first().map_or(seq, |e| e.seq),
+                    last_seq,
+                    through: seq - 1,
+                    records: summary.len() as u32,
+                });
+                let s = &mut list.streams[usize::from(probation)];
+                *s = StreamState {
+                    sealed_id: id,
+                    through: seq - 1,
+                };
+            }
         }
         // Damage, as the flags say.
         if flags & 2 == 2 && seg.len() > SEGMENT_HEADER_LEN {
@@ -104,6 +124,8 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(dir.path().join(format!("{id:010}.seg")), &seg).expect("write");
         id += 1;
     }
+    list.generation = 1;
+    std::fs::write(dir.path().join("SEGMENTS"), list.encode()).expect("write");
     if let Some(rest) = chunks.next() {
         // Whatever is left: a checkpoint file, or garbage under a segment's name.
         let name = if rest.first().is_some_and(|b| b & 1 == 1) {

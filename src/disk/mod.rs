@@ -874,6 +874,16 @@ impl DiskTier {
     /// another segment. Does not count a refusal: callers that give up on a
     /// write because of it do.
     pub(crate) fn wait_for_space(&self) -> Result<(), DiskError> {
+        self.wait_until_room(self.shared.config.backpressure)
+    }
+
+    /// Waits until the flusher has room for another segment, however long
+    /// it takes (a failed or closed tier ends the wait with its error).
+    pub(crate) fn wait_for_room(&self) -> Result<(), DiskError> {
+        self.wait_until_room(Backpressure::Wait(Duration::MAX))
+    }
+
+    fn wait_until_room(&self, backpressure: Backpressure) -> Result<(), DiskError> {
         let sh = &*self.shared;
         let full = || sh.frozen.read().len() >= sh.config.max_frozen;
         if !full() {
@@ -885,7 +895,7 @@ impl DiskTier {
             Deadline(Instant),
             Forever,
         }
-        let until = match sh.config.backpressure {
+        let until = match backpressure {
             Backpressure::Refuse => Until::Now,
             Backpressure::Wait(d) => Instant::now()
                 .checked_add(d)

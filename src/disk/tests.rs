@@ -665,6 +665,61 @@ fn text_is_compressed_and_noise_stored_raw() {
 /// Through the cache: after a write or fsync error the disk tier reports the
 /// failure (stats, `sync()`), and the memory tier keeps serving reads, inserts
 /// and removes with the right bytes.
+/// Contract promise 12: an insert the disk tier refused (its flusher was
+/// behind) is not silently unpersisted. The next `sync()` writes it, if
+/// memory still holds it; one memory let go of first is reported by a typed
+/// error, once, and later syncs are `Ok` again.
+#[test]
+fn a_sync_writes_refused_inserts_or_says_what_was_not_persisted() {
+    use crate::{Cache, Error};
+    for evict in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Faulty::new(test_io()));
+        let open = |io: Arc<dyn Io>| {
+            Cache::builder()
+                .memory_capacity(if evict { 20 } else { 10_000 })
+                .unit_weight()
+                .disk(dir.path(), 64 * SEG)
+                .segment_size(SEG)
+                .disk_backpressure(Backpressure::Refuse)
+                .disk_io(io)
+                .build()
+                .unwrap()
+        };
+        let cache = open(io.clone());
+        let v = |i: u32| bytes::Bytes::from(value(i, 0, 2000));
+        // A stalled device: the flush queue fills and inserts are refused.
+        io.stall(true);
+        for i in 0..300u32 {
+            cache.insert(&k(i), v(i)).unwrap();
+        }
+        let refused = cache.stats().disk.unwrap().refused_writes;
+        assert!(refused > 0, "the flusher was behind");
+        io.stall(false);
+        match cache.sync() {
+            Ok(()) => assert!(!evict, "evicted unwritten inserts must be reported"),
+            Err(Error::NotPersisted { unwritten, dropped }) => {
+                assert!(
+                    evict,
+                    "all were in memory to be written: {unwritten} {dropped}"
+                );
+                assert_eq!(unwritten, 0);
+                assert!(dropped > 0 && dropped <= refused, "{dropped} of {refused}");
+            }
+            Err(e) => panic!("sync: {e}"),
+        }
+        cache.sync().expect("reported once; nothing new since");
+        cache.close().unwrap();
+        // Every insert was either persisted or reported.
+        let cache = open(Arc::new(Positional));
+        let present = (0..300u32).filter(|&i| cache.get(&k(i)).is_some()).count();
+        if !evict {
+            assert_eq!(present, 300);
+        }
+        cache.close().unwrap();
+    }
+}
+
 #[test]
 fn a_failed_disk_tier_leaves_the_memory_tier_serving() {
     use crate::{Cache, Error};

@@ -117,10 +117,20 @@ impl Tiered {
         }
     }
 
-    /// Outside any lock: an entry memory holds unwritten, made ready to
-    /// write, waiting for room as the backpressure setting says.
-    pub(crate) fn prepare_dirty(&self, value: &Bytes, deadline: u64) -> Option<Prepared> {
-        self.disk.prepare(value, self.to_unix(deadline), true).ok()
+    /// Outside any lock, for a `sync()` or a close: an entry memory holds
+    /// unwritten, made ready to write, waiting for room as long as the
+    /// flusher makes progress (a failed tier ends the wait).
+    pub(crate) fn prepare_dirty(
+        &self,
+        value: &Bytes,
+        deadline: u64,
+    ) -> Result<Prepared, DiskError> {
+        loop {
+            match self.disk.prepare(value, self.to_unix(deadline), true) {
+                Err(DiskError::Refused) => self.disk.wait_for_room()?,
+                other => return other,
+            }
+        }
     }
 
     /// Whether an insert's write was refused since the last call.
@@ -167,12 +177,7 @@ impl Tiered {
         value: &Bytes,
         deadline: u64,
     ) -> Result<(), DiskError> {
-        let p = loop {
-            match self.disk.prepare(value, self.to_unix(deadline), true) {
-                Err(DiskError::Refused) => continue, // the flusher is draining
-                other => break other?,
-            }
-        };
+        let p = self.prepare_dirty(value, deadline)?;
         self.disk.commit(key, &p, IN_MEMORY, Stream::Main)
     }
 

@@ -254,8 +254,7 @@ impl MemoryTier {
     }
 
     /// Writes the entries an insert could not write (the disk tier refused
-    /// them under backpressure) now, waiting for room as the backpressure
-    /// setting says, outside every lock: each is written only if, under its
+    /// them under backpressure) now, waiting for room, outside every lock: each is written only if, under its
     /// shard lock, memory still holds the same bytes, dirty. Returns how many
     /// are still unwritten.
     pub(crate) fn write_refused(&self) -> u64 {
@@ -273,7 +272,7 @@ impl MemoryTier {
                 .collect();
             for u in dirty {
                 let key = u.key.as_slice();
-                let Some(p) = lower.prepare_dirty(&u.value, u.deadline) else {
+                let Ok(p) = lower.prepare_dirty(&u.value, u.deadline) else {
                     unwritten += 1;
                     continue;
                 };

@@ -23,8 +23,14 @@ pub(crate) fn run(args: Args) -> CliResult {
             "sealed_segments": r.sealed_segments,
             "records": r.records,
             "live_entries": r.live_entries,
+            "expired_entries": r.expired_entries,
             "corrupt_records": r.corrupt_records,
             "corrupt_segments": r.corrupt_segments,
+            "missing_segments": r.missing_segments,
+            "lost_segments": r.lost_segments,
+            "unproven_records": r.unproven_records,
+            "void_records": r.void_records,
+            "repairable": r.repairable,
             "torn_tails": r.torn_tails,
             "foreign_files": r.foreign_files,
             "probation_segments": r.probation_segments,
@@ -36,12 +42,21 @@ pub(crate) fn run(args: Args) -> CliResult {
     } else {
         println!("{}", args.disk_dir.display());
         println!(
-            "  {} segments ({} sealed), {} records, {} live entries",
-            r.segments, r.sealed_segments, r.records, r.live_entries
+            "  {} segments ({} sealed), {} records, {} live entries, {} expired",
+            r.segments, r.sealed_segments, r.records, r.live_entries, r.expired_entries
         );
         println!(
-            "  {} corrupt records, {} corrupt segments, {} torn tails, {} foreign files",
-            r.corrupt_records, r.corrupt_segments, r.torn_tails, r.foreign_files
+            "  {} corrupt records, {} corrupt segments, {} missing, {} lost, {} torn tails, {} foreign files",
+            r.corrupt_records,
+            r.corrupt_segments,
+            r.missing_segments,
+            r.lost_segments,
+            r.torn_tails,
+            r.foreign_files
+        );
+        println!(
+            "  the next open drops {} records as unproven (a lost segment may have held newer ones) and {} as void (after a crash's cut)",
+            r.unproven_records, r.void_records
         );
         println!(
             "  {} probation segments; {}",
@@ -49,7 +64,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             if r.closed_cleanly {
                 "closed cleanly"
             } else {
-                "not closed cleanly: the next open discards the probation stream"
+                "not closed cleanly (a crash, or damage)"
             }
         );
         println!("  checkpoint: {}", r.checkpoint);
@@ -62,10 +77,11 @@ pub(crate) fn run(args: Args) -> CliResult {
         Ok(())
     } else {
         Err(format!(
-            "{} is corrupt ({} records, {} segments)",
+            "{} is corrupt ({} records, {} segments, {} lost)",
             args.disk_dir.display(),
             r.corrupt_records,
-            r.corrupt_segments
+            r.corrupt_segments,
+            r.lost_segments
         )
         .into())
     }
