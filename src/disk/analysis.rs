@@ -707,6 +707,9 @@ impl Analysis {
 
     /// Whether the record `(hash, seq)` is void or unproven.
     pub(crate) fn verdict(&self, e: &SummaryEntry) -> Verdict {
+        if self.voids.is_empty() && self.lost.is_empty() {
+            return Verdict::Kept;
+        }
         if self.voids.iter().any(|&(a, b)| (a..=b).contains(&e.seq)) {
             Verdict::Void
         } else if self.lost.iter().any(|l| l.supersedes(e.hash, e.seq)) {
@@ -720,31 +723,50 @@ impl Analysis {
     /// applied segments, neither void nor unproven), in sequence order, with
     /// its segment's id. Returns how many were void and how many unproven.
     pub(crate) fn for_each_applied(&self, mut f: impl FnMut(u32, &SummaryEntry)) -> (u64, u64) {
-        let mut all: Vec<(u32, &SummaryEntry)> = Vec::new();
-        let mut in_order = true;
-        for stream in [Stream::Main, Stream::Probation] {
-            let start = all.len();
-            for s in self.applied().filter(|s| s.stream == stream) {
-                all.extend(s.contents.entries().iter().map(|e| (s.id, e)));
-            }
-            in_order &= all[start..].windows(2).all(|w| w[0].1.seq < w[1].1.seq);
-        }
-        if !in_order {
-            // Appends are in sequence order, so this means a bug, not damage.
-            log::warn!("records out of sequence order on disk; applying them sorted");
-        }
-        // Two runs (or, after a bug, any order): a stable sort by sequence
-        // number merges them.
-        all.sort_by_key(|(_, e)| e.seq);
+        let run = |stream| {
+            self.applied()
+                .filter(move |s| s.stream == stream)
+                .flat_map(|s| s.contents.entries().iter().map(move |e| (s.id, e)))
+        };
+        let in_order = |stream| {
+            let mut last = None;
+            run(stream).all(|(_, e)| last.replace(e.seq).is_none_or(|l| l < e.seq))
+        };
         let (mut void, mut unproven) = (0, 0);
-        for (id, e) in all {
+        let mut apply = |id: u32, e: &SummaryEntry| {
             if e.mark {
-                continue;
+                return;
             }
             match self.verdict(e) {
                 Verdict::Kept => f(id, e),
                 Verdict::Void => void += 1,
                 Verdict::Unproven => unproven += 1,
+            }
+        };
+        if in_order(Stream::Main) && in_order(Stream::Probation) {
+            // Each stream is in sequence order: merge the two.
+            let (mut a, mut b) = (
+                run(Stream::Main).peekable(),
+                run(Stream::Probation).peekable(),
+            );
+            loop {
+                let take_a = match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) => x.1.seq < y.1.seq,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let (id, e) = if take_a { a.next() } else { b.next() }.expect("peeked");
+                apply(id, e);
+            }
+        } else {
+            // Appends are in sequence order, so this means a bug, not damage.
+            log::warn!("records out of sequence order on disk; applying them sorted");
+            let mut all: Vec<(u32, &SummaryEntry)> =
+                run(Stream::Main).chain(run(Stream::Probation)).collect();
+            all.sort_by_key(|(_, e)| e.seq);
+            for (id, e) in all {
+                apply(id, e);
             }
         }
         (void, unproven)

@@ -92,11 +92,18 @@ pub(crate) fn recover(
         log::warn!("{}: {p}", dir.display());
     }
     let closed_at = a.closed_at();
+    // A clean close found intact needs no change to the directory: its list
+    // already says all there is (every stream complete up to where it ended).
+    let untouched = a.clean()
+        && a.keys_missing.is_empty()
+        && !a.problems.iter().any(|p| p.starts_with("segment list:"));
     // 1. The decision, durable before anything it rests on changes.
     // (Nothing retires yet: the tails, not listed until sealed, may hold
     // records a lost segment or a void range is about.)
     let mut listing = Listing::new(dir, decided_list(&a));
-    listing.persist_keeping()?;
+    if !untouched {
+        listing.persist_keeping()?;
+    }
     // 2. The files.
     let mut report = RecoveryReport {
         foreign: a.foreign.len() as u64,
@@ -177,7 +184,9 @@ pub(crate) fn recover(
         listing.list.live.push(l);
     }
     listing.list.live.sort_by_key(|l| l.id);
-    listing.persist()?;
+    if !untouched {
+        listing.persist()?;
+    }
     let ids = a.segments.keys().chain(a.bad.iter().map(|b| &b.0));
     let ids = ids.copied().chain(a.lost.iter().map(|l| l.entry.id));
     let ids = ids.chain(a.list.streams.iter().map(|s| s.sealed_id));
