@@ -76,9 +76,11 @@
 //! resident entries. See `docs/design.md` and `docs/benchmarks.md`.
 //!
 //! ## Cargo features
+//! None is on by default; the command-line tool is the workspace's `cli/`
+//! crate, so a user of the library builds none of its dependencies.
+//!
 //! | feature | what it does |
 //! |---|---|
-//! | `cli` (default) | the `larder` command-line tool and its dependencies |
 //! | `validate` | compiles `Cache::validate`, the invariant checker used by tests and fuzzing |
 //! | `io-uring` | the io_uring disk backend, used when the kernel allows it (positional I/O otherwise) |
 

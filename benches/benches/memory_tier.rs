@@ -2,7 +2,7 @@
 //! same run: Zipf(0.99) over 1,000,000 u64 keys, capacity 100,000 entries, 64-byte
 //! values; W1 = 90% get / 10% insert, W2 = 50/50; 1 and 2 threads.
 //!
-//! `cargo bench --bench memory_tier`. Results: docs/benchmarks.md. Criterion runs
+//! `cargo bench -p larder-benches --bench memory_tier`. Results: docs/benchmarks.md. Criterion runs
 //! each cache in its own time window; `benches/peers.rs` pairs them round by round.
 
 mod common;

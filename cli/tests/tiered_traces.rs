@@ -1,4 +1,4 @@
-//! Tiered replays of the shared traces: half of each reference capacity in
+//! Tiered replays of the reference traces (`tests/traces/`): half of each reference capacity in
 //! memory, the rest on disk (64 KiB segments), under each write policy.
 //!
 //! Asserted:
@@ -12,7 +12,7 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const SEGMENT: u64 = 64 << 10;
@@ -20,13 +20,6 @@ const SEGMENT: u64 = 64 << 10;
 const PER_SEGMENT: u64 = 500;
 /// Issue 3's bound on the gap to the reference at the combined capacity.
 const BOUND: f64 = 0.02;
-
-fn traces_dir() -> PathBuf {
-    std::env::var_os("LARDER_TRACES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces"),
-        PathBuf::from,
-    )
-}
 
 /// `larder replay --json` of `trace` with `memory` entries in memory and a
 /// disk tier of `segments` 64 KiB segments in `dir`; its JSON.
@@ -60,7 +53,7 @@ fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
     let memory = total / 2;
     let segments = ((total - memory).div_ceil(PER_SEGMENT) + 1).max(3);
     let dir = tempfile::tempdir().unwrap();
-    let trace_file = traces_dir().join(format!("{trace}.txt"));
+    let trace_file = support::trace(trace);
     let r = larder_replay(
         &trace_file,
         memory,
@@ -89,8 +82,7 @@ fn replay(trace: &str, total: u64, policy: &str, reference: f64) -> Replay {
 #[test]
 fn tiered_replays_miss_like_one_clock_pro_of_both_tiers() {
     let _one = support::one_at_a_time();
-    let text = std::fs::read_to_string(traces_dir().join("reference.json"))
-        .expect("reference.json (set LARDER_TRACES)");
+    let text = support::reference();
     let reference: Value = serde_json::from_str(&text).unwrap();
     let mut cases = 0;
     let mut failures = Vec::new();
@@ -133,7 +125,7 @@ fn tiered_replays_miss_like_one_clock_pro_of_both_tiers() {
 #[test]
 fn a_trace_replayed_in_two_halves_misses_like_one_replay() {
     let _one = support::one_at_a_time();
-    let text = std::fs::read_to_string(traces_dir().join("cloudphysics_io.txt")).unwrap();
+    let text = support::trace_text("cloudphysics_io");
     let lines: Vec<&str> = text.lines().collect();
     let work = tempfile::tempdir().unwrap();
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -145,7 +137,7 @@ fn a_trace_replayed_in_two_halves_misses_like_one_replay() {
     std::fs::write(&halves[1], second.join("\n")).unwrap();
     let replay = |trace: &Path, dir: &Path| larder_replay(trace, 2448, dir, 60, "write-behind");
     let whole = replay(
-        &traces_dir().join("cloudphysics_io.txt"),
+        &support::trace("cloudphysics_io"),
         &work.path().join("whole"),
     );
     let a = replay(&halves[0], &work.path().join("split"));

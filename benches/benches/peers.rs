@@ -3,10 +3,10 @@
 //! round yields a paired ratio, so drift in machine speed cancels out.
 //!
 //! ```text
-//! cargo bench --bench peers                  # everything
-//! cargo bench --bench peers -- throughput    # W1/W2 x 1/2 threads, paired rounds
-//! cargo bench --bench peers -- hit-ratio     # 2M requests, insert on miss, 10k and 100k entries
-//! cargo bench --bench peers -- memory        # RSS per entry, 1M entries of 64-byte values
+//! cargo bench -p larder-benches --bench peers                  # everything
+//! cargo bench -p larder-benches --bench peers -- throughput    # W1/W2 x 1/2 threads, paired rounds
+//! cargo bench -p larder-benches --bench peers -- hit-ratio     # 2M requests, insert on miss, 10k and 100k entries
+//! cargo bench -p larder-benches --bench peers -- memory        # RSS per entry, 1M entries of 64-byte values
 //! ```
 //! Environment: `PEERS_ROUNDS` (default 15) rounds per throughput cell.
 //! Results: docs/benchmarks.md.

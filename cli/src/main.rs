@@ -29,7 +29,38 @@ enum Command {
 /// Errors the tool reports to a person: a message, exit status 1.
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The library logs through the `log` facade; the tool prints its records
+/// to stderr, warnings and errors by default (`LARDER_LOG=info` or `debug`
+/// for more).
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!(
+                "larder: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> ExitCode {
+    static LOGGER: StderrLog = StderrLog;
+    let level = std::env::var("LARDER_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(log::LevelFilter::Warn);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
     let cli = Cli::parse();
     let result: CliResult = match cli.command {
         Command::Demo(args) => demo::run(args),

@@ -3,12 +3,12 @@
 //! in alternating rounds and each round yields paired ratios.
 //!
 //! ```text
-//! cargo bench --bench disk_tier                 # 1 GiB a writer a round, 3 rounds
-//! L2_BENCH_MIB=2048 L2_BENCH_ROUNDS=5 cargo bench --bench disk_tier
-//! L2_BENCH_ONLY=memory cargo bench --bench disk_tier   # DRAM per L2-only entry
-//! L2_BENCH_ONLY=restart cargo bench --bench disk_tier  # reopen and recovery times
-//! L2_BENCH_SETTLE_MS=3000 cargo bench --bench disk_tier # a longer pause between phases
-//! L2_BENCH_WARM=0 cargo bench --bench disk_tier      # no page-cache warm-up (see `warm_memory`)
+//! cargo bench -p larder-benches --bench disk_tier                 # 1 GiB a writer a round, 3 rounds
+//! L2_BENCH_MIB=2048 L2_BENCH_ROUNDS=5 cargo bench -p larder-benches --bench disk_tier
+//! L2_BENCH_ONLY=memory cargo bench -p larder-benches --bench disk_tier   # DRAM per L2-only entry
+//! L2_BENCH_ONLY=restart cargo bench -p larder-benches --bench disk_tier  # reopen and recovery times
+//! L2_BENCH_SETTLE_MS=3000 cargo bench -p larder-benches --bench disk_tier # a longer pause between phases
+//! L2_BENCH_WARM=0 cargo bench -p larder-benches --bench disk_tier      # no page-cache warm-up (see `warm_memory`)
 //! mkfifo /tmp/ctl; L2_BENCH_PERF_CTL=/tmp/ctl L2_BENCH_ONLY=larder \
 //!   perf record -g -D -1 --control fifo:/tmp/ctl target/release/deps/disk_tier-* --bench
 //! ```

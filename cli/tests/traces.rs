@@ -2,22 +2,17 @@
 //! of `reference.json`, against the reference CLOCK-Pro simulator (adaptive cold
 //! allocation, the variant larder follows).
 //!
-//! The traces live in `../shared/traces` beside the repository (set
-//! `LARDER_TRACES` to point elsewhere). Their absence is a failure, not a skip.
+//! The traces live in the repository, in `tests/traces/` (zstd-compressed;
+//! `LARDER_TRACES` names another directory). Their absence is a failure, not
+//! a skip.
+
+mod support;
 
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
 const ADAPTIVE: &str = "CLOCK-Pro (reference, adaptive)";
 const COLD5: &str = "CLOCK-Pro (reference, cold 5%)";
-
-fn traces_dir() -> PathBuf {
-    std::env::var_os("LARDER_TRACES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces"),
-        PathBuf::from,
-    )
-}
 
 struct Case {
     trace: String,
@@ -27,9 +22,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let path = traces_dir().join("reference.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {} ({e}); set LARDER_TRACES", path.display()));
+    let text = support::reference();
     let reference: Value = serde_json::from_str(&text).expect("reference.json is JSON");
     let mut cases = Vec::new();
     for (trace, data) in reference.as_object().expect("an object of traces") {
@@ -49,7 +42,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn replay(case: &Case, shards: Option<usize>) -> Value {
-    let trace = traces_dir().join(format!("{}.txt", case.trace));
+    let trace = support::trace(&case.trace);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_larder"));
     cmd.args(["replay", "--json", "--capacity", &case.capacity, "--trace"])
         .arg(&trace);

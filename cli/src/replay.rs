@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Trace file: one request per line, the first token (whitespace or comma separated)
-    /// is the key; empty lines and lines starting with '#' are skipped.
+    /// is the key; empty lines and lines starting with '#' are skipped. A `.zst` file is
+    /// decompressed first.
     #[arg(long)]
     trace: PathBuf,
     /// Cache capacity in entries.
@@ -56,6 +57,13 @@ enum Policy {
 pub(crate) fn run(args: Args) -> CliResult {
     let text = std::fs::read(&args.trace)
         .map_err(|e| format!("cannot read trace {}: {e}", args.trace.display()))?;
+    // A `.zst` trace is decompressed first.
+    let text = if args.trace.extension().is_some_and(|e| e == "zst") {
+        zstd::decode_all(&text[..])
+            .map_err(|e| format!("trace {} is not zstd: {e}", args.trace.display()))?
+    } else {
+        text
+    };
     let keys = parse_trace(&text);
     if keys.is_empty() {
         return Err(format!("trace {} holds no requests", args.trace.display()).into());
