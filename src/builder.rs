@@ -2,9 +2,10 @@
 
 use crate::cache::Cache;
 use crate::disk::io::{Io, default_backend};
-use crate::disk::{Backpressure, DiskConfig, DiskTier, Tiered, WritePolicy};
+use crate::disk::{Backpressure, DiskConfig, DiskTier};
 use crate::error::BuildError;
 use crate::memory::MemoryTier;
+use crate::tiers::{Lower, Tiers, WritePolicy};
 use crate::time::{Clock, ManualClock};
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -77,22 +78,55 @@ pub struct CacheBuilder {
     shards: Option<usize>,
     weigher: Weigher,
     clock: Clock,
-    disk: Option<DiskSettings>,
+    /// The disk tier's directory and capacity.
+    disk: Option<(PathBuf, u64)>,
+    /// The disk tier's settings, each `None` until set: they mean the same
+    /// whatever the order of the calls, and are checked at `build()`.
+    disk_settings: DiskSettings,
 }
 
-/// The disk tier's settings, with their defaults.
-#[derive(Clone)]
+/// The disk tier's settings a caller set (defaults apply at `build()`).
+#[derive(Clone, Default)]
 struct DiskSettings {
-    dir: PathBuf,
-    capacity: u64,
-    segment_size: u64,
-    policy: WritePolicy,
-    backpressure: Backpressure,
-    flush_interval: Duration,
-    compress_above: usize,
+    segment_size: Option<u64>,
+    policy: Option<WritePolicy>,
+    backpressure: Option<Backpressure>,
+    flush_interval: Option<Duration>,
+    compress_above: Option<usize>,
     /// The I/O backend; `None`: the default one. Tests inject faults here.
     io: Option<Arc<dyn Io>>,
-    direct: bool,
+    direct: Option<bool>,
+}
+
+impl DiskSettings {
+    /// The first setting made, by its builder method's name.
+    fn first_set(&self) -> Option<&'static str> {
+        [
+            (self.segment_size.is_some(), "segment_size"),
+            (self.policy.is_some(), "write_policy"),
+            (self.backpressure.is_some(), "disk_backpressure"),
+            (self.flush_interval.is_some(), "flush_interval"),
+            (self.compress_above.is_some(), "compress_above"),
+            (self.direct.is_some(), "direct_writes"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
+}
+
+/// The default segment size.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+
+/// The segment size of a disk tier of `capacity` bytes whose segment size
+/// was not set: [`DEFAULT_SEGMENT_SIZE`], or for a smaller tier the largest
+/// power of two that gives it 8 segments, at least 64 KiB.
+fn default_segment_size(capacity: u64) -> u64 {
+    let min = crate::format::segment::MIN_SEGMENT_SIZE;
+    if capacity / 8 >= DEFAULT_SEGMENT_SIZE {
+        return DEFAULT_SEGMENT_SIZE;
+    }
+    let fits = (capacity / 8).max(1);
+    (1u64 << (63 - fits.leading_zeros())).max(min)
 }
 
 impl Default for CacheBuilder {
@@ -103,6 +137,7 @@ impl Default for CacheBuilder {
             weigher: Weigher::Bytes,
             clock: Clock::system(),
             disk: None,
+            disk_settings: DiskSettings::default(),
         }
     }
 }
@@ -148,29 +183,17 @@ impl CacheBuilder {
 
     /// Adds a disk tier (L2) in `dir` (created if needed), holding at most
     /// `capacity` bytes of segment files. The directory must not be in use by
-    /// another cache. Reopening a directory that holds segments is not supported
-    /// yet (it is refused with an error).
+    /// another cache; one a cache left is reopened and recovered (warm after
+    /// a clean `close`).
     pub fn disk(mut self, dir: impl Into<PathBuf>, capacity: u64) -> Self {
-        self.disk = Some(DiskSettings {
-            dir: dir.into(),
-            capacity,
-            segment_size: 64 << 20,
-            policy: WritePolicy::WriteBehind,
-            backpressure: Backpressure::Wait(Duration::from_millis(100)),
-            flush_interval: Duration::from_millis(100),
-            compress_above: 512,
-            io: None,
-            direct: false,
-        });
+        self.disk = Some((dir.into(), capacity));
         self
     }
 
     /// The disk tier's I/O backend (fault-injection tests).
     #[cfg(test)]
     pub(crate) fn disk_io(mut self, io: Arc<dyn Io>) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.io = Some(io);
-        }
+        self.disk_settings.io = Some(io);
         self
     }
 
@@ -178,22 +201,18 @@ impl CacheBuilder {
     /// for crash tests): the disk tier's segment writes after each file's
     /// last `fdatasync` are kept in memory, but for a random half of their
     /// sectors (`seed` picks which) that reach the file early. A SIGKILL then
-    /// leaves what a power cut would. Call after [`disk`](Self::disk).
+    /// leaves what a power cut would.
     #[cfg(feature = "validate")]
     #[doc(hidden)]
     pub fn simulate_power_loss(mut self, seed: u64) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.io = Some(Arc::new(crate::disk::power_loss::PowerLoss::new(seed)));
-        }
+        self.disk_settings.io = Some(Arc::new(crate::disk::power_loss::PowerLoss::new(seed)));
         self
     }
 
-    fn disk_mut(&mut self) -> Option<&mut DiskSettings> {
-        self.disk.as_mut()
-    }
-
-    /// Size of the disk tier's segment files (default 64 MiB; 64 KiB..=1 GiB).
-    /// Call after [`disk`](Self::disk).
+    /// Size of the disk tier's segment files (64 KiB..=1 GiB). Default: the
+    /// size a directory was made with, when it is reopened; else 64 MiB
+    /// ([`DEFAULT_SEGMENT_SIZE`]), or for a disk tier under 512 MiB the
+    /// largest power of two that gives it 8 segments (at least 64 KiB).
     ///
     /// Segments are filled in memory: the tier holds about four segments'
     /// worth of buffers (the segment being filled in each of two streams, and
@@ -201,45 +220,33 @@ impl CacheBuilder {
     /// they are filled: up to about 256 MiB at the default under a sustained
     /// write load.
     pub fn segment_size(mut self, bytes: u64) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.segment_size = bytes;
-        }
+        self.disk_settings.segment_size = Some(bytes);
         self
     }
 
     /// When values reach the disk tier (default [`WritePolicy::WriteBehind`]).
-    /// Call after [`disk`](Self::disk).
     pub fn write_policy(mut self, policy: WritePolicy) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.policy = policy;
-        }
+        self.disk_settings.policy = Some(policy);
         self
     }
 
     /// What an insert does when the disk tier is behind (default: wait 100 ms,
-    /// then refuse and count). Call after [`disk`](Self::disk).
+    /// then refuse and count).
     pub fn disk_backpressure(mut self, backpressure: Backpressure) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.backpressure = backpressure;
-        }
+        self.disk_settings.backpressure = Some(backpressure);
         self
     }
 
     /// How often the disk tier writes what it has buffered (default 100 ms).
-    /// Call after [`disk`](Self::disk).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.flush_interval = interval;
-        }
+        self.disk_settings.flush_interval = Some(interval);
         self
     }
 
     /// Values at least this long are zstd-compressed on disk when that shrinks
-    /// them (default 512 bytes). Call after [`disk`](Self::disk).
+    /// them (default 512 bytes).
     pub fn compress_above(mut self, bytes: usize) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.compress_above = bytes;
-        }
+        self.disk_settings.compress_above = Some(bytes);
         self
     }
 
@@ -249,36 +256,43 @@ impl CacheBuilder {
     /// rather than what was last written to it. Where the file system refuses
     /// direct writes, the tier writes through the page cache and
     /// [`DiskTierStats::direct_writes`](crate::DiskTierStats::direct_writes) says so.
-    /// Needs a segment size that is a multiple of 4096. Call after
-    /// [`disk`](Self::disk).
+    /// Needs a segment size that is a multiple of 4096.
     pub fn direct_writes(mut self, direct: bool) -> Self {
-        if let Some(d) = self.disk_mut() {
-            d.direct = direct;
-        }
+        self.disk_settings.direct = Some(direct);
         self
     }
 
-    fn open_disk(&self, d: &DiskSettings) -> Result<Tiered, BuildError> {
+    /// Opens the disk tier the settings describe, with their defaults.
+    fn open_disk(&self, dir: &std::path::Path, capacity: u64) -> Result<Lower, BuildError> {
+        let d = &self.disk_settings;
         let io = d.io.clone().unwrap_or_else(|| default_backend().0);
+        // A directory reopened keeps the segment size it was made with.
+        let segment_size = d.segment_size.unwrap_or_else(|| {
+            crate::disk::segment_size_of(dir).unwrap_or_else(|| default_segment_size(capacity))
+        });
         let config = DiskConfig {
-            dir: d.dir.clone(),
-            capacity: d.capacity,
-            segment_size: d.segment_size,
-            flush_interval: d.flush_interval,
-            compress_above: d.compress_above,
-            backpressure: d.backpressure,
+            dir: dir.to_path_buf(),
+            capacity,
+            segment_size,
+            flush_interval: d.flush_interval.unwrap_or(Duration::from_millis(100)),
+            compress_above: d.compress_above.unwrap_or(512),
+            backpressure: d
+                .backpressure
+                .unwrap_or(Backpressure::Wait(Duration::from_millis(100))),
             max_frozen: 2,
             io,
-            direct: d.direct,
+            direct: d.direct.unwrap_or(false),
         };
-        let disk = DiskTier::open(config).map_err(|e| BuildError::Disk {
-            reason: e.to_string(),
-        })?;
+        let disk = DiskTier::open(config).map_err(BuildError::Disk)?;
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let unix_at_epoch = unix_now.saturating_sub(self.clock.now());
-        Ok(Tiered::new(disk, d.policy, unix_at_epoch))
+        Ok(Lower::new(
+            disk,
+            d.policy.unwrap_or_default(),
+            unix_at_epoch,
+        ))
     }
 
     /// Checks the configuration and builds the cache.
@@ -304,11 +318,14 @@ impl CacheBuilder {
             None => default_shards(capacity, self.weigher.typical_entry_weight()),
         };
         let lower = match &self.disk {
-            Some(d) => Some(std::sync::Arc::new(self.open_disk(d)?)),
-            None => None,
+            Some((dir, capacity)) => Some(self.open_disk(dir, *capacity)?),
+            None => match self.disk_settings.first_set() {
+                Some(setting) => return Err(BuildError::DiskSettingWithoutDisk { setting }),
+                None => None,
+            },
         };
-        let memory = MemoryTier::new(capacity, shards, self.clock, lower);
-        Ok(Cache::from_parts(memory, self.weigher))
+        let memory = MemoryTier::new(capacity, shards, self.clock);
+        Ok(Cache::from_tiers(Tiers::new(memory, lower, self.weigher)))
     }
 }
 
@@ -325,6 +342,17 @@ fn default_shards(capacity: u64, entry_weight: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_disks_get_segments_that_fit() {
+        assert_eq!(default_segment_size(10 << 30), DEFAULT_SEGMENT_SIZE);
+        assert_eq!(default_segment_size(512 << 20), DEFAULT_SEGMENT_SIZE);
+        assert_eq!(default_segment_size(8 << 20), 1 << 20);
+        assert_eq!(default_segment_size(9 << 20), 1 << 20);
+        assert_eq!(default_segment_size(1 << 20), 128 << 10);
+        assert_eq!(default_segment_size(1), 64 << 10, "the floor");
+        assert_eq!(default_segment_size(u64::MAX), DEFAULT_SEGMENT_SIZE);
+    }
 
     #[test]
     fn default_shards_keep_shards_useful() {

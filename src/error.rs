@@ -33,13 +33,18 @@ pub enum BuildError {
         /// The requested shard count.
         shards: usize,
     },
-    /// The disk tier could not be opened: bad settings, a directory in use or
-    /// created with other settings, or an I/O error. The reason says which.
-    #[error("cannot open the disk tier: {reason}")]
-    Disk {
-        /// What went wrong, for a person.
-        reason: String,
+    /// A disk tier setting was given without a disk tier.
+    #[error(
+        "`{setting}` was set but there is no disk tier: call `disk(dir, capacity)` on the builder"
+    )]
+    DiskSettingWithoutDisk {
+        /// The builder method called.
+        setting: &'static str,
     },
+    /// The disk tier could not be opened: bad settings, a directory in use or
+    /// created with other settings, or an I/O error; the error says which.
+    #[error("cannot open the disk tier: {0}")]
+    Disk(#[source] crate::disk::DiskError),
 }
 
 /// Why an operation on a [`Cache`](crate::Cache) was refused.
@@ -113,21 +118,21 @@ pub enum Error {
         /// Evicted from memory before they could be written: gone.
         dropped: u64,
     },
-    /// The disk tier failed (a write or fsync error) and no longer persists anything.
-    #[error("the disk tier failed: {reason}")]
-    Disk {
-        /// What went wrong.
-        reason: String,
-    },
+    /// The disk tier failed (a write or `fdatasync` error) and persists
+    /// nothing more, or its directory could not be read; the error says which.
+    #[error("the disk tier failed: {0}")]
+    Disk(#[source] crate::disk::DiskError),
 }
 
 /// The error of [`Cache::try_get_or_insert_with`](crate::Cache::try_get_or_insert_with):
 /// either the loader failed or the cache refused the key or the loaded value.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum LoadError<E> {
-    /// The loader returned this error; nothing was cached and the key is not poisoned.
+    /// The loader returned this error: shared with every caller that waited
+    /// on the same load. Nothing was cached, and the key is not poisoned.
     #[error("the loader failed: {0}")]
-    Loader(E),
+    Loader(std::sync::Arc<E>),
     /// The cache refused the key or the loaded value.
     #[error(transparent)]
     Cache(#[from] Error),

@@ -97,16 +97,18 @@ mod patterns;
 mod policy;
 mod stats;
 mod sync;
+mod tiers;
 mod time;
 
-pub use builder::{CacheBuilder, ENTRY_OVERHEAD, MAX_SHARDS};
+pub use builder::{CacheBuilder, DEFAULT_SEGMENT_SIZE, ENTRY_OVERHEAD, MAX_SHARDS};
 pub use bytes::Bytes;
 pub use cache::Cache;
 pub use disk::verify::VerifyReport;
-pub use disk::{Backpressure, WritePolicy};
+pub use disk::{Backpressure, DiskError};
 pub use error::{BuildError, Error, LoadError};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
 pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
+pub use tiers::WritePolicy;
 
 /// Checks a disk tier's directory without opening a cache on it: every
 /// segment header, summary and record, and the checkpoint. Read-only (it takes
@@ -128,7 +130,8 @@ pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn verify_dir(dir: impl AsRef<std::path::Path>) -> Result<VerifyReport, Error> {
-    disk::verify::verify(dir.as_ref()).map_err(|reason| Error::Disk { reason })
+    disk::verify::verify(dir.as_ref())
+        .map_err(|reason| Error::Disk(disk::DiskError::Unreadable(reason)))
 }
 pub use time::ManualClock;
 

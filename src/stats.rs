@@ -99,6 +99,9 @@ pub struct DiskTierStats {
     pub reclaimed_segments: u64,
     /// `Some(reason)` once a write or fsync failed: the tier no longer writes.
     pub failure: Option<String>,
+    /// The cache was closed: the tier reads and writes nothing any more (not
+    /// a failure).
+    pub closed: bool,
     /// The I/O backend in use ("pwrite" or "io_uring").
     pub io_backend: &'static str,
     /// Whether segments are written with `O_DIRECT`: asked for with

@@ -158,8 +158,13 @@ fn one_cache_per_directory() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&second, BuildError::Disk { reason } if reason.contains("in use")),
+        matches!(&second, BuildError::Disk(larder::DiskError::Locked(d)) if d == dir.path()),
         "{second}"
+    );
+    assert!(second.to_string().contains("in use"), "{second}");
+    assert!(
+        std::error::Error::source(&second).is_some(),
+        "typed, with a source"
     );
     let bad = Cache::builder()
         .memory_capacity(10)
@@ -167,7 +172,10 @@ fn one_cache_per_directory() {
         .segment_size(SEGMENT)
         .build()
         .unwrap_err();
-    assert!(matches!(bad, BuildError::Disk { .. }), "{bad}");
+    assert!(
+        matches!(bad, BuildError::Disk(larder::DiskError::Config(_))),
+        "{bad}"
+    );
 }
 
 /// Under `Demote`, a key memory evicts before it proved reuse is not written,

@@ -286,7 +286,12 @@ fn stream_of(probation: bool) -> Stream {
 
 /// Reads `dir` and decides what recovery keeps; changes nothing.
 pub(crate) fn analyze(io: &dyn Io, dir: &Path, segment_size: u64) -> Result<Analysis, DiskError> {
-    let io_err = |context: String| move |source| DiskError::Io { context, source };
+    let io_err = |context: String| {
+        move |source| DiskError::Io {
+            context,
+            source: std::sync::Arc::new(source),
+        }
+    };
     let mut problems = Vec::new();
     let (list, list_found) = match listing::read(dir) {
         ListRead::Found { list, problems: p } => {

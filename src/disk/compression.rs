@@ -29,7 +29,7 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Decides which values are worth a compression attempt. Shared by the
+/// Decides which values are worth a compression attempt. DiskState by the
 /// threads writing to one tier; its state is two relaxed counters (a race
 /// costs one try more or less, nothing else).
 #[derive(Default)]

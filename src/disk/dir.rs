@@ -50,7 +50,7 @@ pub(crate) fn write_atomic(
     };
     write().map_err(|source| DiskError::Io {
         context: format!("cannot write {}", path.display()),
-        source,
+        source: std::sync::Arc::new(source),
     })
 }
 
@@ -97,16 +97,22 @@ pub(crate) fn lock_directory(dir: &Path) -> Result<std::fs::File, DiskError> {
         .open(&path)
         .map_err(|source| DiskError::Io {
             context: format!("cannot open {}", path.display()),
-            source,
+            source: std::sync::Arc::new(source),
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(DiskError::Locked(dir.to_path_buf())),
         Err(std::fs::TryLockError::Error(source)) => Err(DiskError::Io {
             context: format!("cannot lock {}", path.display()),
-            source,
+            source: std::sync::Arc::new(source),
         }),
     }
+}
+
+/// The segment size `dir`'s manifest names, if it has a valid one.
+pub(crate) fn segment_size_of(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE)).ok()?;
+    Manifest::decode(&bytes).ok().map(|m| m.segment_size)
 }
 
 /// What [`check_manifest`] did.
@@ -163,7 +169,7 @@ pub(crate) fn check_manifest(dir: &Path, segment_size: u64) -> Result<ManifestCh
         Err(source) => {
             return Err(DiskError::Io {
                 context: format!("cannot read {}", path.display()),
-                source,
+                source: std::sync::Arc::new(source),
             });
         }
     };
@@ -180,7 +186,7 @@ pub(crate) fn check_manifest(dir: &Path, segment_size: u64) -> Result<ManifestCh
         let aside = dir.join(format!("{MANIFEST_FILE}.quarantined"));
         std::fs::rename(&path, &aside).map_err(|source| DiskError::Io {
             context: format!("cannot quarantine {}", path.display()),
-            source,
+            source: std::sync::Arc::new(source),
         })?;
     }
     write_atomic(dir, MANIFEST_FILE, &wanted.encode(), true)?;

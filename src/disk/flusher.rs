@@ -4,10 +4,12 @@
 //! answers `sync()` and seal requests, and reclaims the oldest segment when
 //! the tier is over capacity (reclaim is L2's clock hand: see `reclaim`).
 
+use super::DiskError;
 use super::dir::{keys_name, remove_if_there, sync_dir, write_keys};
 use super::index::{IN_MEMORY, Loc, USES};
+use super::read::log_corruption;
 use super::segment::{AlignedBuf, Copied, DIRECT_ALIGN, Image, SegmentFile, Stream};
-use super::{DiskError, Request, Shared, WAKE_EVERY, add, log_corruption, notify_space};
+use super::state::{DiskState, Request, WAKE_EVERY, add, notify_space};
 use crate::format::FormatError;
 use crate::format::list::Listed;
 use crate::format::record::{self, Kind};
@@ -33,7 +35,7 @@ struct Unsealed {
 
 /// The flusher thread's state: all the tier's I/O happens here.
 pub(super) struct Flusher {
-    shared: Arc<Shared>,
+    shared: Arc<DiskState>,
     requests: Receiver<Request>,
     /// Files of segments not sealed yet.
     unsealed: BTreeMap<u32, Unsealed>,
@@ -44,7 +46,7 @@ pub(super) struct Flusher {
 }
 
 impl Flusher {
-    pub(super) fn new(shared: Arc<Shared>, requests: Receiver<Request>) -> Self {
+    pub(super) fn new(shared: Arc<DiskState>, requests: Receiver<Request>) -> Self {
         Flusher {
             shared,
             requests,
@@ -178,7 +180,7 @@ impl Flusher {
         .and_then(|f| sync_dir(&sh.config.dir).map(|()| f))
         .map_err(|source| DiskError::Io {
             context: format!("cannot create segment {id}"),
-            source,
+            source: std::sync::Arc::new(source),
         })?;
         let header_write = if sh.config.direct {
             DIRECT_ALIGN
@@ -233,7 +235,7 @@ impl Flusher {
         let start = Instant::now();
         write(&*sh.config.io, fd).map_err(|source| DiskError::Io {
             context: format!("cannot write segment {}", file.id),
-            source,
+            source: std::sync::Arc::new(source),
         })?;
         add(&sh.counters.write_ns, start.elapsed().as_nanos() as u64);
         add(&sh.counters.bytes_written, len as u64);
@@ -269,7 +271,7 @@ impl Flusher {
             .sync_data(&file.file)
             .map_err(|source| DiskError::Io {
                 context: format!("cannot fdatasync segment {}", file.id),
-                source,
+                source: std::sync::Arc::new(source),
             })
     }
 
@@ -329,7 +331,7 @@ impl Flusher {
             write_keys(dir, frozen.id, last_seq, &frozen.summary).map_err(|source| {
                 DiskError::Io {
                     context: format!("cannot write the keys of segment {}", frozen.id),
-                    source,
+                    source: std::sync::Arc::new(source),
                 }
             })?;
             sh.listing.lock().sealed(Listed {
@@ -593,7 +595,7 @@ impl Flusher {
             };
             let summary = read_summary(&sh, &oldest);
             if let Err(e) = &summary {
-                add(&sh.counters.corrupt, 1);
+                add(&sh.counters.corrupt_records, 1);
                 log::warn!(
                     "segment {} has an unreadable summary ({e}); its entries are dropped",
                     oldest.id
@@ -615,7 +617,7 @@ impl Flusher {
                 let keep = flags & IN_MEMORY == 0
                     && uses > 0
                     && u64::from(e.len) <= budget
-                    && self.reappend(&oldest, loc, e.len, uses - 1, now);
+                    && self.reappend(&oldest, e.hash, loc, e.len, uses - 1, now);
                 if keep {
                     budget -= u64::from(e.len);
                 } else {
@@ -637,7 +639,7 @@ impl Flusher {
                 .and_then(|()| sync_dir(&sh.config.dir))
                 .map_err(|source| DiskError::Io {
                     context: format!("cannot remove reclaimed segment {}", oldest.id),
-                    source,
+                    source: std::sync::Arc::new(source),
                 })?;
             // 3. Forget its keys; remember the ones no tier holds.
             if summary.is_ok() {
@@ -649,13 +651,21 @@ impl Flusher {
             } else {
                 sh.index.remove_segment(oldest.id);
             }
-            add(&sh.counters.reclaimed, 1);
+            add(&sh.counters.reclaimed_segments, 1);
         }
     }
 
     /// Appends the record at `loc` of `file` again, if it is intact, live, and
     /// still the key's newest record. Whether it was.
-    fn reappend(&self, file: &SegmentFile, loc: Loc, len: u32, uses: u8, now_unix_ns: u64) -> bool {
+    fn reappend(
+        &self,
+        file: &SegmentFile,
+        hash: u64,
+        loc: Loc,
+        len: u32,
+        uses: u8,
+        now_unix_ns: u64,
+    ) -> bool {
         let sh = &*self.shared;
         let mut bytes = vec![0u8; len as usize];
         if sh
@@ -669,7 +679,7 @@ impl Flusher {
         let r = match record::decode(u64::from(loc.segment), loc.offset, &bytes) {
             Ok(r) => r,
             Err(e) => {
-                add(&sh.counters.corrupt, 1);
+                add(&sh.counters.corrupt_records, 1);
                 log_corruption(loc, &e);
                 return false;
             }
@@ -680,7 +690,7 @@ impl Flusher {
         }
         // The flusher itself writes what this freezes: no wake-up needed.
         let appended = matches!(
-            sh.append(r.key, h, r.stored, uses, Some(loc), Stream::Main),
+            sh.append(r.key, hash, h, r.stored, uses, Some(loc), Stream::Main),
             Ok(Some(_))
         );
         if appended {
@@ -700,7 +710,7 @@ fn unix_now() -> u64 {
 /// A sealed segment's summary, read back from its file.
 /// Reads only the trailer and the summary, into a zeroed segment-sized buffer
 /// (the allocator maps zero pages lazily, so the rest costs nothing).
-fn read_summary(sh: &Shared, file: &SegmentFile) -> Result<Vec<SummaryEntry>, FormatError> {
+fn read_summary(sh: &DiskState, file: &SegmentFile) -> Result<Vec<SummaryEntry>, FormatError> {
     let size = sh.config.segment_size as usize;
     let short = |needed| FormatError::Truncated {
         needed,

@@ -34,7 +34,16 @@ pub(crate) struct Loc {
 /// Bits of a segment id the index keeps: ids at or above `1 << 29` are refused
 /// (at 64 KiB, the smallest segment, that is 32 TiB written).
 pub(crate) const SEGMENT_BITS: u32 = 29;
-pub(crate) const MAX_SEGMENT_ID: u32 = (1 << SEGMENT_BITS) - 1;
+/// The largest segment id written: the one above is [`PENDING`]'s.
+pub(crate) const MAX_SEGMENT_ID: u32 = (1 << SEGMENT_BITS) - 2;
+
+/// Where the index points a key whose demotion is reserved (memory evicted
+/// it, its record is being compressed outside the shard lock): never a
+/// segment's, so a read finds nothing there, and reclaim never touches it.
+pub(crate) const PENDING: Loc = Loc {
+    segment: MAX_SEGMENT_ID + 1,
+    offset: 0,
+};
 
 /// Flag bits 0..1: a saturating use count. Raised by a read from disk (an L2
 /// hit) and set when memory lets go of a key that proved reuse there; reclaim
@@ -43,7 +52,7 @@ pub(crate) const USES: u8 = 3;
 /// Entry flag: the memory tier holds the key.
 pub(crate) const IN_MEMORY: u8 = 4;
 
-const SEGMENT_MASK: u32 = MAX_SEGMENT_ID;
+const SEGMENT_MASK: u32 = (1 << SEGMENT_BITS) - 1;
 
 struct Entry {
     /// Bits 0..32 of the key hash.
@@ -170,6 +179,25 @@ impl Index {
         }
     }
 
+    /// Points `hash` at [`PENDING`] with `flags`, if it points nowhere.
+    /// Whether it did.
+    pub(crate) fn reserve(&self, hash: u64, flags: u8) -> bool {
+        let mut stripe = self.stripe(hash).write();
+        let tag = tag_of(hash);
+        if stripe.find(table_hash(tag), |e| e.tag == tag).is_some() {
+            return false;
+        }
+        let segment_flags = PENDING.segment | u32::from(flags) << SEGMENT_BITS;
+        let entry = Entry {
+            tag,
+            offset: PENDING.offset,
+            segment_flags: AtomicU32::new(segment_flags),
+        };
+        stripe.insert_unique(table_hash(tag), entry, |e| table_hash(e.tag));
+        self.len.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
     /// Forgets `hash`, whatever it points at; returns where it pointed.
     pub(crate) fn remove(&self, hash: u64) -> Option<Loc> {
         let tag = tag_of(hash);
@@ -269,7 +297,7 @@ impl Index {
         for stripe in &self.stripes {
             for e in stripe.read().iter() {
                 let uses = e.flags() & USES;
-                if uses > 0 {
+                if uses > 0 && e.loc() != PENDING {
                     out.push((e.loc(), uses));
                 }
             }

@@ -85,7 +85,7 @@ impl Listing {
         }
         let io_err = |source| DiskError::Io {
             context: format!("cannot sync {}", self.dir.display()),
-            source,
+            source: std::sync::Arc::new(source),
         };
         sync_dir(&self.dir).map_err(io_err)?;
         for id in retired {

@@ -29,47 +29,18 @@ use crate::format::list::Listed;
 use crate::format::segment::{
     SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
 };
+use crate::stats::RecoveryStats;
 use crate::sync::Arc;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// What opening a directory found and did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RecoveryReport {
-    /// Segment files read (sealed or sealed during recovery).
-    pub(crate) segments: u64,
-    /// Keys the rebuilt index holds.
-    pub(crate) entries: u64,
-    /// Records read from summaries or scans.
-    pub(crate) records: u64,
-    /// Unsealed segments scanned and sealed.
-    pub(crate) sealed: u64,
-    /// Unsealed segments whose valid records are followed by non-zero bytes.
-    pub(crate) torn_tails: u64,
-    /// Segment files renamed `*.quarantined` (damaged, or not this directory's).
-    pub(crate) quarantined: u64,
-    /// Segments found lost at this open (missing, or damaged with records gone).
-    pub(crate) lost_segments: u64,
-    /// Records dropped as void: numbered after what a crash left complete in
-    /// every stream.
-    pub(crate) void_records: u64,
-    /// Records dropped as unproven: a lost segment may have held a newer
-    /// record of their key.
-    pub(crate) unproven_records: u64,
-    /// Files named like segments that are not larder's.
-    pub(crate) foreign: u64,
-    /// Segments reclaimed in this directory before this open.
-    pub(crate) reclaimed_before: u64,
-    pub(crate) elapsed: Duration,
-}
+use std::time::Instant;
 
 /// The state recovery rebuilt.
 pub(crate) struct Recovered {
     pub(crate) files: BTreeMap<u32, Arc<SegmentFile>>,
     pub(crate) next_id: u32,
     pub(crate) next_seq: u64,
-    pub(crate) report: RecoveryReport,
+    pub(crate) report: RecoveryStats,
     pub(crate) listing: Listing,
     /// Where a clean close left the log, if it did and the directory was
     /// found intact: a checkpoint naming it describes this state.
@@ -86,7 +57,12 @@ pub(crate) fn recover(
     uses: &HashMap<(u32, u32), u8>,
 ) -> Result<Recovered, DiskError> {
     let started = Instant::now();
-    let io_err = |context: String| move |source| DiskError::Io { context, source };
+    let io_err = |context: String| {
+        move |source| DiskError::Io {
+            context,
+            source: std::sync::Arc::new(source),
+        }
+    };
     let a = analyze(io, dir, segment_size)?;
     for p in &a.problems {
         log::warn!("{}: {p}", dir.display());
@@ -105,11 +81,11 @@ pub(crate) fn recover(
         listing.persist_keeping()?;
     }
     // 2. The files.
-    let mut report = RecoveryReport {
-        foreign: a.foreign.len() as u64,
+    let mut report = RecoveryStats {
+        foreign_files: a.foreign.len() as u64,
         lost_segments: a.lost.iter().filter(|l| l.new).count() as u64,
         reclaimed_before: a.list.reclaimed,
-        ..RecoveryReport::default()
+        ..RecoveryStats::default()
     };
     let mut files = BTreeMap::new();
     let mut sealed_now = Vec::new();
@@ -119,7 +95,7 @@ pub(crate) fn recover(
         match fate {
             Fate::Quarantine(_) => {
                 quarantine(path).map_err(io_err(ctx("quarantine")))?;
-                report.quarantined += 1;
+                report.quarantined_files += 1;
                 continue;
             }
             Fate::Leftover | Fate::EmptyTail => {
@@ -152,7 +128,7 @@ pub(crate) fn recover(
                 .map_err(io_err(ctx("seal")))?;
             write_keys(dir, id, last_seq, entries).map_err(io_err(ctx("write the keys of")))?;
             if *fate == Fate::Tail {
-                report.sealed += 1;
+                report.sealed_tails += 1;
                 sealed_now.push(Listed {
                     id,
                     probation: s.stream == Stream::Probation,
@@ -171,7 +147,7 @@ pub(crate) fn recover(
     }
     for (_, path, _) in &a.bad {
         quarantine(path).map_err(io_err(format!("cannot quarantine {}", path.display())))?;
-        report.quarantined += 1;
+        report.quarantined_files += 1;
     }
     sync_dir(dir).map_err(io_err(format!("cannot sync {}", dir.display())))?;
     // 3. The index.
@@ -198,7 +174,7 @@ pub(crate) fn recover(
         )));
     }
     report.entries = index.len() as u64;
-    report.elapsed = started.elapsed();
+    report.open_time = started.elapsed();
     Ok(Recovered {
         files,
         next_id,
@@ -555,7 +531,7 @@ mod tests {
         );
         write_list(d, vec![m], [0, 0], 0);
         let (r, index) = recover_dir(d);
-        assert_eq!(r.report.sealed, 1, "the tail is sealed");
+        assert_eq!(r.report.sealed_tails, 1, "the tail is sealed");
         assert_eq!(r.report.void_records, 1);
         assert_eq!(at(&index, b"a"), Some(2), "a@3, from probation, kept");
         assert_eq!(at(&index, b"b"), Some(1));

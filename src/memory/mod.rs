@@ -1,28 +1,23 @@
-//! L1, the memory tier: a power-of-two array of lock-striped shards.
+//! L1, the memory tier: a power-of-two array of lock-striped shards. A plain
+//! tier: it knows nothing of the disk or its format; what happens between
+//! the tiers is `crate::tiers`.
 //!
 //! Each shard is a [`parking_lot::RwLock`] over a [`Shard`] (plain data and the
 //! CLOCK-Pro algorithm, no threads inside). The shard is picked from the middle
 //! bits of the key hash, which the shard's own table does not use.
 //!
 //! * A hit takes the read lock and only sets the entry's atomic reference bit.
-//! * Inserts and removes take the write lock. Whatever leaves the shard (evicted
-//!   entries, overwritten values) is collected under the lock and dropped after
-//!   it is released: no destructor, no callback and no I/O runs under a shard lock.
-//! * With a disk tier below, the appends for a key (its value, a tombstone, a
-//!   demoted entry) are made under the key's shard lock. They only copy into the
-//!   log's buffer; compression and any wait happen before the lock is taken
-//!   (see `disk::tiered`).
+//! * Inserts and removes take the write lock ([`MemoryTier::write`]). Whatever
+//!   leaves the shard (evicted entries, overwritten values) is collected under
+//!   the lock and dropped, or handed to a lower tier, after it is released.
 
 mod shard;
 
-use shard::{Admit, Departed, Lookup, Shard};
-pub(crate) use shard::{DIRTY, Unwritten};
+pub(crate) use shard::{Admit, DIRTY, Evictions, Held, Lookup, Shard};
 
-use crate::disk::{Tiered, Token};
-use crate::format::checkpoint::MemoryEntry;
 use crate::key::Probe;
 use crate::policy::Counts;
-use crate::sync::{Arc, Ordering, RwLock};
+use crate::sync::{Ordering, RwLock, ShardLockNote};
 use crate::time::Clock;
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
@@ -44,13 +39,36 @@ pub(crate) struct Snapshot {
     pub(crate) capacity: u64,
 }
 
-/// Why the memory tier refused an insert (nothing changed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// The cache is closed.
-    Closed,
-    /// The disk tier must persist it and its record would not fit a segment.
-    TooLarge { len: usize, max: usize },
+/// A shard under its exclusive lock (counted for the lock rule's check).
+pub(crate) struct ShardWrite<'a> {
+    guard: parking_lot::RwLockWriteGuard<'a, Shard>,
+    _note: ShardLockNote,
+}
+
+impl std::ops::Deref for ShardWrite<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for ShardWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        &mut self.guard
+    }
+}
+
+/// A shard under its shared lock.
+pub(crate) struct ShardRead<'a> {
+    guard: parking_lot::RwLockReadGuard<'a, Shard>,
+    _note: ShardLockNote,
+}
+
+impl std::ops::Deref for ShardRead<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        &self.guard
+    }
 }
 
 /// The memory tier.
@@ -58,18 +76,11 @@ pub(crate) struct MemoryTier {
     cells: Box<[CachePadded<Cell>]>,
     mask: usize,
     clock: Clock,
-    /// The disk tier below, if any (see `disk::tiered` for the ordering rule).
-    lower: Option<Arc<Tiered>>,
 }
 
 impl MemoryTier {
     /// `shards` must be a power of two no larger than `capacity`.
-    pub(crate) fn new(
-        capacity: u64,
-        shards: usize,
-        clock: Clock,
-        lower: Option<Arc<Tiered>>,
-    ) -> Self {
+    pub(crate) fn new(capacity: u64, shards: usize, clock: Clock) -> Self {
         debug_assert!(shards.is_power_of_two() && capacity >= shards as u64);
         let per = capacity / shards as u64;
         let extra = capacity % shards as u64;
@@ -80,13 +91,50 @@ impl MemoryTier {
             cells,
             mask: shards - 1,
             clock,
-            lower,
         }
     }
 
     #[inline]
     fn cell(&self, hash: u64) -> &Cell {
         &self.cells[(hash >> 32) as usize & self.mask]
+    }
+
+    /// `hash`'s shard under its shared lock.
+    #[inline]
+    pub(crate) fn read(&self, hash: u64) -> ShardRead<'_> {
+        let _note = ShardLockNote::new();
+        ShardRead {
+            guard: self.cell(hash).read(),
+            _note,
+        }
+    }
+
+    /// `hash`'s shard under its exclusive lock.
+    #[inline]
+    pub(crate) fn write(&self, hash: u64) -> ShardWrite<'_> {
+        let _note = ShardLockNote::new();
+        ShardWrite {
+            guard: self.cell(hash).write(),
+            _note,
+        }
+    }
+
+    /// Shard `i` under its exclusive lock.
+    pub(crate) fn write_at(&self, i: usize) -> ShardWrite<'_> {
+        let _note = ShardLockNote::new();
+        ShardWrite {
+            guard: self.cells[i].write(),
+            _note,
+        }
+    }
+
+    /// Shard `i` under its shared lock.
+    pub(crate) fn read_at(&self, i: usize) -> ShardRead<'_> {
+        let _note = ShardLockNote::new();
+        ShardRead {
+            guard: self.cells[i].read(),
+            _note,
+        }
     }
 
     /// The largest weight one shard accepts.
@@ -103,16 +151,23 @@ impl MemoryTier {
         &self.clock
     }
 
+    pub(crate) fn shard_count(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The live value of `key`; a hit marks it referenced. An expired entry
+    /// found is removed (and dropped after the lock).
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
-        let cell = self.cell(hash);
         let key = Probe::new(key);
-        let found = cell.read().get(hash, &key, || self.clock.now());
+        let found = self.read(hash).get(hash, &key, || self.clock.now());
         match found {
             Lookup::Hit(v) => Some(v),
             Lookup::Miss => None,
             Lookup::Expired => {
-                let gone = cell.write().remove_expired(hash, &key, || self.clock.now());
+                let gone = self
+                    .write(hash)
+                    .remove_expired(hash, &key, || self.clock.now());
                 drop(gone);
                 None
             }
@@ -121,216 +176,24 @@ impl MemoryTier {
 
     /// Like [`get`](Self::get) but not counted and not an access.
     pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
-        self.cell(hash)
-            .read()
+        self.read(hash)
             .peek(hash, &Probe::new(key), || self.clock.now())
     }
 
     pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        self.cell(hash)
-            .read()
+        self.read(hash)
             .contains(hash, &Probe::new(key), || self.clock.now())
     }
 
-    /// Inserts or overwrites. `weight` must not exceed [`max_weight`](Self::max_weight).
-    pub(crate) fn insert(
-        &self,
-        hash: u64,
-        key: &[u8],
-        value: Bytes,
-        weight: u32,
-        deadline: u64,
-    ) -> Result<(), Refusal> {
-        let cell = self.cell(hash);
-        let mut departed = Departed::new();
-        let owned = Probe::new(key).into_owned();
-        let admit = |hot| Admit {
-            weight,
-            deadline,
-            tag: DIRTY,
-            hot,
-        };
-        let Some(lower) = &self.lower else {
-            let mut shard = cell.write();
-            if shard.is_closed() {
-                return Err(Refusal::Closed);
-            }
-            let old = shard.insert(hash, owned, value, admit(false), &mut departed);
-            drop(shard);
-            drop(old);
-            return Ok(());
-        };
-        // Anything slow (compression, waiting for the flusher) before the lock.
-        let prepared = lower.prepare_insert(key, &value, deadline)?;
-        let hot = lower.recall(key);
-        let old = {
-            let mut shard = cell.write();
-            if shard.is_closed() {
-                return Err(Refusal::Closed);
-            }
-            let old = shard.insert(hash, owned, value, admit(hot), &mut departed);
-            match &prepared {
-                Some(p) if lower.commit(key, p) => shard.set_clean(hash, &Probe::new(key)),
-                _ => lower.invalidate(key),
-            }
-            self.demote(lower, &departed, shard.counts().resident);
-            old
-        };
-        drop(old);
-        Ok(())
-    }
-
-    /// Under the shard lock: offers what left memory to the disk tier.
-    /// `resident`: the entries the shard holds now.
-    fn demote(&self, lower: &Tiered, departed: &Departed, resident: usize) {
-        if departed.is_empty() {
-            return;
-        }
-        // A full shard: memory holds about this many entries.
-        lower.memory_holds((resident * self.cells.len()) as u64);
-        let now = self.clock.now();
-        for e in departed {
-            let deadline = e.aux;
-            if deadline == 0 || deadline > now {
-                let dirty = e.tag & DIRTY != 0;
-                let p = &e.payload;
-                lower.evicted(p.key.as_slice(), &p.value, deadline, dirty, e.proved_reuse);
-            }
-        }
-    }
-
-    /// Promotes a value read from the disk tier, unless memory holds the key
-    /// already or the disk no longer holds what was read (a concurrent remove or
-    /// overwrite won). Enters as clean: it is on disk.
-    pub(crate) fn promote(
-        &self,
-        hash: u64,
-        key: &[u8],
-        value: Bytes,
-        weight: u32,
-        deadline: u64,
-        token: Token,
-    ) -> bool {
-        let Some(lower) = &self.lower else {
-            return false;
-        };
-        let cell = self.cell(hash);
-        let mut departed = Departed::new();
-        let probe = Probe::new(key);
-        let mut shard = cell.write();
-        if shard.is_closed() || shard.holds(hash, &probe) || !lower.still_current(key, token) {
-            return false;
-        }
-        let clean = Admit {
-            weight,
-            deadline,
-            tag: 0,
-            hot: false,
-        };
-        shard.insert(hash, probe.into_owned(), value, clean, &mut departed);
-        lower.promoted(key);
-        self.demote(lower, &departed, shard.counts().resident);
-        drop(shard);
-        true
-    }
-
-    pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
-        let cell = self.cell(hash);
-        let gone = {
-            let mut shard = cell.write();
-            if shard.is_closed() {
-                return None;
-            }
-            let gone = shard.remove(hash, &Probe::new(key));
-            if let Some(lower) = &self.lower {
-                lower.invalidate(key);
-            }
-            gone
-        }?;
-        if gone.is_expired(|| self.clock.now()) {
-            return None;
-        }
-        Some(gone.payload.value)
-    }
-
-    /// Writes the entries an insert could not write (the disk tier refused
-    /// them under backpressure) now, waiting for room, outside every lock: each is written only if, under its
-    /// shard lock, memory still holds the same bytes, dirty. Returns how many
-    /// are still unwritten.
-    pub(crate) fn write_refused(&self) -> u64 {
-        let Some(lower) = &self.lower else {
-            return 0;
-        };
-        let mut unwritten = 0;
-        for cell in self.cells.iter() {
-            let now = self.clock.now();
-            let dirty: Vec<Unwritten> = cell
-                .read()
-                .unwritten(now, |_| true)
-                .into_iter()
-                .filter(|u| u.dirty)
-                .collect();
-            for u in dirty {
-                let key = u.key.as_slice();
-                let Ok(p) = lower.prepare_dirty(&u.value, u.deadline) else {
-                    unwritten += 1;
-                    continue;
-                };
-                let hash = crate::key::hash_key(key);
-                let mut shard = cell.write();
-                let probe = Probe::new(key);
-                if !shard.is_closed() && shard.still_dirty(hash, &probe, &u.value) {
-                    if lower.commit(key, &p) {
-                        shard.set_clean(hash, &probe);
-                    } else {
-                        unwritten += 1;
-                    }
-                }
-            }
-        }
-        unwritten
-    }
-
-    /// Closes every shard (each, under its lock: no operation changes it
-    /// afterwards) and returns the live entries whose bytes the disk tier
-    /// does not hold, for the close to write.
-    pub(crate) fn close(&self) -> Vec<Unwritten> {
-        let mut out = Vec::new();
-        for cell in self.cells.iter() {
-            let mut shard = cell.write();
-            shard.close();
-            if let Some(lower) = &self.lower {
-                out.extend(shard.unwritten(self.clock.now(), |k| lower.holds(k)));
-            }
-        }
-        out
-    }
-
-    /// What memory holds, for a checkpoint: hot entries, cold ones, ghosts.
-    pub(crate) fn checkpoint(&self) -> Vec<MemoryEntry> {
+    /// What every shard holds, hot entries first, then cold ones, then ghosts.
+    pub(crate) fn held(&self) -> Vec<Held> {
         let now = self.clock.now();
         let mut out = Vec::new();
-        for cell in self.cells.iter() {
-            cell.read().checkpoint(now, &mut out);
+        for i in 0..self.cells.len() {
+            self.read_at(i).held(now, &mut out);
         }
         out.sort_by_key(|e| (e.ghost, !e.hot));
         out
-    }
-
-    /// Restores a ghost from a checkpoint.
-    pub(crate) fn add_ghost(&self, hash: u64, weight: u32) {
-        let mut shard = self.cell(hash).write();
-        if !shard.is_closed() {
-            shard.add_ghost(hash, weight);
-        }
-    }
-
-    pub(crate) fn lower(&self) -> Option<&Tiered> {
-        self.lower.as_deref()
-    }
-
-    pub(crate) fn shard_count(&self) -> usize {
-        self.cells.len()
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {

@@ -1,7 +1,6 @@
 //! One shard of the memory tier: CLOCK-Pro over entries that hold a key, a value
 //! and a deadline. Plain data and algorithm; the tier wraps it in a lock.
 
-use crate::format::checkpoint::MemoryEntry;
 use crate::key::{KeyBuf, Probe};
 use crate::policy::{ClockPro, Counts, Evicted, Idx};
 use crate::sync::{AtomicU64, Ordering};
@@ -14,23 +13,21 @@ pub(crate) const DIRTY: u8 = 1;
 const HAS_DEADLINE: u8 = 2;
 
 /// What the memory tier stores in a resident entry's hot cache line.
-/// The deadline lives in the policy's per-entry owner word (`aux`).
+/// The deadline lives in the policy's per-entry owner word (`deadline`).
 #[derive(Default)]
 pub(crate) struct Payload {
     pub(crate) key: KeyBuf,
     pub(crate) value: Bytes,
 }
 
-/// What left the shard: the payload and its deadline (nanoseconds; 0 = never).
-pub(crate) struct Gone {
-    pub(crate) payload: Payload,
-    pub(crate) deadline: u64,
-}
-
-impl Gone {
-    pub(crate) fn is_expired(&self, now: impl FnOnce() -> u64) -> bool {
-        expired(self.deadline, now)
-    }
+/// What the shard holds of a key, for a checkpoint: resident (hot or cold)
+/// or a ghost, and its weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) hash: u64,
+    pub(crate) hot: bool,
+    pub(crate) ghost: bool,
+    pub(crate) weight: u32,
 }
 
 #[inline]
@@ -40,6 +37,7 @@ fn expired(deadline: u64, now: impl FnOnce() -> u64) -> bool {
 
 /// A live entry whose bytes the lower tier does not hold.
 pub(crate) struct Unwritten {
+    pub(crate) hash: u64,
     pub(crate) key: KeyBuf,
     pub(crate) value: Bytes,
     pub(crate) deadline: u64,
@@ -48,9 +46,16 @@ pub(crate) struct Unwritten {
     pub(crate) dirty: bool,
 }
 
-/// Entries that left the shard under its lock, to be dropped or demoted after it is released.
-/// `Evicted::aux` holds the entry's deadline.
-pub(crate) type Departed = SmallVec<[Evicted<Payload>; 2]>;
+/// Entries that left the shard under its lock (evicted, displaced by another
+/// key of the same hash, or removed), each with its deadline: to be dropped,
+/// or offered to a lower tier, after the lock is released.
+pub(crate) type Evictions = SmallVec<[Evicted<Payload>; 2]>;
+
+impl Evicted<Payload> {
+    pub(crate) fn is_expired(&self, now: impl FnOnce() -> u64) -> bool {
+        expired(self.deadline, now)
+    }
+}
 
 /// How an inserted entry enters the shard.
 #[derive(Clone, Copy)]
@@ -59,7 +64,7 @@ pub(crate) struct Admit {
     /// Nanoseconds since the clock's epoch; 0 = never expires.
     pub(crate) deadline: u64,
     /// Tag bits: [`DIRTY`] unless the bytes are already in the lower tier.
-    pub(crate) tag: u8,
+    pub(crate) flags: u8,
     /// Enter hot if the key is new here (it proved reuse in a lower tier).
     pub(crate) hot: bool,
 }
@@ -141,7 +146,8 @@ impl Shard {
 
     #[inline]
     fn is_expired(&self, idx: Idx, now: impl FnOnce() -> u64) -> bool {
-        self.policy.resident(idx).tag & HAS_DEADLINE != 0 && expired(self.policy.aux(idx), now)
+        self.policy.resident(idx).flags & HAS_DEADLINE != 0
+            && expired(self.policy.deadline(idx), now)
     }
 
     /// Looks `key` up and counts the lookup; a hit sets its reference bit.
@@ -196,7 +202,7 @@ impl Shard {
         key: KeyBuf,
         value: Bytes,
         admit: Admit,
-        departed: &mut Departed,
+        departed: &mut Evictions,
     ) -> Option<Bytes> {
         let before = departed.len();
         let old = self.upsert(hash, key, value, admit, departed);
@@ -217,47 +223,49 @@ impl Shard {
         Admit {
             weight,
             deadline,
-            tag,
+            flags,
             hot,
         }: Admit,
-        departed: &mut Departed,
+        departed: &mut Evictions,
     ) -> Option<Bytes> {
         let ttl_bit = if deadline != 0 { HAS_DEADLINE } else { 0 };
         if let Some(idx) = self.policy.find_resident(hash, |p| p.key == key) {
             let r = self.policy.resident_mut(idx);
             let old = std::mem::replace(&mut r.payload.value, value);
-            r.tag = tag | ttl_bit;
+            r.flags = flags | ttl_bit;
             r.touch();
-            self.policy.set_aux(idx, deadline);
+            self.policy.set_deadline(idx, deadline);
             self.policy.reweigh(idx, weight, &mut |e| departed.push(e));
             return Some(old);
         }
         if let Some(idx) = self.policy.find_resident_by_hash(hash) {
             // Another key with the same 64-bit hash: the newer one takes the slot.
-            let aux = self.policy.aux(idx);
+            let deadline = self.policy.deadline(idx);
             if let Some(payload) = self.policy.remove(hash) {
                 departed.push(Evicted {
+                    hash,
                     payload,
-                    tag: 0,
-                    aux,
+                    flags: 0,
+                    deadline,
                     proved_reuse: false,
                 });
             }
         }
         let payload = Payload { key, value };
         self.policy
-            .insert(hash, weight, tag | ttl_bit, payload, hot, &mut |e| {
+            .insert(hash, weight, flags | ttl_bit, payload, hot, &mut |e| {
                 departed.push(e)
             });
         if deadline != 0 {
             let idx = self.policy.last_admitted();
-            self.policy.set_aux(idx, deadline);
+            self.policy.set_deadline(idx, deadline);
         }
         None
     }
 
-    /// Removes `key`; returns what was resident.
-    pub(crate) fn remove(&mut self, hash: u64, key: &Probe) -> Option<Gone> {
+    /// Removes `key`; returns what was resident (as not having proved reuse:
+    /// it is not offered to a lower tier).
+    pub(crate) fn remove(&mut self, hash: u64, key: &Probe) -> Option<Evicted<Payload>> {
         let idx = self.find(hash, key)?;
         self.writes.removes += 1;
         self.take(idx, hash)
@@ -269,7 +277,7 @@ impl Shard {
         hash: u64,
         key: &Probe,
         now: impl FnOnce() -> u64,
-    ) -> Option<Gone> {
+    ) -> Option<Evicted<Payload>> {
         let idx = self.find(hash, key)?;
         if !self.is_expired(idx, now) {
             return None;
@@ -279,24 +287,31 @@ impl Shard {
     }
 
     /// Takes resident entry `idx` (of `hash`) out of the shard.
-    fn take(&mut self, idx: Idx, hash: u64) -> Option<Gone> {
-        let deadline = self.policy.aux(idx);
+    fn take(&mut self, idx: Idx, hash: u64) -> Option<Evicted<Payload>> {
+        let deadline = self.policy.deadline(idx);
+        let flags = self.policy.resident(idx).flags;
         let payload = self.policy.remove(hash)?;
-        Some(Gone { payload, deadline })
+        Some(Evicted {
+            hash,
+            payload,
+            flags,
+            deadline,
+            proved_reuse: false,
+        })
     }
 
     /// Marks `key` clean: its current bytes are in the lower tier.
     pub(crate) fn set_clean(&mut self, hash: u64, key: &Probe) {
         if let Some(idx) = self.find(hash, key) {
-            self.policy.resident_mut(idx).tag &= !DIRTY;
+            self.policy.resident_mut(idx).flags &= !DIRTY;
         }
     }
 
     /// The live entries, then the ghosts, for a checkpoint.
-    pub(crate) fn checkpoint(&self, now: u64, out: &mut Vec<MemoryEntry>) {
+    pub(crate) fn held(&self, now: u64, out: &mut Vec<Held>) {
         for (idx, hash, hot) in self.policy.residents() {
             if !self.is_expired(idx, || now) {
-                out.push(MemoryEntry {
+                out.push(Held {
                     hash,
                     hot,
                     ghost: false,
@@ -305,7 +320,7 @@ impl Shard {
             }
         }
         for (hash, weight) in self.policy.ghost_entries() {
-            out.push(MemoryEntry {
+            out.push(Held {
                 hash,
                 hot: false,
                 ghost: true,
@@ -321,17 +336,18 @@ impl Shard {
 
     /// The live entries whose bytes are not in the lower tier (dirty, or
     /// `on_disk` says the tier lost them).
-    pub(crate) fn unwritten(&self, now: u64, on_disk: impl Fn(&[u8]) -> bool) -> Vec<Unwritten> {
+    pub(crate) fn unwritten(&self, now: u64, on_disk: impl Fn(u64) -> bool) -> Vec<Unwritten> {
         self.policy
             .residents()
-            .filter_map(|(idx, _, _)| {
+            .filter_map(|(idx, hash, _)| {
                 let r = self.policy.resident(idx);
-                let dirty = r.tag & DIRTY != 0;
+                let dirty = r.flags & DIRTY != 0;
                 let live = !self.is_expired(idx, || now);
-                (live && (dirty || !on_disk(r.payload.key.as_slice()))).then(|| Unwritten {
+                (live && (dirty || !on_disk(hash))).then(|| Unwritten {
+                    hash,
                     key: r.payload.key.clone(),
                     value: r.payload.value.clone(),
-                    deadline: self.policy.aux(idx),
+                    deadline: self.policy.deadline(idx),
                     dirty,
                 })
             })
@@ -343,7 +359,7 @@ impl Shard {
     pub(crate) fn still_dirty(&self, hash: u64, key: &Probe, value: &Bytes) -> bool {
         self.find(hash, key).is_some_and(|idx| {
             let r = self.policy.resident(idx);
-            r.tag & DIRTY != 0
+            r.flags & DIRTY != 0
                 && r.payload.value.as_ptr() == value.as_ptr()
                 && r.payload.value.len() == value.len()
         })
@@ -379,7 +395,7 @@ mod tests {
         Admit {
             weight,
             deadline,
-            tag: DIRTY,
+            flags: DIRTY,
             hot: false,
         }
     }
@@ -395,7 +411,7 @@ mod tests {
     #[test]
     fn overwrite_returns_old_value_and_collision_replaces() {
         let mut s = Shard::new(1000);
-        let mut d = Departed::new();
+        let mut d = Evictions::new();
         assert!(
             s.insert(7, k(b"a"), Bytes::from_static(b"1"), dirty(1, 0), &mut d)
                 .is_none()
@@ -413,7 +429,7 @@ mod tests {
     #[test]
     fn deadlines_follow_the_entry() {
         let mut s = Shard::new(1000);
-        let mut d = Departed::new();
+        let mut d = Evictions::new();
         s.insert(1, k(b"t"), Bytes::from_static(b"v"), dirty(1, 50), &mut d);
         assert!(matches!(s.get(1, &p(b"t"), || 49), Lookup::Hit(_)));
         assert!(matches!(s.get(1, &p(b"t"), || 50), Lookup::Expired));
@@ -427,14 +443,14 @@ mod tests {
     #[test]
     fn clean_and_dirty_tags() {
         let mut s = Shard::new(1000);
-        let mut d = Departed::new();
+        let mut d = Evictions::new();
         let v = Bytes::from_static(b"v");
         s.insert(1, k(b"k"), v.clone(), dirty(1, 0), &mut d);
         let idx = s.find(1, &p(b"k")).unwrap();
         assert!(s.holds(1, &p(b"k")));
         s.set_clean(1, &p(b"k"));
-        assert_eq!(s.policy.resident(idx).tag & DIRTY, 0);
+        assert_eq!(s.policy.resident(idx).flags & DIRTY, 0);
         s.insert(1, k(b"k"), Bytes::from_static(b"w"), dirty(1, 0), &mut d);
-        assert_eq!(s.policy.resident(idx).tag & DIRTY, DIRTY);
+        assert_eq!(s.policy.resident(idx).flags & DIRTY, DIRTY);
     }
 }

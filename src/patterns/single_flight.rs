@@ -1,15 +1,27 @@
 //! Single-flight: concurrent misses on one key run one loader; the others wait
-//! for its result. A loader that fails or panics releases the waiters, which
-//! retry (one of them becomes the next leader), so a key is never poisoned.
+//! for its outcome: its value, its error (shared, type-erased: a waiter takes
+//! it if it expects that error type), or the cache's refusal of its value. A
+//! loader that panics releases the waiters, which retry (one of them becomes
+//! the next leader). The flight ends with its outcome, so a key is never
+//! poisoned: the next miss loads again.
 
+use crate::error::Error;
 use crate::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
+use std::any::Any;
 use std::collections::HashMap;
+
+/// A loader's error, as the waiters share it.
+pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
 
 enum State {
     Running,
     Done(Bytes),
-    /// The leader failed or panicked: waiters retry.
+    /// The loader failed with this error.
+    Failed(SharedError),
+    /// The cache refused the loaded value.
+    Refused(Error),
+    /// The leader panicked: waiters retry.
     Abandoned,
 }
 
@@ -32,12 +44,16 @@ pub(crate) enum Role<'a> {
     Leader(Leader<'a>),
     /// Another caller loaded this value.
     Shared(Bytes),
+    /// Another caller's loader failed with this error.
+    Failed(SharedError),
+    /// The cache refused the value another caller loaded.
+    Refused(Error),
     /// The leader gave up: look up and try again.
     Retry,
 }
 
-/// The one caller that runs the loader. Dropping it without `finish` (an error or
-/// a panic in the loader) wakes the waiters so they retry.
+/// The one caller that runs the loader. Dropping it without an outcome (a
+/// panic in the loader) wakes the waiters so they retry.
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
     stripe: usize,
@@ -82,7 +98,9 @@ impl Flights {
         }
         match &*state {
             State::Done(v) => Role::Shared(v.clone()),
-            _ => Role::Retry,
+            State::Failed(e) => Role::Failed(Arc::clone(e)),
+            State::Refused(e) => Role::Refused(e.clone()),
+            State::Running | State::Abandoned => Role::Retry,
         }
     }
 
@@ -96,6 +114,16 @@ impl Leader<'_> {
     /// Publishes the loaded value to the waiters.
     pub(crate) fn finish(mut self, value: Bytes) {
         self.settle(State::Done(value));
+    }
+
+    /// Publishes the loader's error to the waiters.
+    pub(crate) fn fail(mut self, error: SharedError) {
+        self.settle(State::Failed(error));
+    }
+
+    /// Publishes the cache's refusal of the loaded value to the waiters.
+    pub(crate) fn refuse(mut self, error: Error) {
+        self.settle(State::Refused(error));
     }
 
     fn settle(&mut self, outcome: State) {

@@ -96,7 +96,7 @@ pub(crate) struct Resident<P> {
     pub(crate) payload: P,
     referenced: AtomicBool,
     /// Bits owned by the tier that stores the entry (the policy never reads them).
-    pub(crate) tag: u8,
+    pub(crate) flags: u8,
     /// A copy of `Meta::weight`, so an overwrite of the same weight reads only this line.
     weight: u32,
 }
@@ -119,10 +119,12 @@ impl<P> Resident<P> {
 
 /// What the policy hands back when it evicts a resident entry.
 pub(crate) struct Evicted<P> {
+    /// The key's hash.
+    pub(crate) hash: u64,
     pub(crate) payload: P,
-    pub(crate) tag: u8,
-    /// The owner's word for the entry.
-    pub(crate) aux: u64,
+    pub(crate) flags: u8,
+    /// The owner's deadline for the entry (0 = none).
+    pub(crate) deadline: u64,
     /// The entry was hot, or was referenced since it last moved: it proved reuse.
     pub(crate) proved_reuse: bool,
 }
@@ -153,8 +155,8 @@ pub(crate) struct ClockPro<P> {
     slots: Vec<Resident<P>>,
     /// ... their policy part, same index ...
     slot_meta: Vec<Meta>,
-    /// ... and a word the owner keeps per resident entry (the memory tier: its deadline).
-    aux: Vec<u64>,
+    /// ... and the owner's deadline for it (nanoseconds, 0 = none; the policy never reads it).
+    deadline: Vec<u64>,
     free_resident: Idx,
     ghosts: Vec<Meta>,
     free_ghost: Idx,
@@ -182,7 +184,7 @@ impl<P: Default> ClockPro<P> {
             table: HashTable::new(),
             slots: Vec::new(),
             slot_meta: Vec::new(),
-            aux: Vec::new(),
+            deadline: Vec::new(),
             free_resident: NIL,
             ghosts: Vec::new(),
             free_ghost: NIL,
@@ -271,12 +273,12 @@ impl<P: Default> ClockPro<P> {
 
     /// The owner's word for a resident entry.
     #[inline]
-    pub(crate) fn aux(&self, idx: Idx) -> u64 {
-        self.aux[idx as usize]
+    pub(crate) fn deadline(&self, idx: Idx) -> u64 {
+        self.deadline[idx as usize]
     }
 
-    pub(crate) fn set_aux(&mut self, idx: Idx, value: u64) {
-        self.aux[idx as usize] = value;
+    pub(crate) fn set_deadline(&mut self, idx: Idx, value: u64) {
+        self.deadline[idx as usize] = value;
     }
 
     /// Records a hit on resident entry `idx`: sets its reference bit, unless it
@@ -344,12 +346,12 @@ impl<P: Default> ClockPro<P> {
         &mut self,
         hash: u64,
         weight: u32,
-        tag: u8,
+        flags: u8,
         payload: P,
         hot: bool,
         evicted: &mut impl FnMut(Evicted<P>),
     ) {
-        self.admit(hash, weight, tag, payload, hot, evicted);
+        self.admit(hash, weight, flags, payload, hot, evicted);
         // The ghost bound follows the number of entries a full shard holds.
         self.run_hand_test(false);
     }
@@ -358,7 +360,7 @@ impl<P: Default> ClockPro<P> {
         &mut self,
         hash: u64,
         weight: u32,
-        tag: u8,
+        flags: u8,
         payload: P,
         hot: bool,
         evicted: &mut impl FnMut(Evicted<P>),
@@ -367,7 +369,7 @@ impl<P: Default> ClockPro<P> {
             self.find_resident_by_hash(hash).is_none(),
             "insert of a resident hash"
         );
-        let new = |state| (hash, weight, state, tag);
+        let new = |state| (hash, weight, state, flags);
         let w = u64::from(weight);
         debug_assert!(w <= self.capacity, "entry heavier than the shard");
         if let Some(ghost) = self.find(hash) {
@@ -516,7 +518,7 @@ impl<P: Default> ClockPro<P> {
         let meta = self.meta(c);
         let (hash, weight, in_test) = (meta.hash, meta.weight, meta.in_test());
         let proved_reuse = self.referenced(c) || meta.state & PROVED != 0;
-        let aux = self.aux[c as usize];
+        let deadline = self.deadline[c as usize];
         if in_test {
             let g = self.alloc_ghost(Meta::new(hash, weight, TEST));
             self.replace(c, g);
@@ -525,13 +527,14 @@ impl<P: Default> ClockPro<P> {
             self.unlink(c);
             self.table_remove(hash, c);
         }
-        let (_, payload, tag) = self.free_resident_slot(c);
+        let (_, payload, flags) = self.free_resident_slot(c);
         self.counts.resident -= 1;
         self.counts.resident_weight -= u64::from(weight);
         evicted(Evicted {
+            hash,
             payload,
-            tag,
-            aux,
+            flags,
+            deadline,
             proved_reuse,
         });
         self.run_hand_test(false);
@@ -628,11 +631,11 @@ impl<P: Default> ClockPro<P> {
 
     // ----- the ring ------------------------------------------------------------------
 
-    fn link_new(&mut self, (hash, weight, state, tag): (u64, u32, u8, u8), payload: P) {
+    fn link_new(&mut self, (hash, weight, state, flags): (u64, u32, u8, u8), payload: P) {
         let resident = Resident {
             payload,
             referenced: AtomicBool::new(false),
-            tag,
+            flags,
             weight,
         };
         let idx = self.alloc_resident(Meta::new(hash, weight, state), resident);
@@ -771,19 +774,19 @@ impl<P: Default> ClockPro<P> {
             self.free_resident = self.slot_meta[i].next;
             self.slot_meta[i] = meta;
             self.slots[i] = resident;
-            self.aux[i] = 0;
+            self.deadline[i] = 0;
             idx
         } else {
             let idx = self.slots.len() as Idx;
             assert!(idx < GHOST, "more than 2^31 entries in one shard");
             self.slots.push(resident);
             self.slot_meta.push(meta);
-            self.aux.push(0);
+            self.deadline.push(0);
             idx
         }
     }
 
-    /// Frees a resident slot; returns its metadata, payload and tag.
+    /// Frees a resident slot; returns its metadata, payload and flags.
     fn free_resident_slot(&mut self, idx: Idx) -> (Meta, P, u8) {
         if self.last_admitted == idx {
             self.last_admitted = NIL;
@@ -794,7 +797,7 @@ impl<P: Default> ClockPro<P> {
         self.free_resident = idx;
         let meta = std::mem::replace(&mut self.slot_meta[i], free);
         let r = &mut self.slots[i];
-        (meta, std::mem::take(&mut r.payload), r.tag)
+        (meta, std::mem::take(&mut r.payload), r.flags)
     }
 
     fn alloc_ghost(&mut self, meta: Meta) -> Idx {

@@ -1,0 +1,329 @@
+//! Corruption under an open tier, injected I/O faults, backpressure, bad settings.
+
+use super::*;
+
+/// Random bit flips, zeroed ranges and truncations of sealed segment files under
+/// an open tier: every read is the right value or a miss, never wrong bytes or a
+/// panic, and damage to a record that is read is counted.
+#[test]
+fn corruption_and_truncation_under_an_open_tier_are_misses() {
+    let trials = std::env::var("LARDER_CORRUPTION_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1000u32);
+    let mut rng = StdRng::seed_from_u64(0xC0FFEE);
+    let mut trial = 0;
+    let mut detected = 0u64;
+    while trial < trials {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+        for key in 0..400u32 {
+            tier.put(&k(key), &value(key, 0, 400), 0).unwrap();
+        }
+        tier.sync().unwrap();
+        let files = segment_files(dir.path());
+        // Damage sealed files only (the last one is the active segment).
+        let sealed = &files[..files.len() - 1];
+        for _ in 0..50 {
+            let path = &sealed[rng.random_range(0..sealed.len())];
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
+            let len = f.metadata().unwrap().len();
+            if len == 0 {
+                continue; // already truncated away
+            }
+            match rng.random_range(0..3) {
+                0 => {
+                    let at = rng.random_range(0..len);
+                    let mut b = [0u8];
+                    f.read_exact_at(&mut b, at).unwrap();
+                    b[0] ^= 1 << rng.random_range(0..8);
+                    f.write_all_at(&b, at).unwrap();
+                }
+                1 => {
+                    let at = rng.random_range(0..len);
+                    let n = rng.random_range(1..512).min(len - at);
+                    f.write_all_at(&vec![0u8; n as usize], at).unwrap();
+                }
+                _ => f.set_len(rng.random_range(0..len)).unwrap(),
+            }
+            for key in 0..400u32 {
+                if let Some(v) = tier.get(&k(key), 0) {
+                    assert_eq!(
+                        v,
+                        value(key, 0, 400),
+                        "trial {trial}: wrong bytes for key {key}"
+                    );
+                }
+            }
+            trial += 1;
+        }
+        detected += tier.stats().corrupt_records;
+    }
+    assert!(
+        detected > 0,
+        "damage to records that were read must be counted"
+    );
+}
+
+#[test]
+fn a_failed_write_or_sync_is_reported_never_acknowledged() {
+    for fail_sync in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Faulty::new(test_io()));
+        let tier = DiskTier::open(DiskConfig {
+            io: io.clone(),
+            ..config(dir.path(), 16)
+        })
+        .unwrap();
+        tier.put(b"before", b"fine", 0).unwrap();
+        tier.sync().unwrap();
+        if fail_sync {
+            io.fail_syncs_after(0);
+        } else {
+            io.fail_writes_after(0);
+        }
+        tier.put(b"after", b"doomed", 0).unwrap();
+        let err = tier.sync().unwrap_err();
+        assert!(matches!(err, DiskError::Failed(_)), "{err}");
+        assert!(tier.stats().failure.is_some());
+        // It stops writing, says so, and still serves what it has.
+        assert!(matches!(
+            tier.put(b"later", b"x", 0),
+            Err(DiskError::Failed(_))
+        ));
+        assert!(matches!(tier.sync(), Err(DiskError::Failed(_))));
+        assert_eq!(tier.get(b"before", 0).unwrap(), "fine");
+    }
+}
+
+#[test]
+fn backpressure_refuses_and_counts_when_the_flusher_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let tier = DiskTier::open(DiskConfig {
+        io: io.clone(),
+        backpressure: Backpressure::Refuse,
+        max_frozen: 1,
+        ..config(dir.path(), 64)
+    })
+    .unwrap();
+    // Stall the flusher: every write fails, so frozen segments pile up.
+    io.fail_writes_after(0);
+    let mut refused = 0;
+    for key in 0..2000u32 {
+        match tier.put(&k(key), &value(key, 0, 500), 0) {
+            Ok(()) => {}
+            Err(DiskError::Refused | DiskError::Failed(_)) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(refused > 0);
+    let s = tier.stats();
+    assert!(s.refused_writes > 0 || s.failure.is_some(), "{s:?}");
+}
+
+/// A wait for the flusher as long as the clock allows (`Duration::MAX`) is
+/// a wait without a deadline, not an overflow: the producer waits out a
+/// stalled flusher and goes on once it moves.
+#[test]
+fn an_unbounded_backpressure_wait_waits_for_the_flusher() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let tier = Arc::new(
+        DiskTier::open(DiskConfig {
+            io: io.clone(),
+            backpressure: Backpressure::Wait(Duration::MAX),
+            max_frozen: 1,
+            ..config(dir.path(), 64)
+        })
+        .unwrap(),
+    );
+    io.stall(true);
+    // Released however the test ends, or the tier's drop would wait forever.
+    struct Release(Arc<Faulty>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.stall(false);
+        }
+    }
+    let release = Release(io.clone());
+    let writer = {
+        let tier = Arc::clone(&tier);
+        std::thread::spawn(move || {
+            for key in 0..400u32 {
+                tier.put(&k(key), &value(key, 0, 500), 0).unwrap();
+            }
+        })
+    };
+    // The flusher is stalled on its first write: the writer fills the
+    // queue and waits.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !writer.is_finished(),
+        "it waits while the flusher is stalled"
+    );
+    assert!(tier.stats().queued_segments >= 1);
+    drop(release);
+    writer.join().expect("no overflow, no panic");
+    tier.sync().unwrap();
+    for key in 0..400u32 {
+        assert_eq!(tier.get(&k(key), 0).unwrap(), value(key, 0, 500));
+    }
+    assert_eq!(tier.stats().refused_writes, 0);
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = |c: DiskConfig| DiskTier::open(c).err().expect("refused");
+    assert!(matches!(
+        bad(DiskConfig {
+            segment_size: 100,
+            ..config(dir.path(), 8)
+        }),
+        DiskError::Config(_)
+    ));
+    assert!(matches!(bad(config(dir.path(), 2)), DiskError::Config(_)));
+    // Direct writes need whole 4 KiB blocks in a segment.
+    assert!(matches!(
+        bad(DiskConfig {
+            segment_size: SEG + 512,
+            direct: true,
+            ..config(dir.path(), 8)
+        }),
+        DiskError::Config(_)
+    ));
+    assert!(
+        DiskTier::open(DiskConfig {
+            segment_size: SEG + 512,
+            direct: false,
+            ..config(dir.path(), 8)
+        })
+        .is_ok(),
+        "the same size is fine without direct writes"
+    );
+    let too_big = value(1, 1, SEG as usize); // incompressible
+    let other = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(other.path(), 8)).unwrap();
+    assert!(matches!(
+        tier.put(b"k", &too_big, 0),
+        Err(DiskError::TooLarge(_))
+    ));
+}
+
+/// Through the cache: after a write or fsync error the disk tier reports the
+/// failure (stats, `sync()`), and the memory tier keeps serving reads, inserts
+/// and removes with the right bytes.
+/// Contract promise 12: an insert the disk tier refused (its flusher was
+/// behind) is not silently unpersisted. The next `sync()` writes it, if
+/// memory still holds it; one memory let go of first is reported by a typed
+/// error, once, and later syncs are `Ok` again.
+#[test]
+fn a_sync_writes_refused_inserts_or_says_what_was_not_persisted() {
+    use crate::{Cache, Error};
+    for evict in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Faulty::new(test_io()));
+        let open = |io: Arc<dyn Io>| {
+            Cache::builder()
+                .memory_capacity(if evict { 20 } else { 10_000 })
+                .unit_weight()
+                .disk(dir.path(), 64 * SEG)
+                .segment_size(SEG)
+                .disk_backpressure(Backpressure::Refuse)
+                .disk_io(io)
+                .build()
+                .unwrap()
+        };
+        let cache = open(io.clone());
+        let v = |i: u32| bytes::Bytes::from(value(i, 0, 2000));
+        // A stalled device: the flush queue fills and inserts are refused.
+        io.stall(true);
+        for i in 0..300u32 {
+            cache.insert(&k(i), v(i)).unwrap();
+        }
+        let refused = cache.stats().disk.unwrap().refused_writes;
+        assert!(refused > 0, "the flusher was behind");
+        io.stall(false);
+        match cache.sync() {
+            Ok(()) => assert!(!evict, "evicted unwritten inserts must be reported"),
+            Err(Error::NotPersisted { unwritten, dropped }) => {
+                assert!(
+                    evict,
+                    "all were in memory to be written: {unwritten} {dropped}"
+                );
+                assert_eq!(unwritten, 0);
+                assert!(dropped > 0 && dropped <= refused, "{dropped} of {refused}");
+            }
+            Err(e) => panic!("sync: {e}"),
+        }
+        cache.sync().expect("reported once; nothing new since");
+        cache.close().unwrap();
+        // Every insert was either persisted or reported.
+        let cache = open(Arc::new(Positional));
+        let present = (0..300u32).filter(|&i| cache.get(&k(i)).is_some()).count();
+        if !evict {
+            assert_eq!(present, 300);
+        }
+        cache.close().unwrap();
+    }
+}
+
+#[test]
+fn a_failed_disk_tier_leaves_the_memory_tier_serving() {
+    use crate::{Cache, Error};
+    for fail_sync in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(Faulty::new(test_io()));
+        let cache = Cache::builder()
+            .memory_capacity(100)
+            .unit_weight()
+            .disk(dir.path(), 16 * SEG)
+            .segment_size(SEG)
+            .disk_io(io.clone())
+            .build()
+            .unwrap();
+        let v = |i: u32| bytes::Bytes::from(value(i, 0, 200));
+        for i in 0..300u32 {
+            cache.insert(&k(i), v(i)).unwrap();
+        }
+        cache.sync().unwrap();
+        assert!(cache.stats().disk.unwrap().healthy());
+        if fail_sync {
+            io.fail_syncs_after(0);
+        } else {
+            io.fail_writes_after(0);
+        }
+        for i in 300..400u32 {
+            cache.insert(&k(i), v(i)).unwrap();
+        }
+        let err = cache.sync().unwrap_err();
+        assert!(matches!(err, Error::Disk { .. }), "{err}");
+        let disk = cache.stats().disk.unwrap();
+        assert!(!disk.healthy(), "{disk:?}");
+        assert!(disk.failure.is_some());
+        assert!(cache.sync().is_err(), "never acknowledged later either");
+        // Memory goes on: new inserts are served, removes hold, and whatever is
+        // found (in memory, or on disk from before the failure) is right.
+        for i in 1000..1050u32 {
+            cache.insert(&k(i), v(i)).unwrap();
+            assert_eq!(cache.get(&k(i)).unwrap(), v(i));
+        }
+        cache.remove(&k(1000));
+        assert!(cache.get(&k(1000)).is_none());
+        let mut found = 0;
+        for i in 0..400u32 {
+            if let Some(got) = cache.get(&k(i)) {
+                assert_eq!(got, v(i), "key {i}");
+                found += 1;
+            }
+        }
+        assert!(found >= 50, "only {found} found");
+        #[cfg(feature = "validate")]
+        cache.validate();
+    }
+}

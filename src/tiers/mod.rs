@@ -1,0 +1,277 @@
+//! The two tiers together: the one home of the cross-tier policy. The memory
+//! tier (`crate::memory`) is a plain tier and the disk tier (`crate::disk`)
+//! knows records and segments; this module decides, under a key's shard
+//! lock, what each tier does for that key: insert, the miss path from memory
+//! to disk and the promotion it ends in, the demotion of what memory evicts,
+//! removal, and (in `restart.rs`) sync, close, the checkpoint and the warm
+//! refill.
+//!
+//! **The ordering rule.** Every disk append for a key (its value, a
+//! tombstone, a demotion) is made while that key's shard lock is held, so
+//! the disk's order for a key is memory's order. Appends under the lock only
+//! copy into the log's buffer: compression and any wait for the flusher run
+//! outside it (checked in tests: `crate::sync::assert_no_shard_lock`). An
+//! insert prepares its record before it takes the lock; a demotion reserves
+//! the key's place in the disk's index under the lock and is compressed and
+//! appended after it, only if no write or removal of the key came between.
+//! An L2 hit is promoted only if, under the lock, memory does not hold the
+//! key and the disk still holds the record that was read.
+
+mod lower;
+mod restart;
+
+pub(crate) use lower::Lower;
+pub use lower::WritePolicy;
+pub(crate) use restart::{CloseState, Refill};
+
+use crate::builder::Weigher;
+use crate::key::Probe;
+use crate::memory::{Admit, DIRTY, Evictions, MemoryTier, ShardWrite};
+use crate::sync::{AtomicBool, Ordering};
+use bytes::Bytes;
+
+/// Why an insert was refused (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The cache is closed.
+    Closed,
+    /// The disk tier must persist it and its record would not fit a segment.
+    TooLarge { len: usize, max: usize },
+}
+
+/// The memory tier, the disk tier below it (if any), and the rules between.
+pub(crate) struct Tiers {
+    memory: MemoryTier,
+    lower: Option<Lower>,
+    weigher: Weigher,
+    max_weight: u64,
+    /// `close` has begun: every operation is refused from then on.
+    closed: AtomicBool,
+    close: CloseState,
+    refill: Refill,
+}
+
+impl Tiers {
+    pub(crate) fn new(memory: MemoryTier, lower: Option<Lower>, weigher: Weigher) -> Self {
+        let max_weight = memory.max_weight();
+        Tiers {
+            memory,
+            lower,
+            weigher,
+            max_weight,
+            closed: AtomicBool::new(false),
+            close: CloseState::default(),
+            refill: Refill::default(),
+        }
+    }
+
+    pub(crate) fn memory(&self) -> &MemoryTier {
+        &self.memory
+    }
+
+    pub(crate) fn lower(&self) -> Option<&Lower> {
+        self.lower.as_ref()
+    }
+
+    pub(crate) fn max_weight(&self) -> u64 {
+        self.max_weight
+    }
+
+    pub(crate) fn weigh(&self, key: &[u8], value: &Bytes) -> u64 {
+        self.weigher.weigh(key, value)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The live value of `key`: from memory, or from disk (promoted into
+    /// memory through CLOCK-Pro's miss path, as clean: it is on disk).
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        let found = self.memory.get(hash, key);
+        if found.is_some() || self.lower.is_none() {
+            return found;
+        }
+        self.get_from_disk(hash, key)
+    }
+
+    #[cold]
+    fn get_from_disk(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        let lower = self.lower.as_ref()?;
+        let (value, deadline, token) = lower.get(key, hash, self.memory.clock().now())?;
+        let weight = self.weigh(key, &value);
+        if weight <= self.max_weight {
+            self.promote(hash, key, value.clone(), weight as u32, deadline, token);
+        }
+        Some(value)
+    }
+
+    /// Whether `key` is cached and live, in either tier; not an access. A key
+    /// only the disk holds costs one read of its record.
+    pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        if self.memory.contains(hash, key) {
+            return true;
+        }
+        match &self.lower {
+            Some(lower) if !self.is_closed() => {
+                let now = lower.to_unix(self.memory.clock().now());
+                lower.disk().contains(key, hash, now)
+            }
+            _ => false,
+        }
+    }
+
+    /// Inserts or overwrites. `weight` must not exceed [`max_weight`](Self::max_weight).
+    pub(crate) fn insert(
+        &self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        weight: u32,
+        deadline: u64,
+    ) -> Result<(), Refusal> {
+        let owned = Probe::new(key).into_owned();
+        let admit = |hot| Admit {
+            weight,
+            deadline,
+            flags: DIRTY,
+            hot,
+        };
+        let mut evictions = Evictions::new();
+        let Some(lower) = &self.lower else {
+            let mut shard = self.memory.write(hash);
+            if shard.is_closed() {
+                return Err(Refusal::Closed);
+            }
+            let old = shard.insert(hash, owned, value, admit(false), &mut evictions);
+            drop(shard);
+            drop((old, evictions));
+            return Ok(());
+        };
+        // Anything slow (compression, waiting for the flusher) before the lock.
+        let prepared = lower
+            .prepare_insert(key, &value, deadline)
+            .map_err(|(len, max)| Refusal::TooLarge { len, max })?;
+        let hot = lower.disk().recall(hash);
+        let mut shard = self.memory.write(hash);
+        if shard.is_closed() {
+            return Err(Refusal::Closed);
+        }
+        let old = shard.insert(hash, owned, value, admit(hot), &mut evictions);
+        match &prepared {
+            Some(p) if lower.commit_insert(key, hash, p) => shard.set_clean(hash, &Probe::new(key)),
+            _ => lower.invalidate(key, hash),
+        }
+        let demotions = self.demote(lower, &shard, &evictions);
+        drop(shard);
+        lower.finish_demotions(demotions);
+        drop((old, evictions));
+        Ok(())
+    }
+
+    /// Under `shard`'s lock: what the disk owes the entries that left it.
+    fn demote(
+        &self,
+        lower: &Lower,
+        shard: &ShardWrite<'_>,
+        evictions: &Evictions,
+    ) -> Vec<lower::Demotion> {
+        // A full shard: memory holds about this many entries.
+        let resident = (shard.counts().resident * self.memory.shard_count()) as u64;
+        lower.demote(evictions, self.memory.clock().now(), resident)
+    }
+
+    /// Promotes a value read from the disk tier, unless memory holds the key
+    /// already or the disk no longer holds what was read (a concurrent remove
+    /// or overwrite won). Enters as clean: it is on disk.
+    pub(crate) fn promote(
+        &self,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        weight: u32,
+        deadline: u64,
+        token: crate::disk::Token,
+    ) -> bool {
+        let Some(lower) = &self.lower else {
+            return false;
+        };
+        let probe = Probe::new(key);
+        let mut evictions = Evictions::new();
+        let mut shard = self.memory.write(hash);
+        if shard.is_closed() || shard.holds(hash, &probe) || !lower.disk().is_current(hash, token) {
+            return false;
+        }
+        let clean = Admit {
+            weight,
+            deadline,
+            flags: 0,
+            hot: false,
+        };
+        shard.insert(hash, probe.into_owned(), value, clean, &mut evictions);
+        lower.promoted(hash);
+        let demotions = self.demote(lower, &shard, &evictions);
+        drop(shard);
+        lower.finish_demotions(demotions);
+        drop(evictions);
+        true
+    }
+
+    /// Removes `key` from both tiers; returns its live value, from memory or,
+    /// if only the disk held it, from disk (one read of its record).
+    pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        let probe = Probe::new(key);
+        let now = || self.memory.clock().now();
+        // The disk's value, read before the lock (no I/O under it), is the
+        // answer only if, under the lock, memory does not hold the key and the
+        // disk still holds that record.
+        for _ in 0..4 {
+            let on_disk = match &self.lower {
+                Some(lower) if !self.memory.contains(hash, key) => lower.peek(key, hash, now()),
+                _ => None,
+            };
+            let mut shard = self.memory.write(hash);
+            if shard.is_closed() {
+                return None;
+            }
+            let gone = shard.remove(hash, &probe);
+            let current = match (&self.lower, &on_disk) {
+                (Some(lower), Some((_, _, token))) => lower.disk().is_current(hash, *token),
+                _ => true,
+            };
+            if gone.is_none() && !current {
+                continue; // the disk's record changed meanwhile: read again
+            }
+            if let Some(lower) = &self.lower {
+                lower.invalidate(key, hash);
+            }
+            drop(shard);
+            return match gone {
+                Some(g) if g.is_expired(now) => None,
+                Some(g) => Some(g.payload.value),
+                None => on_disk.map(|(v, _, _)| v),
+            };
+        }
+        // Changing under every attempt: removed all the same, answer unknown.
+        let mut shard = self.memory.write(hash);
+        if !shard.is_closed() {
+            shard.remove(hash, &probe);
+            if let Some(lower) = &self.lower {
+                lower.invalidate(key, hash);
+            }
+        }
+        None
+    }
+
+    /// Like `get` but not counted and not an access (memory only: the
+    /// single-flight check after a miss).
+    pub(crate) fn peek(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+        self.memory.peek(hash, key)
+    }
+
+    #[cfg(any(test, fuzzing, feature = "validate"))]
+    pub(crate) fn validate(&self) {
+        self.memory.validate();
+    }
+}
