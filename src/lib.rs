@@ -85,6 +85,10 @@
 //! | `io-uring` | the io_uring disk backend, used when the kernel allows it (positional I/O otherwise) |
 
 #![warn(missing_docs)]
+// Unsafe code lives in two named modules, `disk::image` (segment buffers
+// shared between threads) and `disk::io` (system calls), each block with a
+// `SAFETY:` comment; everywhere else it is refused.
+#![deny(unsafe_code)]
 
 mod builder;
 mod cache;

@@ -6,9 +6,10 @@
 
 use super::DiskError;
 use super::dir::{keys_name, remove_if_there, sync_dir, write_keys};
+use super::image::{Copied, Image};
 use super::index::{IN_MEMORY, Loc, USES};
 use super::read::log_corruption;
-use super::segment::{AlignedBuf, Copied, DIRECT_ALIGN, Image, SegmentFile, Stream};
+use super::segment::{AlignedBuf, DIRECT_ALIGN, SegmentFile, Stream};
 use super::state::{DiskState, Request, WAKE_EVERY, add, notify_space};
 use crate::format::FormatError;
 use crate::format::list::Listed;
@@ -16,6 +17,7 @@ use crate::format::record::{self, Kind};
 use crate::format::segment::{
     SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
 };
+use crate::policy::reclaim::{self, Verdict};
 use crate::sync::{Arc, Ordering};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::BTreeMap;
@@ -555,42 +557,27 @@ impl Flusher {
         }
         let sh = Arc::clone(&self.shared);
         let max_segments = (sh.config.capacity / sh.config.segment_size) as usize;
-        let probation_share = probation_segments(max_segments);
-        let with_probation = sh.probation_on();
+        let two_streams = sh.probation_on();
         loop {
             let _gate = sh.reclaim_gate.lock();
             if sh.reclaim_held.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let held = sh.segments_held();
             // While a warm refill runs, reclaim waits for it up to a bound
             // (design.md §11.2): past it, the capacity wins over the refill.
-            let slack = if sh.refilling.load(Ordering::Acquire) {
-                refill_slack(max_segments)
-            } else {
-                0
-            };
-            if held <= max_segments + slack {
+            let refilling = sh.refilling.load(Ordering::Acquire);
+            if !reclaim::must_reclaim(sh.segments_held(), max_segments, refilling) {
                 return Ok(());
             }
-            let victim = {
+            let oldest = {
                 let files = sh.files.read();
-                let oldest_of = |s| files.values().find(|f| f.stream == s).cloned();
-                let in_probation = files
+                let sealed = files
                     .values()
-                    .filter(|f| f.stream == Stream::Probation)
-                    .count();
-                if !with_probation {
-                    // One stream (what an earlier, larger tier left of the
-                    // other goes first, by age).
-                    files.values().next().cloned()
-                } else if in_probation >= probation_share {
-                    oldest_of(Stream::Probation)
-                } else {
-                    oldest_of(Stream::Main).or_else(|| oldest_of(Stream::Probation))
-                }
+                    .map(|f| (f.id, f.stream == Stream::Probation));
+                reclaim::victim(sealed, two_streams, max_segments)
+                    .and_then(|id| files.get(&id).cloned())
             };
-            let Some(oldest) = victim else {
+            let Some(oldest) = oldest else {
                 return Ok(());
             };
             let summary = read_summary(&sh, &oldest);
@@ -603,7 +590,7 @@ impl Flusher {
             }
             // 1. Keep what earned it: re-append, within the budget.
             let now = unix_now();
-            let mut budget = sh.config.segment_size / 2;
+            let mut budget = reclaim::reappend_budget(sh.config.segment_size);
             let mut dropped = Vec::new();
             for e in summary.iter().flatten().filter(|e| e.is_value()) {
                 let loc = Loc {
@@ -613,15 +600,16 @@ impl Flusher {
                 let Some(flags) = sh.index.flags_at(e.hash, loc) else {
                     continue; // Superseded or removed since.
                 };
-                let uses = flags & USES;
-                let keep = flags & IN_MEMORY == 0
-                    && uses > 0
-                    && u64::from(e.len) <= budget
-                    && self.reappend(&oldest, e.hash, loc, e.len, uses - 1, now);
-                if keep {
-                    budget -= u64::from(e.len);
-                } else {
-                    dropped.push((e.hash, loc, flags & IN_MEMORY == 0));
+                let in_memory = flags & IN_MEMORY != 0;
+                match reclaim::verdict(in_memory, flags & USES, e.len, budget) {
+                    Verdict::Reappend { uses }
+                        if self.reappend(&oldest, e.hash, loc, e.len, uses, now) =>
+                    {
+                        budget -= u64::from(e.len);
+                    }
+                    // Not re-appended (damaged, expired, or superseded meanwhile).
+                    Verdict::Reappend { .. } => dropped.push((e.hash, loc, !in_memory)),
+                    Verdict::Drop { ghost } => dropped.push((e.hash, loc, ghost)),
                 }
             }
             // 2. Unlist the segment and remove its file for good (readers that
@@ -740,7 +728,7 @@ fn pieces(
     file: &SegmentFile,
     image: &Image,
     range: std::ops::Range<usize>,
-) -> Result<Vec<super::segment::Piece>, DiskError> {
+) -> Result<Vec<super::image::Piece>, DiskError> {
     image.pieces(range).ok_or_else(|| released(file))
 }
 
@@ -794,19 +782,4 @@ fn assemble<'a>(
     }
     buf[filled..].fill(0);
     buf
-}
-
-/// Segments a tier of `max_segments` may hold beyond its capacity while a
-/// warm refill runs: a sixteenth, at least one. Reclaim then drops records
-/// the refill may not have read yet (those entries come back cold, as
-/// misses), so it waits for a refill that keeps up and bounds one that does
-/// not.
-pub(super) fn refill_slack(max_segments: usize) -> usize {
-    (max_segments / 16).max(1)
-}
-
-/// Sealed segments the probation stream keeps before reclaim takes its oldest
-/// rather than the main stream's.
-fn probation_segments(max_segments: usize) -> usize {
-    (max_segments / 10).max(1)
 }

@@ -1,6 +1,10 @@
 //! All disk I/O of the disk tier goes through [`Io`]: positional writes and
 //! reads, and `fdatasync`. The trait is the seam for other backends (io_uring)
 //! and for fault-injection tests (`Faulty`, compiled for tests only).
+//! One of larder's two modules with `unsafe` code (the other is `image`):
+//! system calls on open descriptors, each block with why it holds.
+
+#![allow(unsafe_code)]
 
 use crate::sync::Arc;
 use std::fs::File;
@@ -181,19 +185,39 @@ pub(crate) mod uring {
         }
 
         /// Submits `entry` and waits for its completion; returns its result.
+        ///
+        /// The kernel owns the caller's buffer from the submission until the
+        /// completion is reaped, so this never returns in between: an
+        /// interrupted wait (EINTR, a signal arriving), or a busy ring, waits
+        /// again. Only an error while the entry is still unsubmitted (the
+        /// kernel never saw it) returns early, and then the ring is made new,
+        /// so that the entry is never submitted later with a dangling buffer.
         fn run(&self, entry: &squeue::Entry) -> io::Result<usize> {
             let mut ring = self.ring.lock();
             // SAFETY: the entry points at a file descriptor and a buffer that the
             // caller borrows for the whole call, and this function does not return
-            // before the kernel has completed the operation (submit_and_wait(1) on
-            // a ring that holds only this one entry, under the mutex).
+            // while the kernel may still use them: it returns once the entry's
+            // completion is reaped, or (below) once the entry is dropped unsubmitted
+            // with the ring that held it. The ring holds only this entry (under
+            // the mutex, and no call leaves one behind).
             unsafe { ring.submission().push(entry) }
                 .map_err(|_| io::Error::other("io_uring submission queue is full"))?;
-            ring.submit_and_wait(1)?;
-            let cqe = ring
-                .completion()
-                .next()
-                .ok_or_else(|| io::Error::other("io_uring returned no completion"))?;
+            let cqe = loop {
+                if let Some(cqe) = ring.completion().next() {
+                    break cqe;
+                }
+                match ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if retry_wait(&e) => {}
+                    Err(e) if !ring.submission().is_empty() => {
+                        // Never submitted: drop it with this ring, start anew.
+                        *ring = IoUring::new(8)?;
+                        return Err(e);
+                    }
+                    // Submitted: the kernel completes it; wait for that.
+                    Err(_) => std::thread::yield_now(),
+                }
+            };
             let res = cqe.result();
             if res < 0 {
                 Err(io::Error::from_raw_os_error(-res))
@@ -201,6 +225,15 @@ pub(crate) mod uring {
                 Ok(res as usize)
             }
         }
+    }
+
+    /// Whether a failed wait for a completion is to be waited again.
+    fn retry_wait(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::Interrupted
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::EAGAIN | libc::EBUSY | libc::ETIME)
+            )
     }
 
     impl Io for Uring {
@@ -288,6 +321,83 @@ pub(crate) mod uring {
             let mut past = [0u8; 4];
             let err = u.read_exact_at(&f, &mut past, 109).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
+
+        /// Signals delivered during io_uring I/O (a no-op handler without
+        /// `SA_RESTART`, so a waiting `io_uring_enter` returns EINTR) change
+        /// no byte and fail no call: an interrupted wait waits again, and no
+        /// later call takes an earlier one's completion as its own.
+        #[test]
+        fn io_under_a_storm_of_signals_loses_and_mixes_nothing() {
+            extern "C" fn nothing(_: libc::c_int) {}
+            // SAFETY: installs a handler that does nothing, for a signal
+            // nothing else in the test binary uses; `sa` is fully initialised.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = nothing as *const () as usize;
+                sa.sa_flags = 0; // no SA_RESTART: blocked calls return EINTR
+                libc::sigemptyset(&mut sa.sa_mask);
+                assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+            }
+            // On a worker, watched: a lost completion hangs rather than fails.
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let outcome = std::panic::catch_unwind(signal_storm);
+                let _ = done.send(outcome.map_err(|e| {
+                    e.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default()
+                }));
+            });
+            match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(Ok(sent)) => assert!(sent > 100, "signals were sent: {sent}"),
+                Ok(Err(why)) => panic!("{why}"),
+                Err(_) => panic!("io_uring I/O hung under signals (a completion was lost)"),
+            }
+        }
+
+        /// Writes, reads and syncs under a storm of SIGUSR1 at this thread;
+        /// returns how many signals were sent.
+        fn signal_storm() -> u64 {
+            let u = Uring::new().expect("io_uring is available on this machine");
+            let f = tempfile::tempfile().unwrap();
+            // SAFETY: `pthread_self` has no preconditions.
+            let me = unsafe { libc::pthread_self() };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let sent = std::sync::atomic::AtomicU64::new(0);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // SAFETY: `me` is this scope's thread, alive until
+                        // `stop` is set (the scope joins this one first).
+                        unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        std::thread::yield_now();
+                    }
+                });
+                let block = 64 << 10;
+                for round in 0..400u32 {
+                    let data: Vec<u8> = (0..block as u32)
+                        .map(|i| (i.wrapping_mul(2_654_435_761) ^ round) as u8)
+                        .collect();
+                    let at = u64::from(round % 16) * block as u64;
+                    u.write_all_at(&f, &data, at)
+                        .expect("a write under signals");
+                    if round % 8 == 0 {
+                        u.sync_data(&f).expect("a sync under signals");
+                    }
+                    let mut back = vec![0u8; block];
+                    u.read_exact_at(&f, &mut back, at)
+                        .expect("a read under signals");
+                    assert!(
+                        back == data,
+                        "round {round}: the bytes read are not those written"
+                    );
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            sent.load(std::sync::atomic::Ordering::Relaxed)
         }
 
         #[test]

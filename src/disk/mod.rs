@@ -47,6 +47,7 @@ mod config;
 mod dir;
 mod flusher;
 mod ghosts;
+mod image;
 mod index;
 pub(crate) mod io;
 mod listing;
@@ -54,6 +55,7 @@ mod listing;
 pub(crate) mod power_loss;
 mod read;
 pub(crate) mod recovery;
+mod scan;
 mod segment;
 mod state;
 pub(crate) mod verify;
@@ -73,8 +75,8 @@ use crossbeam_channel::Sender;
 use dir::CHECKPOINT_FILE;
 use flusher::Flusher;
 use ghosts::Ghosts;
+use image::{ActiveBuffer, ChunkPool, Image};
 use index::Index;
-use segment::{ActiveBuffer, ChunkPool, Image};
 use state::{Counters, DiskState, Log, Request, notify_space};
 use std::collections::BTreeMap;
 use std::thread::JoinHandle;
@@ -175,7 +177,7 @@ impl DiskTier {
         // Spares for as many segments as the flush queue holds: a burst's
         // chunks are kept for the next (memory freed here is slow to take
         // back, docs/benchmarks.md §6), and no more than that.
-        let chunk = segment::chunk_size(size);
+        let chunk = image::chunk_size(size);
         let chunks = Arc::new(ChunkPool::new(
             chunk,
             config.max_frozen.saturating_mul(size.div_ceil(chunk)),

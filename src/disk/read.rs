@@ -7,8 +7,9 @@
 
 use super::DiskTier;
 use super::compression;
+use super::image::{Copied, Image};
 use super::index::{Loc, PENDING};
-use super::segment::{Copied, Image, SegmentFile};
+use super::segment::SegmentFile;
 use super::state::add;
 use crate::format::FormatError;
 use crate::format::record::{self, Kind, RECORD_HEADER_LEN};

@@ -19,11 +19,12 @@
 //! lost; sealing writes only after a tail's valid records.
 
 use super::DiskError;
-use super::analysis::{Analysis, Contents, Fate, analyze};
+use super::analysis::{Analysis, Fate, analyze};
 use super::dir::{keys_name, remove_if_there, sync_dir, write_keys};
 use super::index::{Index, Loc};
 use super::io::Io;
 use super::listing::Listing;
+use super::scan::Contents;
 use super::segment::{SegmentFile, Stream};
 use crate::format::list::Listed;
 use crate::format::segment::{

@@ -4,9 +4,10 @@
 //! once, so the index never runs ahead of or behind the log.
 
 use super::ghosts::Ghosts;
+use super::image::{ActiveBuffer, ChunkPool, Image};
 use super::index::{Index, Loc, MAX_SEGMENT_ID};
 use super::listing;
-use super::segment::{ActiveBuffer, ChunkPool, Image, SegmentFile, Stream};
+use super::segment::{SegmentFile, Stream};
 use super::{CheckpointState, DiskConfig, DiskError, compression};
 use crate::format::record::{
     self, Kind, MARK_LEN, Mark, RECORD_HEADER_LEN, RecordHeader, StreamPos,
@@ -117,7 +118,7 @@ pub(crate) struct DiskState {
     /// holds after memory has decided they need no writing.
     pub(crate) reclaim_held: AtomicBool,
     /// Set while a warm refill runs: reclaim lets the tier exceed its
-    /// capacity by a bounded slack (`flusher::refill_slack`).
+    /// capacity by a bounded slack (`policy::reclaim::refill_slack`).
     pub(crate) refilling: AtomicBool,
     /// Held by reclaim while it works on a segment: holding reclaim off waits
     /// for the segment in progress, so nothing is dropped after it returns.

@@ -4,9 +4,10 @@
 //! it takes no lock and writes nothing, so it may run beside a cache that
 //! uses the directory (then the segments being written show as unsealed).
 
-use super::analysis::{Analysis, Contents, Fate, analyze};
+use super::analysis::{Analysis, Fate, analyze};
 use super::dir::{CHECKPOINT_FILE, read_checkpoint};
 use super::io::Positional;
+use super::scan::Contents;
 use crate::format::FormatError;
 use crate::format::manifest::Manifest;
 use crate::format::record::{self, Kind};

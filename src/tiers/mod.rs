@@ -275,3 +275,60 @@ impl Tiers {
         self.memory.validate();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cache, WritePolicy};
+
+    /// Nothing slow under a shard lock: under `Demote` every eviction of an
+    /// entry that proved reuse writes it, compressed (its values compress),
+    /// and compression asserts that no shard lock is held. So this fails if
+    /// the demotion's compression moves back under the lock.
+    #[test]
+    fn demotions_compress_outside_the_shard_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::builder()
+            .memory_capacity(64)
+            .unit_weight()
+            .shards(1)
+            .disk(dir.path(), 64 << 20)
+            .segment_size(1 << 20)
+            .write_policy(WritePolicy::Demote)
+            .compress_above(64)
+            .build()
+            .unwrap();
+        let value = |i: u32| format!("{i:08} ").repeat(100);
+        for i in 0..2_000u32 {
+            cache.insert(&i.to_le_bytes(), value(i)).unwrap();
+            cache
+                .insert(&(1_000_000 + i).to_le_bytes(), "filler")
+                .unwrap();
+            assert!(
+                cache.get(&i.to_le_bytes()).is_some(),
+                "referenced: proves reuse"
+            );
+        }
+        cache.sync().unwrap();
+        let disk = cache.stats().disk.unwrap();
+        assert!(disk.values_appended > 1_000, "demoted: {disk:?}");
+        assert!(
+            disk.value_bytes_stored * 4 < disk.value_bytes_in,
+            "and compressed: {disk:?}"
+        );
+        for i in 0..2_000u32 {
+            if let Some(v) = cache.get(&i.to_le_bytes()) {
+                assert_eq!(v, value(i));
+            }
+        }
+    }
+
+    /// The check itself: compression or a wait asserted under a shard lock
+    /// panics (in builds with debug assertions, the tests').
+    #[test]
+    #[should_panic(expected = "under a shard lock")]
+    fn the_lock_rule_check_fires_under_a_lock() {
+        let memory = crate::memory::MemoryTier::new(64, 1, crate::time::Clock::system());
+        let _shard = memory.write(0);
+        crate::sync::assert_no_shard_lock("compression");
+    }
+}

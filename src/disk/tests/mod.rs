@@ -58,7 +58,7 @@ pub(super) fn k(key: u32) -> [u8; 4] {
 
 /// The segment files in `dir`, in id order (recovery's own lister).
 pub(super) fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    super::analysis::list_segments(dir)
+    super::scan::list_segments(dir)
         .unwrap()
         .0
         .into_values()

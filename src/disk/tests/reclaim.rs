@@ -148,7 +148,7 @@ fn a_warm_refill_holds_reclaim_off_only_up_to_a_bound() {
     let segments = 32u64;
     let tier = DiskTier::open(config(dir.path(), segments)).unwrap();
     let max = segments as usize;
-    let slack = flusher::refill_slack(max);
+    let slack = crate::policy::reclaim::refill_slack(max);
     assert_eq!(slack, 2);
     // Counted as the directory lists them, not as reclaim counts them.
     let held = |_: &DiskTier| segment_files(dir.path()).len();
