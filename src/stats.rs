@@ -63,6 +63,14 @@ pub struct DiskTierStats {
     pub segments: u64,
     /// Bytes of segment files the tier may keep.
     pub capacity: u64,
+    /// Bytes of each segment file.
+    pub segment_size: u64,
+    /// How often the flusher writes what it has buffered.
+    pub flush_interval: std::time::Duration,
+    /// Values at least this long are compressed when that shrinks them.
+    pub compress_above: usize,
+    /// What an insert does when the flusher is behind.
+    pub backpressure: crate::Backpressure,
     /// Bytes written to segment files (records, summaries, trailers, headers).
     pub bytes_written: u64,
     /// Time the flusher spent in those writes (not in `fdatasync`):

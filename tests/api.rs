@@ -208,3 +208,144 @@ fn long_keys_and_hash_collisions_are_compared_in_full() {
     assert_eq!(c.get(&a).unwrap(), "A");
     assert_eq!(c.get(&b).unwrap(), "B");
 }
+
+/// Every builder setting means the same whatever the order of the calls:
+/// the disk tier's settings before `disk()` were once dropped silently.
+#[test]
+fn builder_settings_in_any_order_build_the_same_cache() {
+    use larder::{Backpressure, CacheBuilder, WritePolicy};
+    type Step = fn(CacheBuilder) -> CacheBuilder;
+    let steps: [(&str, Step); 6] = [
+        ("segment_size", |b| b.segment_size(1 << 20)),
+        ("write_policy", |b| b.write_policy(WritePolicy::Demote)),
+        ("flush_interval", |b| {
+            b.flush_interval(Duration::from_millis(7))
+        }),
+        ("compress_above", |b| b.compress_above(99)),
+        ("disk_backpressure", |b| {
+            b.disk_backpressure(Backpressure::Refuse)
+        }),
+        ("shards", |b| b.shards(2)),
+    ];
+    let mut seen = None;
+    // The disk() call at every position among the other steps, and the
+    // others in every rotation.
+    for rotation in 0..steps.len() {
+        for disk_at in 0..=steps.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = Cache::builder().memory_capacity(1 << 20);
+            for (i, j) in (0..steps.len()).map(|i| (i, (i + rotation) % steps.len())) {
+                if i == disk_at {
+                    b = b.disk(dir.path(), 64 << 20);
+                }
+                b = (steps[j].1)(b);
+            }
+            if disk_at == steps.len() {
+                b = b.disk(dir.path(), 64 << 20);
+            }
+            let cache = b.build().unwrap();
+            let s = cache.stats();
+            let d = s.disk.unwrap();
+            let got = (
+                d.segment_size,
+                d.write_policy,
+                d.flush_interval,
+                d.compress_above,
+                d.backpressure,
+                s.shards,
+            );
+            assert_eq!(
+                got,
+                (
+                    1 << 20,
+                    WritePolicy::Demote,
+                    Duration::from_millis(7),
+                    99,
+                    Backpressure::Refuse,
+                    2
+                ),
+                "rotation {rotation}, disk() at {disk_at}"
+            );
+            assert!(seen.is_none_or(|s| s == got));
+            seen = Some(got);
+        }
+    }
+    // A disk setting without a disk is an error that names the fix.
+    let err = Cache::builder()
+        .memory_capacity(1 << 20)
+        .segment_size(1 << 20)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("disk(dir, capacity)"), "{err}");
+}
+
+/// A small disk with the default segment size works: the segment size
+/// fits the capacity; too small a disk names the fix.
+#[test]
+fn a_small_disk_gets_segments_that_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder()
+        .memory_capacity(1 << 20)
+        .disk(dir.path(), 8 << 20)
+        .build()
+        .unwrap();
+    assert_eq!(cache.stats().disk.unwrap().segment_size, 1 << 20);
+    cache.insert(b"k", "v").unwrap();
+    cache.close().unwrap();
+    // Reopened with another capacity, it keeps the size it was made with.
+    let cache = Cache::builder()
+        .memory_capacity(1 << 20)
+        .disk(dir.path(), 64 << 20)
+        .build()
+        .unwrap();
+    assert_eq!(cache.stats().disk.unwrap().segment_size, 1 << 20);
+    assert_eq!(cache.get(b"k").as_deref(), Some(&b"v"[..]));
+    drop(cache);
+    let err = Cache::builder()
+        .memory_capacity(1 << 20)
+        .disk(tempfile::tempdir().unwrap().path(), 100 << 10)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("capacity"), "{err}");
+}
+
+/// After `close()` on one handle, its clones refuse writes with a typed
+/// error (they were once accepted and never persisted), and find nothing.
+#[test]
+fn operations_after_close_on_another_handle_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder()
+        .memory_capacity(1 << 20)
+        .disk(dir.path(), 64 << 20)
+        .build()
+        .unwrap();
+    let other = cache.clone();
+    cache.insert(b"k", "v").unwrap();
+    cache.close().unwrap();
+    assert!(matches!(other.insert(b"k2", "v"), Err(Error::Closed)));
+    assert!(matches!(
+        other.insert_with_ttl(b"k2", "v", Duration::from_secs(1)),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(other.sync(), Err(Error::Closed)));
+    assert!(matches!(
+        other.get_or_insert_with(b"k3", || "v".into()),
+        Err(Error::Closed)
+    ));
+    assert!(other.get(b"k").is_none() && !other.contains(b"k"));
+    assert!(other.remove(b"k").is_none());
+    let disk = other.stats().disk.unwrap();
+    assert!(
+        disk.closed && disk.failure.is_none(),
+        "a close is not a failure: {disk:?}"
+    );
+    assert!(other.close().is_ok(), "the first close's outcome");
+    // Nothing the clone tried reached the directory.
+    let cache = Cache::builder()
+        .memory_capacity(1 << 20)
+        .disk(dir.path(), 64 << 20)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get(b"k").as_deref(), Some(&b"v"[..]));
+    assert!(cache.get(b"k2").is_none() && cache.get(b"k3").is_none());
+}

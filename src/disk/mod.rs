@@ -356,6 +356,10 @@ impl DiskTier {
             queued_segments: sh.frozen.read().len() as u64,
             buffer_bytes: sh.chunks.bytes() as u64,
             capacity: sh.config.capacity,
+            segment_size: sh.config.segment_size,
+            flush_interval: sh.config.flush_interval,
+            compress_above: sh.config.compress_above,
+            backpressure: sh.config.backpressure,
             write_policy: crate::WritePolicy::default(),
             recovery: sh.recovery.clone(),
         }
