@@ -3,9 +3,11 @@
 //! A persistent, embedded, tiered cache engine: a sharded memory tier (L1)
 //! evicting with CLOCK-Pro, optionally over a log-structured disk tier (L2,
 //! [`CacheBuilder::disk`]) that one CLOCK-Pro policy spans. [`Cache::close`]
-//! makes the next open of the directory warm; after a crash, opening it
-//! recovers a consistent prefix of the writes ([`verify_dir`] checks a
-//! directory offline).
+//! makes the next open of the directory warm; after a crash (a kill or a
+//! power loss), opening it recovers the cache as it was at one moment, at
+//! least its last completed [`Cache::sync`]; a damaged segment file costs its
+//! own keys only, never an old value ([`verify_dir`] checks a directory
+//! offline).
 //!
 //! ```
 //! use larder::{Cache, CheckpointStatus};
@@ -68,11 +70,12 @@
 //!   operations; a refused operation changes nothing.
 //!
 //! ## Memory per entry
-//! A resident entry costs an 88-byte slot (24 bytes of policy metadata, a
-//! 24-byte key buffer holding keys of up to 22 bytes inline, the 32-byte `Bytes`
-//! handle and an 8-byte deadline), about 5–10 bytes of hash table, and the
-//! value's own allocation. A remembered non-resident key (a CLOCK-Pro ghost)
-//! costs 24 bytes plus its table slot; ghosts are bounded by the number of
+//! A resident entry costs 96 bytes ([`ENTRY_OVERHEAD`]): a 64-byte line that
+//! every lookup reads (a 24-byte key buffer holding keys of up to 22 bytes
+//! inline, the 32-byte `Bytes` handle, the reference bit and flags), 24 bytes of
+//! policy metadata and an 8-byte deadline; plus about 5–10 bytes of hash table
+//! and the value's own allocation. A remembered non-resident key (a CLOCK-Pro
+//! ghost) costs 24 bytes plus its table slot; ghosts are bounded by the number of
 //! resident entries. See `docs/design.md` and `docs/benchmarks.md`.
 //!
 //! ## Cargo features
