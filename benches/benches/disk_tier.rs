@@ -332,10 +332,11 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         let mut kept = 0;
         for _ in 0..READS {
             let k = rng.random_range(0..keys).to_le_bytes();
-            if cache.contains(&k) {
-                kept += 1;
-                continue; // a memory hit: not what is measured
-            }
+            // Every hit is timed: the memory tier holds about 1,000 of the
+            // keys, so under 0.5% of the hits are memory's, which moves a
+            // percentile by less than half a point. (Telling them apart by
+            // `stats()` between the gets would disturb the caches each get
+            // runs in.)
             let t = Instant::now();
             let v = cache.get(&k);
             let dt = t.elapsed();
