@@ -1,31 +1,32 @@
 //! The disk tier's index: key hash → where the key's newest record lives.
 //!
 //! One 16-byte entry per key on disk (asserted in a test), in 256 lock-striped
-//! hashbrown tables: the key's whole 64-bit hash, the record's segment (29
-//! bits) and offset, and policy flags. The record's length is not kept: a read
-//! learns it from the record's header. The key is not kept either: every read
-//! compares the key stored in the record. Keys are told apart by their whole
-//! hash, as recovery tells them apart (summaries list whole hashes), so two
-//! keys share an entry only if their 64-bit hashes are equal (about 0.03 such
-//! pairs among a billion keys): then the newer one takes it and the other is a
-//! miss, never a wrong value. (An entry once kept 32 bits of the hash, and
-//! keys sharing those and their stripe, about one in 500,000, were never
-//! cached on disk.)
+//! tables ([`table`]: Robin Hood open addressing, grown by a quarter, about
+//! 20.5 bytes a key with its free slots): the key's whole 64-bit hash, the
+//! record's segment (29 bits) and offset, and policy flags. The record's
+//! length is not kept: a read learns it from the record's header. The key is
+//! not kept either: every read compares the key stored in the record. Keys are
+//! told apart by their whole hash, as recovery tells them apart (summaries
+//! list whole hashes), so two keys share an entry only if their 64-bit hashes
+//! are equal (about 0.03 such pairs among a billion keys): then the newer one
+//! takes it and the other is a miss, never a wrong value.
 //!
-//! The stripes are deliberately unequal. A hash table doubles when it is 7/8
-//! full, so right after a doubling it is 7/16 full, and equal stripes would all
-//! double at once: the index's bytes per key would swing by 2× with the
-//! number of keys. Instead stripe `i` gets a share of keys proportional to
-//! `2^(i/256)`, so the stripes' sizes spread over one octave and their
-//! doublings are spread evenly over every doubling of the key count; the
-//! index's load factor stays near its mean, about 63%.
+//! The stripes are deliberately unequal. A table grows by 5/4 when it is 7/8
+//! full, so its load swings between 70% and 87.5%, and equal stripes would all
+//! grow at once: the index's bytes per key would swing with the number of
+//! keys. Instead stripe `i` gets a share of keys proportional to `2^(i/256)`,
+//! so the stripes' sizes spread over one octave (more than the 5/4 step) and
+//! their growths are spread evenly; the index's load stays near its mean,
+//! about 78%.
 //!
 //! The flags steer reclaim, L2's clock hand: a use count ([`USES`]) and
 //! [`IN_MEMORY`] (the memory tier holds the key, so a copy on disk is not
 //! worth a rewrite). They never decide what a read returns.
 
 use crate::sync::{AtomicU32, AtomicUsize, Ordering, RwLock};
-use hashbrown::HashTable;
+use table::{EMPTY, Table};
+
+mod table;
 
 /// Where a record starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,14 @@ struct Entry {
 }
 
 impl Entry {
+    fn empty() -> Self {
+        Entry {
+            hash: EMPTY,
+            offset: 0,
+            segment_flags: AtomicU32::new(0),
+        }
+    }
+
     fn loc(&self) -> Loc {
         Loc {
             segment: self.segment_flags.load(Ordering::Relaxed) & SEGMENT_MASK,
@@ -87,11 +96,10 @@ impl Entry {
     }
 }
 
-/// What hashbrown hashes an entry by: its key's hash (xxh3, well mixed:
-/// hashbrown takes buckets from its low bits and control bytes from its top
-/// ones; the stripe took bits 40..52).
-fn table_hash(hash: u64) -> u64 {
-    hash
+/// The hash an entry stores for `hash`: 0 marks a free slot, so a key hashed
+/// to 0 is stored as 1 (the two share an entry, as equal hashes do).
+fn stored(hash: u64) -> u64 {
+    hash.max(1)
 }
 
 const STRIPES: usize = 256;
@@ -100,7 +108,7 @@ const STRIPES: usize = 256;
 const STRIPE_PICK_BITS: u32 = 12;
 
 pub(crate) struct Index {
-    stripes: [RwLock<HashTable<Entry>>; STRIPES],
+    stripes: [RwLock<Table>; STRIPES],
     /// `STRIPE_PICK_BITS` hash bits → stripe, stripe `i` taking a share of the
     /// slots proportional to `2^(i/STRIPES)`.
     stripe_of: Box<[u8; 1 << STRIPE_PICK_BITS]>,
@@ -122,21 +130,22 @@ fn stripe_table() -> Box<[u8; 1 << STRIPE_PICK_BITS]> {
 impl Index {
     pub(crate) fn new() -> Self {
         Index {
-            stripes: std::array::from_fn(|_| RwLock::new(HashTable::new())),
+            stripes: std::array::from_fn(|_| RwLock::new(Table::new())),
             stripe_of: stripe_table(),
             len: AtomicUsize::new(0),
         }
     }
 
-    fn stripe(&self, hash: u64) -> &RwLock<HashTable<Entry>> {
+    fn stripe(&self, hash: u64) -> &RwLock<Table> {
         let pick = (hash >> 40) as usize & ((1 << STRIPE_PICK_BITS) - 1);
         &self.stripes[usize::from(self.stripe_of[pick])]
     }
 
     /// The location of `hash`'s record; the read raises its use count.
     pub(crate) fn get(&self, hash: u64) -> Option<Loc> {
+        let hash = stored(hash);
         let stripe = self.stripe(hash).read();
-        let e = stripe.find(table_hash(hash), |e| e.hash == hash)?;
+        let e = stripe.find(hash)?;
         if e.flags() & USES != USES {
             e.update_flags(|f| if f & USES == USES { f } else { f + 1 });
         }
@@ -145,81 +154,73 @@ impl Index {
 
     /// The location of `hash`'s record, without counting a use.
     pub(crate) fn peek(&self, hash: u64) -> Option<Loc> {
+        let hash = stored(hash);
         let stripe = self.stripe(hash).read();
-        stripe
-            .find(table_hash(hash), |e| e.hash == hash)
-            .map(Entry::loc)
+        stripe.find(hash).map(Entry::loc)
     }
 
     /// Points `hash` at `loc` with `flags`; returns where it pointed before.
     pub(crate) fn insert(&self, hash: u64, loc: Loc, flags: u8) -> Option<Loc> {
+        let hash = stored(hash);
         debug_assert!(loc.segment <= MAX_SEGMENT_ID);
         let segment_flags = loc.segment | u32::from(flags) << SEGMENT_BITS;
         let mut stripe = self.stripe(hash).write();
-        match stripe.find_mut(table_hash(hash), |e| e.hash == hash) {
-            Some(e) => {
-                let old = e.loc();
-                e.offset = loc.offset;
-                *e.segment_flags.get_mut() = segment_flags;
-                Some(old)
-            }
-            None => {
-                let entry = Entry {
-                    hash,
-                    offset: loc.offset,
-                    segment_flags: AtomicU32::new(segment_flags),
-                };
-                stripe.insert_unique(table_hash(hash), entry, |e| table_hash(e.hash));
-                self.len.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        let (e, made) = stripe.upsert(hash, || Entry {
+            hash,
+            offset: loc.offset,
+            segment_flags: AtomicU32::new(segment_flags),
+        });
+        if made {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
+        let old = e.loc();
+        e.offset = loc.offset;
+        *e.segment_flags.get_mut() = segment_flags;
+        Some(old)
     }
 
     /// Points `hash` at [`PENDING`] with `flags`, if it points nowhere.
     /// Whether it did.
     pub(crate) fn reserve(&self, hash: u64, flags: u8) -> bool {
-        let mut stripe = self.stripe(hash).write();
-        if stripe.find(table_hash(hash), |e| e.hash == hash).is_some() {
-            return false;
-        }
+        let hash = stored(hash);
         let segment_flags = PENDING.segment | u32::from(flags) << SEGMENT_BITS;
-        let entry = Entry {
+        let mut stripe = self.stripe(hash).write();
+        let (_, made) = stripe.upsert(hash, || Entry {
             hash,
             offset: PENDING.offset,
             segment_flags: AtomicU32::new(segment_flags),
-        };
-        stripe.insert_unique(table_hash(hash), entry, |e| table_hash(e.hash));
-        self.len.fetch_add(1, Ordering::Relaxed);
-        true
+        });
+        if made {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        made
     }
 
     /// Forgets `hash`, whatever it points at; returns where it pointed.
     pub(crate) fn remove(&self, hash: u64) -> Option<Loc> {
+        let hash = stored(hash);
         let mut stripe = self.stripe(hash).write();
-        let entry = stripe
-            .find_entry(table_hash(hash), |e| e.hash == hash)
-            .ok()?;
+        let entry = stripe.remove_if(hash, |_| true)?;
         self.len.fetch_sub(1, Ordering::Relaxed);
-        Some(entry.remove().0.loc())
+        Some(entry.loc())
     }
 
     /// Forgets `hash` only if it still points at `loc` (a newer record may have moved it).
     pub(crate) fn remove_if(&self, hash: u64, loc: Loc) -> bool {
+        let hash = stored(hash);
         let mut stripe = self.stripe(hash).write();
-        match stripe.find_entry(table_hash(hash), |e| e.hash == hash && e.loc() == loc) {
-            Ok(entry) => {
-                entry.remove();
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
+        let removed = stripe.remove_if(hash, |e| e.loc() == loc).is_some();
+        if removed {
+            self.len.fetch_sub(1, Ordering::Relaxed);
         }
+        removed
     }
 
     fn with_entry(&self, hash: u64, f: impl FnOnce(&Entry)) -> bool {
+        let hash = stored(hash);
         let stripe = self.stripe(hash).read();
-        match stripe.find(table_hash(hash), |e| e.hash == hash) {
+        match stripe.find(hash) {
             Some(e) => {
                 f(e);
                 true
@@ -246,8 +247,9 @@ impl Index {
 
     /// If `hash` points at `loc`: its flags.
     pub(crate) fn flags_at(&self, hash: u64, loc: Loc) -> Option<u8> {
+        let hash = stored(hash);
         let stripe = self.stripe(hash).read();
-        let e = stripe.find(table_hash(hash), |e| e.hash == hash && e.loc() == loc)?;
+        let e = stripe.find(hash).filter(|e| e.loc() == loc)?;
         Some(e.flags())
     }
 
@@ -265,24 +267,11 @@ impl Index {
         gone
     }
 
-    /// Bytes the index's tables take: buckets (an entry and a control byte
-    /// each) plus the stripe table, not counting the allocator's own overhead.
+    /// Bytes the index's tables take: their slots (an entry each, free or
+    /// held) plus the stripe table, not counting the allocator's own overhead.
     pub(crate) fn table_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<Entry>() + 1;
-        let buckets: usize = self
-            .stripes
-            .iter()
-            .map(|s| {
-                let capacity = s.read().capacity();
-                // hashbrown keeps 1/8 of its buckets free (all but the smallest tables).
-                if capacity == 0 {
-                    0
-                } else {
-                    (capacity * 8 / 7).next_power_of_two()
-                }
-            })
-            .sum();
-        buckets * entry + self.stripe_of.len()
+        let slots: usize = self.stripes.iter().map(|s| s.read().capacity()).sum();
+        slots * std::mem::size_of::<Entry>() + self.stripe_of.len()
     }
 
     /// Every entry with uses left: its location and use count.
@@ -381,7 +370,7 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert!(index.remove_if(7, b));
         assert_eq!(index.len(), 0);
-        for h in 0..100 {
+        for h in 1..=100 {
             index.insert(
                 h,
                 Loc {
@@ -396,5 +385,19 @@ mod tests {
         assert!(index.peek(1).is_none() && index.peek(2).is_some());
         assert!(index.get(7).is_none());
         assert_eq!(index.remove(7), None);
+    }
+
+    #[test]
+    fn a_key_hashed_to_zero_is_kept() {
+        let index = Index::new();
+        let loc = Loc {
+            segment: 3,
+            offset: 8,
+        };
+        assert_eq!(index.insert(0, loc, 0), None);
+        assert_eq!(index.get(0), Some(loc));
+        assert!(index.remove_if(0, loc));
+        assert_eq!(index.peek(0), None);
+        assert_eq!(index.len(), 0);
     }
 }
