@@ -2,7 +2,7 @@
 
 use crate::cache::Cache;
 use crate::disk::io::{Io, default_backend};
-use crate::disk::{Backpressure, DiskConfig, DiskTier};
+use crate::disk::{Backpressure, DEFAULT_MAX_MAPS, DiskConfig, DiskTier, ReadPath};
 use crate::error::BuildError;
 use crate::memory::MemoryTier;
 use crate::tiers::{Lower, Tiers, WritePolicy};
@@ -96,6 +96,8 @@ struct DiskSettings {
     /// The I/O backend; `None`: the default one. Tests inject faults here.
     io: Option<Arc<dyn Io>>,
     direct: Option<bool>,
+    read_path: Option<ReadPath>,
+    max_maps: Option<usize>,
 }
 
 impl DiskSettings {
@@ -108,6 +110,8 @@ impl DiskSettings {
             (self.flush_interval.is_some(), "flush_interval"),
             (self.compress_above.is_some(), "compress_above"),
             (self.direct.is_some(), "direct_writes"),
+            (self.read_path.is_some(), "read_path"),
+            (self.max_maps.is_some(), "max_maps"),
         ]
         .into_iter()
         .find_map(|(set, name)| set.then_some(name))
@@ -262,6 +266,22 @@ impl CacheBuilder {
         self
     }
 
+    /// How the disk tier reads sealed segments: through read-only memory
+    /// maps ([`ReadPath::Mmap`], the default) or with `pread`
+    /// ([`ReadPath::Pread`]).
+    pub fn read_path(mut self, path: ReadPath) -> Self {
+        self.disk_settings.read_path = Some(path);
+        self
+    }
+
+    /// The most sealed segments the disk tier maps at once (default
+    /// [`DEFAULT_MAX_MAPS`]); past it, the least recently read segment's map
+    /// is let go. Within `1..=32768`, checked at `build()`.
+    pub fn max_maps(mut self, maps: usize) -> Self {
+        self.disk_settings.max_maps = Some(maps);
+        self
+    }
+
     /// Opens the disk tier the settings describe, with their defaults.
     fn open_disk(&self, dir: &std::path::Path, capacity: u64) -> Result<Lower, BuildError> {
         let d = &self.disk_settings;
@@ -282,6 +302,8 @@ impl CacheBuilder {
             max_frozen: 2,
             io,
             direct: d.direct.unwrap_or(false),
+            read_path: d.read_path.unwrap_or_default(),
+            max_maps: d.max_maps.unwrap_or(DEFAULT_MAX_MAPS),
         };
         let disk = DiskTier::open(config).map_err(BuildError::Disk)?;
         let unix_now = std::time::SystemTime::now()

@@ -111,7 +111,7 @@ pub use builder::{CacheBuilder, DEFAULT_SEGMENT_SIZE, ENTRY_OVERHEAD, MAX_SHARDS
 pub use bytes::Bytes;
 pub use cache::Cache;
 pub use disk::verify::VerifyReport;
-pub use disk::{Backpressure, DiskError};
+pub use disk::{Backpressure, DEFAULT_MAX_MAPS, DiskError, ReadPath};
 pub use error::{BuildError, Error, LoadError};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
 pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};

@@ -105,6 +105,10 @@ pub struct DiskTierStats {
     pub corrupt_records: u64,
     /// Segments reclaimed to stay within capacity.
     pub reclaimed_segments: u64,
+    /// Segments dropped because a read through their map faulted: the file
+    /// was truncated behind larder's back or could not be read. Their keys
+    /// became misses; the read that found it out counts in `corrupt_records`.
+    pub faulted_segments: u64,
     /// `Some(reason)` once a write or fsync failed: the tier no longer writes.
     pub failure: Option<String>,
     /// The cache was closed: the tier reads and writes nothing any more (not
@@ -116,6 +120,12 @@ pub struct DiskTierStats {
     /// [`direct_writes`](crate::CacheBuilder::direct_writes) and taken by the
     /// file system.
     pub direct_writes: bool,
+    /// How sealed segments are read: "mmap" or "pread"
+    /// ([`read_path`](crate::CacheBuilder::read_path)).
+    pub read_path: &'static str,
+    /// Sealed segments mapped now (at most
+    /// [`max_maps`](crate::CacheBuilder::max_maps)).
+    pub maps: u64,
     /// When values are written.
     pub write_policy: crate::WritePolicy,
     /// What opening the directory found and did.

@@ -2,7 +2,7 @@
 //! a function of the key, and every hit's bytes are checked against it.
 
 use crate::CliResult;
-use larder::{Backpressure, Bytes, Cache, WritePolicy};
+use larder::{Backpressure, Bytes, Cache, ReadPath, WritePolicy};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,16 @@ pub(crate) struct Args {
     /// file system refuses it, the JSON's `direct_writes` is false).
     #[arg(long, requires = "disk_dir")]
     direct_writes: bool,
+    /// How sealed segments are read: through memory maps or with pread.
+    #[arg(long, value_enum, default_value_t = Reads::Mmap, requires = "disk_dir")]
+    read_path: Reads,
+}
+
+/// `--read-path`'s values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Reads {
+    Mmap,
+    Pread,
 }
 
 /// `--write-policy`'s values.
@@ -88,7 +98,11 @@ pub(crate) fn run(args: Args) -> CliResult {
                 Policy::Demote => WritePolicy::Demote,
                 Policy::DemoteAll => WritePolicy::DemoteAll,
             })
-            .direct_writes(args.direct_writes);
+            .direct_writes(args.direct_writes)
+            .read_path(match args.read_path {
+                Reads::Mmap => ReadPath::Mmap,
+                Reads::Pread => ReadPath::Pread,
+            });
         if let Some(size) = args.segment_size {
             builder = builder.segment_size(size);
         }
@@ -159,6 +173,9 @@ pub(crate) fn run(args: Args) -> CliResult {
             "healthy": d.healthy(),
             "io_backend": d.io_backend,
             "direct_writes": d.direct_writes,
+            "read_path": d.read_path,
+            "maps": d.maps,
+            "faulted_segments": d.faulted_segments,
         });
     }
     if args.json {

@@ -36,6 +36,10 @@ pub(crate) struct DiskConfig {
     /// Write segments with `O_DIRECT` (bypassing the page cache). Asked for
     /// by the builder; `open` turns it off where the file system refuses it.
     pub(crate) direct: bool,
+    /// How sealed segments are read.
+    pub(crate) read_path: super::ReadPath,
+    /// The most sealed segments mapped at once (with `ReadPath::Mmap`).
+    pub(crate) max_maps: usize,
 }
 
 /// Why the disk tier could not open, or stopped: each kind its own variant,
@@ -125,6 +129,13 @@ impl DiskConfig {
         }
         if self.max_frozen == 0 {
             return Err(DiskError::Config("max_frozen must be at least 1".into()));
+        }
+        let registry = super::mapped::REGISTRY_SLOTS;
+        if !(1..=registry).contains(&self.max_maps) {
+            return Err(DiskError::Config(format!(
+                "max_maps must be within 1..={registry}, not {}",
+                self.max_maps
+            )));
         }
         if self.direct && !s.is_multiple_of(DIRECT_ALIGN as u64) {
             return Err(DiskError::Config(format!(

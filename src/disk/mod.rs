@@ -51,6 +51,8 @@ mod image;
 mod index;
 pub(crate) mod io;
 mod listing;
+mod mapped;
+mod maps;
 #[cfg(any(test, feature = "validate"))]
 pub(crate) mod power_loss;
 mod read;
@@ -65,6 +67,7 @@ pub use config::Backpressure;
 pub(crate) use config::DiskConfig;
 pub use config::DiskError;
 pub(crate) use dir::segment_size_of;
+pub use maps::{DEFAULT_MAX_MAPS, ReadPath};
 pub(crate) use read::Token;
 pub(crate) use segment::Stream;
 pub(crate) use write::Prepared;
@@ -218,6 +221,7 @@ impl DiskTier {
             failure: Mutex::new(None),
             counters: Counters::default(),
             compression: compression::Gate::default(),
+            maps: maps::Maps::new(config.max_maps),
             #[cfg(test)]
             before_active: Mutex::new(None),
             config,
@@ -347,12 +351,15 @@ impl DiskTier {
             refused_writes: load(&c.refused_writes),
             corrupt_records: load(&c.corrupt_records),
             reclaimed_segments: load(&c.reclaimed_segments),
+            faulted_segments: load(&c.faulted_segments),
             reappended: load(&c.reappended),
             ghosts: sh.ghosts.len() as u64,
             failure: sh.failure.lock().clone(),
             closed: sh.closed.load(Ordering::Acquire),
             io_backend: sh.config.io.name(),
             direct_writes: sh.config.direct,
+            read_path: sh.config.read_path.name(),
+            maps: sh.maps.open() as u64,
             queued_segments: sh.frozen.read().len() as u64,
             buffer_bytes: sh.chunks.bytes() as u64,
             capacity: sh.config.capacity,

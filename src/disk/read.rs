@@ -9,6 +9,8 @@ use super::DiskTier;
 use super::compression;
 use super::image::{Copied, Image};
 use super::index::{Loc, PENDING};
+use super::mapped::{Faulted, Map};
+use super::maps::{Mapped, ReadPath};
 use super::segment::SegmentFile;
 use super::state::add;
 use crate::format::FormatError;
@@ -164,8 +166,42 @@ impl DiskTier {
             return Some(self.read_image(&image, loc.offset));
         }
         let file = sh.files.read().get(&loc.segment).cloned()?;
-        let records_end = self.shared.config.segment_size as usize - TRAILER_LEN;
+        let size = sh.config.segment_size as usize;
+        let records_end = size - TRAILER_LEN;
+        if sh.config.read_path == ReadPath::Mmap {
+            match sh
+                .maps
+                .read(&file, size, |map| read_map(map, loc.offset, records_end))
+            {
+                Mapped::Read(bytes) => return Some(bytes),
+                Mapped::Unmapped => {}
+                Mapped::Failed { first: true } => {
+                    self.drop_faulted(&file);
+                    return Some(Err(FormatError::Truncated {
+                        needed: RECORD_HEADER_LEN,
+                        available: 0,
+                    }));
+                }
+                // Found out by an earlier read, which dropped its keys.
+                Mapped::Failed { first: false } => return None,
+            }
+        }
         Some(self.read_file(&file, loc.offset, records_end))
+    }
+
+    /// Drops a segment whose map faulted (its file was truncated or cannot
+    /// be read) from the index: its keys are misses from now on. The file
+    /// stays listed until reclaim reaches it, as a damaged segment, so the
+    /// next open treats it as such (and older records of its keys cannot
+    /// come back).
+    fn drop_faulted(&self, file: &SegmentFile) {
+        let sh = &*self.shared;
+        let keys = sh.index.remove_segment(file.id);
+        add(&sh.counters.faulted_segments, 1);
+        log::warn!(
+            "segment {} faulted under its map (truncated or unreadable): {keys} keys dropped",
+            file.id
+        );
     }
 
     /// The record at `offset` of a segment not sealed yet: from its image, or
@@ -232,6 +268,39 @@ impl DiskTier {
         }
         Ok(buf)
     }
+}
+
+/// The record at `offset` of a mapped segment whose records end by
+/// `records_end`, copied out of the map (as `DiskTier::read_file` reads it).
+fn read_map(
+    map: &Map,
+    offset: u32,
+    records_end: usize,
+) -> Result<Result<Vec<u8>, FormatError>, Faulted> {
+    let start = offset as usize;
+    let ahead = READ_AHEAD.min(records_end.saturating_sub(start));
+    let short = |needed| FormatError::Truncated {
+        needed,
+        available: 0,
+    };
+    if ahead < RECORD_HEADER_LEN {
+        return Ok(Err(short(RECORD_HEADER_LEN)));
+    }
+    let mut buf = vec![0u8; ahead];
+    map.copy_to(start, &mut buf)?;
+    let len = match record::decode_header(&buf) {
+        Ok(h) => h.record_len(),
+        Err(e) => return Ok(Err(e)),
+    };
+    if len <= ahead {
+        buf.truncate(len);
+    } else if start + len > records_end {
+        return Ok(Err(short(len)));
+    } else {
+        buf.resize(len, 0);
+        map.copy_to(start + ahead, &mut buf[ahead..])?;
+    }
+    Ok(Ok(buf))
 }
 
 /// Bytes read ahead of a record in a segment file (see `DiskTier::read_file`):

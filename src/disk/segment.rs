@@ -2,6 +2,7 @@
 //! (The images of segments not written yet are `image.rs`.)
 
 use super::io::Io;
+use super::maps::MapSlot;
 use crate::format::segment::SegmentHeader;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -16,8 +17,8 @@ pub(crate) fn file_name(id: u32) -> String {
 /// unlists it, then unlinks it at once: a reader that still holds it reads on
 /// through its open descriptor (the inode lives until the last one closes),
 /// and segment ids are never reused, so no read ever touches another
-/// segment's bytes. Reads are positional reads, never a memory map: a file
-/// truncated behind larder's back costs a short read (a miss), not a SIGBUS.
+/// segment's bytes. A sealed segment is read through its map when the tier
+/// reads by `mmap` (`maps.rs`), else with positional reads.
 pub(crate) struct SegmentFile {
     pub(crate) id: u32,
     pub(crate) stream: Stream,
@@ -27,6 +28,8 @@ pub(crate) struct SegmentFile {
     /// direct (only the flusher's writes of an unsealed segment use it).
     pub(crate) direct: Option<File>,
     path: PathBuf,
+    /// The sealed file's map, while it has one (`maps.rs`).
+    pub(crate) map: MapSlot,
 }
 
 impl SegmentFile {
@@ -72,6 +75,7 @@ impl SegmentFile {
             file,
             direct,
             path,
+            map: MapSlot::default(),
         })
     }
 
@@ -85,6 +89,7 @@ impl SegmentFile {
             file,
             direct: None,
             path,
+            map: MapSlot::default(),
         })
     }
 

@@ -40,6 +40,9 @@ pub(crate) struct Counters {
     pub(crate) refused_writes: AtomicU64,
     pub(crate) corrupt_records: AtomicU64,
     pub(crate) reclaimed_segments: AtomicU64,
+    /// Segments dropped after a read fault under their map (truncated or
+    /// unreadable files).
+    pub(crate) faulted_segments: AtomicU64,
     pub(crate) reappended: AtomicU64,
     pub(crate) values_appended: AtomicU64,
 }
@@ -132,6 +135,8 @@ pub(crate) struct DiskState {
     pub(crate) counters: Counters,
     /// Which values are worth a compression attempt.
     pub(crate) compression: compression::Gate,
+    /// The sealed segments' maps.
+    pub(crate) maps: super::maps::Maps,
     /// Tests only: run by the flusher in a durable flush each time it has
     /// written the frozen segments and is about to write the active ones.
     #[cfg(test)]

@@ -3,8 +3,9 @@
 use super::*;
 
 /// Random bit flips, zeroed ranges and truncations of sealed segment files under
-/// an open tier: every read is the right value or a miss, never wrong bytes or a
-/// panic, and damage to a record that is read is counted.
+/// an open tier, while two reader threads read every key: every read is the
+/// right value or a miss, never wrong bytes, a panic or a crash (a file
+/// truncated under its map), and damage to a record that is read is counted.
 #[test]
 fn corruption_and_truncation_under_an_open_tier_are_misses() {
     let trials = std::env::var("LARDER_CORRUPTION_TRIALS")
@@ -13,7 +14,7 @@ fn corruption_and_truncation_under_an_open_tier_are_misses() {
         .unwrap_or(1000u32);
     let mut rng = StdRng::seed_from_u64(0xC0FFEE);
     let mut trial = 0;
-    let mut detected = 0u64;
+    let (mut detected, mut faulted) = (0u64, 0u64);
     while trial < trials {
         let dir = tempfile::tempdir().unwrap();
         let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
@@ -24,49 +25,74 @@ fn corruption_and_truncation_under_an_open_tier_are_misses() {
         let files = segment_files(dir.path());
         // Damage sealed files only (the last one is the active segment).
         let sealed = &files[..files.len() - 1];
-        for _ in 0..50 {
-            let path = &sealed[rng.random_range(0..sealed.len())];
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .unwrap();
-            let len = f.metadata().unwrap().len();
-            if len == 0 {
-                continue; // already truncated away
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for t in 0..2u32 {
+                let (tier, stop) = (&tier, &stop);
+                s.spawn(move || {
+                    let mut key = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(v) = tier.get(&k(key), 0) {
+                            assert_eq!(
+                                v,
+                                value(key, 0, 400),
+                                "a reader got wrong bytes for key {key}"
+                            );
+                        }
+                        key = (key + 7) % 400;
+                    }
+                });
             }
-            match rng.random_range(0..3) {
-                0 => {
-                    let at = rng.random_range(0..len);
-                    let mut b = [0u8];
-                    f.read_exact_at(&mut b, at).unwrap();
-                    b[0] ^= 1 << rng.random_range(0..8);
-                    f.write_all_at(&b, at).unwrap();
+            let _stop = StopOnDrop(&stop);
+            for _ in 0..50 {
+                let path = &sealed[rng.random_range(0..sealed.len())];
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .unwrap();
+                let len = f.metadata().unwrap().len();
+                if len == 0 {
+                    continue; // already truncated away
                 }
-                1 => {
-                    let at = rng.random_range(0..len);
-                    let n = rng.random_range(1..512).min(len - at);
-                    f.write_all_at(&vec![0u8; n as usize], at).unwrap();
+                match rng.random_range(0..3) {
+                    0 => {
+                        let at = rng.random_range(0..len);
+                        let mut b = [0u8];
+                        f.read_exact_at(&mut b, at).unwrap();
+                        b[0] ^= 1 << rng.random_range(0..8);
+                        f.write_all_at(&b, at).unwrap();
+                    }
+                    1 => {
+                        let at = rng.random_range(0..len);
+                        let n = rng.random_range(1..512).min(len - at);
+                        f.write_all_at(&vec![0u8; n as usize], at).unwrap();
+                    }
+                    _ => f.set_len(rng.random_range(0..len)).unwrap(),
                 }
-                _ => f.set_len(rng.random_range(0..len)).unwrap(),
+                for key in 0..400u32 {
+                    if let Some(v) = tier.get(&k(key), 0) {
+                        assert_eq!(
+                            v,
+                            value(key, 0, 400),
+                            "trial {trial}: wrong bytes for key {key}"
+                        );
+                    }
+                }
+                trial += 1;
             }
-            for key in 0..400u32 {
-                if let Some(v) = tier.get(&k(key), 0) {
-                    assert_eq!(
-                        v,
-                        value(key, 0, 400),
-                        "trial {trial}: wrong bytes for key {key}"
-                    );
-                }
-            }
-            trial += 1;
-        }
-        detected += tier.stats().corrupt_records;
+        });
+        let stats = tier.stats();
+        detected += stats.corrupt_records;
+        faulted += stats.faulted_segments;
     }
     assert!(
         detected > 0,
         "damage to records that were read must be counted"
     );
+    if test_read_path() == ReadPath::Mmap {
+        assert!(faulted > 0, "truncations under maps must have faulted");
+    }
 }
 
 #[test]
@@ -325,5 +351,128 @@ fn a_failed_disk_tier_leaves_the_memory_tier_serving() {
         assert!(found >= 50, "only {found} found");
         #[cfg(feature = "validate")]
         cache.validate();
+    }
+}
+
+/// A sealed segment truncated by someone else while readers copy out of its
+/// map: the process survives, reads of the segment become misses (the read
+/// that found the fault counted), the segment's keys leave the index, and
+/// the other segments read on.
+#[test]
+fn a_segment_truncated_under_its_map_mid_read_loop_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(config(dir.path(), 64)).unwrap();
+    for key in 0..600u32 {
+        tier.put(&k(key), &value(key, 0, 400), 0).unwrap();
+    }
+    tier.sync().unwrap();
+    let sh = &*tier.shared;
+    let sealed: Vec<u32> = sh.files.read().keys().copied().collect();
+    assert!(sealed.len() >= 3, "{sealed:?}");
+    let victim = sealed[1];
+    let segment_of = |key: u32| sh.index.peek(h(key)).map(|l| l.segment);
+    let (theirs, ours): (Vec<u32>, Vec<u32>) =
+        (0..600u32).partition(|&key| segment_of(key) == Some(victim));
+    assert!(!theirs.is_empty());
+    // The readers read one key of the victim and every other segment's, so
+    // the victim's other keys can only leave the index with the segment.
+    let mut read_set = ours.clone();
+    read_set.push(theirs[0]);
+    let reads = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (tier, stop, reads, read_set) = (&tier, &stop, &reads, &read_set);
+            s.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(t);
+                while !stop.load(Ordering::Relaxed) {
+                    let key = read_set[rng.random_range(0..read_set.len())];
+                    if let Some(v) = tier.get(&k(key), 0) {
+                        assert_eq!(v, value(key, 0, 400), "wrong bytes for key {key}");
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let _stop = StopOnDrop(&stop);
+        while reads.load(Ordering::Relaxed) < 5_000 {
+            std::thread::yield_now();
+        }
+        if tier.stats().read_path == "mmap" {
+            assert!(tier.stats().maps >= 3, "the sealed segments are mapped");
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(segment::file_name(victim)))
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let at = reads.load(Ordering::Relaxed);
+        while reads.load(Ordering::Relaxed) < at + 20_000 {
+            std::thread::yield_now();
+        }
+    });
+    let stats = tier.stats();
+    if stats.read_path == "mmap" {
+        assert!(
+            theirs.iter().all(|&key| segment_of(key).is_none()),
+            "the segment's keys left the index"
+        );
+    }
+    for &key in &theirs {
+        assert_eq!(
+            tier.get(&k(key), 0),
+            None,
+            "key {key} of the truncated segment"
+        );
+    }
+    for &key in &ours {
+        assert_eq!(
+            tier.get(&k(key), 0),
+            Some(value(key, 0, 400).into()),
+            "key {key}"
+        );
+    }
+    assert!(
+        stats.corrupt_records >= 1,
+        "the damaged read is counted: {stats:?}"
+    );
+    if stats.read_path == "mmap" {
+        assert_eq!(stats.faulted_segments, 1, "{stats:?}");
+        assert_eq!(stats.entries, ours.len() as u64);
+    }
+}
+
+/// A bound of two maps over a dozen sealed segments: every key reads right,
+/// and no more than two segments are mapped at a time.
+#[test]
+fn a_few_maps_serve_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = DiskTier::open(DiskConfig {
+        max_maps: 2,
+        ..config(dir.path(), 64)
+    })
+    .unwrap();
+    for key in 0..2000u32 {
+        tier.put(&k(key), &value(key, 0, 400), 0).unwrap();
+    }
+    tier.sync().unwrap();
+    assert!(tier.shared.files.read().len() >= 10);
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..3 {
+        for _ in 0..2000 {
+            let key = rng.random_range(0..2000u32);
+            assert_eq!(
+                tier.get(&k(key), 0),
+                Some(value(key, 0, 400).into()),
+                "key {key}"
+            );
+            assert!(tier.stats().maps <= 2, "{}", tier.stats().maps);
+        }
+    }
+    let stats = tier.stats();
+    assert_eq!((stats.corrupt_records, stats.faulted_segments), (0, 0));
+    if stats.read_path == "mmap" {
+        assert_eq!(stats.maps, 2);
     }
 }

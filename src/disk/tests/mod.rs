@@ -22,6 +22,15 @@ pub(super) fn test_io() -> Arc<dyn Io> {
         _ => Arc::new(Positional),
     }
 }
+/// The read path under test: `LARDER_READ=pread` runs the suite on
+/// positional reads, else it reads through maps; CI runs it both ways.
+pub(super) fn test_read_path() -> ReadPath {
+    match std::env::var("LARDER_READ").as_deref() {
+        Ok("pread") => ReadPath::Pread,
+        _ => ReadPath::Mmap,
+    }
+}
+
 pub(super) use rand::{Rng, SeedableRng, rngs::StdRng};
 pub(super) use std::os::unix::fs::FileExt;
 
@@ -39,6 +48,8 @@ pub(super) fn config(dir: &std::path::Path, segments: u64) -> DiskConfig {
         io: test_io(),
         // The whole suite runs with direct writes too (CI sets it).
         direct: std::env::var_os("LARDER_DIRECT").is_some(),
+        read_path: test_read_path(),
+        max_maps: DEFAULT_MAX_MAPS,
     }
 }
 
