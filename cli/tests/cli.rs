@@ -293,3 +293,57 @@ fn verify_reports_corruption_and_changes_nothing() {
     let out = larder(&["verify", "--disk-dir", "/nonexistent/larder"]);
     assert_clean_failure(&out, "MANIFEST");
 }
+
+/// `--read-path` chooses how sealed segments are read, and the JSON says
+/// which; both read every value right.
+#[test]
+fn replay_reads_through_maps_or_pread() {
+    let keys: String = (0..4000).map(|i| format!("{}\n", i % 1500)).collect();
+    let t = trace_file(&keys);
+    for (flag, maps) in [(None, true), (Some("pread"), false), (Some("mmap"), true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "replay",
+            "--trace",
+            t.as_str(),
+            "--capacity",
+            "100",
+            "--disk-dir",
+            dir.path().to_str().unwrap(),
+            "--disk-capacity",
+            "1048576",
+            "--segment-size",
+            "65536",
+            "--json",
+        ];
+        if let Some(flag) = flag {
+            args.extend(["--read-path", flag]);
+        }
+        let out = larder(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["wrong_values"], 0);
+        assert!(report["l2_hits"].as_u64().unwrap() > 0, "{report}");
+        let want = flag.unwrap_or("mmap");
+        assert_eq!(report["disk"]["read_path"], want, "{report}");
+        assert_eq!(
+            report["disk"]["maps"].as_u64().unwrap() > 0,
+            maps,
+            "{report}"
+        );
+    }
+    let out = larder(&[
+        "replay",
+        "--trace",
+        t.as_str(),
+        "--capacity",
+        "100",
+        "--disk-dir",
+        "/tmp/x",
+        "--disk-capacity",
+        "1048576",
+        "--read-path",
+        "mmapp",
+    ]);
+    assert!(!out.status.success(), "a bad read path is refused");
+}

@@ -51,7 +51,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use std::fs::File;
 use std::io;
 use std::sync::OnceLock;
@@ -87,10 +87,16 @@ static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 /// The page size, read once at install.
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
+fn page_size() -> usize {
+    PAGE.load(Ordering::Relaxed)
+}
+
 /// A read-only map of the first `len` bytes of a segment file.
 pub(crate) struct Map {
     map: memmap2::Mmap,
     slot: usize,
+    /// One bit per page: read before (see [`Map::seen`]).
+    touched: Box<[AtomicU64]>,
 }
 
 impl Map {
@@ -107,7 +113,33 @@ impl Map {
         map.advise(memmap2::Advice::Random)?;
         let slot = register(map.as_ptr() as usize, len)
             .ok_or_else(|| io::Error::other("the process's registry of memory maps is full"))?;
-        Ok(Map { map, slot })
+        let pages = len.div_ceil(page_size());
+        let touched = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(Map { map, slot, touched })
+    }
+
+    /// Whether every page of `offset..offset + len` (within the map) was
+    /// asked for before; marks them. A page never asked for may not be in
+    /// the page cache, and a fault on it reads that one page and waits (the
+    /// map's advice is random: no readahead), so a record spanning two cold
+    /// pages would wait for two device reads where `pread` waits for one. A
+    /// caller reads unseen pages with `pread` instead, which also leaves
+    /// them in the page cache for the map's next reads.
+    pub(crate) fn seen(&self, offset: usize, len: usize) -> bool {
+        let end = offset.saturating_add(len).min(self.map.len());
+        if offset >= end {
+            return true;
+        }
+        let page = page_size();
+        let mut all = true;
+        for page in offset / page..=(end - 1) / page {
+            let (word, bit) = (&self.touched[page / 64], 1u64 << (page % 64));
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                word.fetch_or(bit, Ordering::Relaxed);
+                all = false;
+            }
+        }
+        all
     }
 
     /// Copies the map's bytes at `offset..offset + out.len()` into `out`, if
@@ -133,6 +165,28 @@ impl Map {
             return Err(Faulted::Fault);
         }
         Ok(())
+    }
+
+    /// The map's `len` bytes at `offset`, in a new buffer of exactly that
+    /// size (not zeroed first: the copy fills it), if they lie inside the
+    /// map and no fault has hit it.
+    pub(crate) fn to_vec(&self, offset: usize, len: usize) -> Result<Vec<u8>, Faulted> {
+        let end = offset.checked_add(len).ok_or(Faulted::OutOfRange)?;
+        if end > self.map.len() {
+            return Err(Faulted::OutOfRange);
+        }
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: as in `copy_to`, `offset..end` lies inside the live map and
+        // always reads (zeros at worst); `out` has room for `len` bytes, and
+        // `set_len` follows the copy that initialises all of them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
+        if self.faulted() {
+            return Err(Faulted::Fault);
+        }
+        Ok(out)
     }
 
     /// Whether a SIGBUS hit this map.

@@ -121,6 +121,7 @@ impl DiskTier {
             return None;
         };
         let found = bytes.and_then(|bytes| {
+            let bytes = Bytes::from(bytes);
             let r = record::decode(u64::from(loc.segment), loc.offset, &bytes)?;
             let expires_at = r.header.expires_at;
             let live = expires_at == 0 || expires_at > now_unix_ns;
@@ -131,7 +132,7 @@ impl DiskTier {
             if !ours || !live {
                 return Ok(None);
             }
-            Ok(value_of(&r)?.map(|v| ((r.key.to_vec(), v), expires_at)))
+            Ok(value_of(&r, &bytes)?.map(|v| ((r.key.to_vec(), v), expires_at)))
         });
         match found {
             Ok(Some((v, expires_at))) => Some((v, expires_at, Token(loc))),
@@ -169,12 +170,15 @@ impl DiskTier {
         let size = sh.config.segment_size as usize;
         let records_end = size - TRAILER_LEN;
         if sh.config.read_path == ReadPath::Mmap {
-            match sh
-                .maps
-                .read(&file, size, |map| read_map(map, loc.offset, records_end))
-            {
-                Mapped::Read(bytes) => return Some(bytes),
-                Mapped::Unmapped => {}
+            let read = |map: &Map| {
+                if !map.seen(loc.offset as usize, READ_AHEAD) {
+                    return Ok(None); // maybe cold: one `pread` (see `Map::seen`)
+                }
+                read_map(map, loc.offset, records_end).map(Some)
+            };
+            match sh.maps.read(&file, size, read) {
+                Mapped::Read(Some(bytes)) => return Some(bytes),
+                Mapped::Read(None) | Mapped::Unmapped => {}
                 Mapped::Failed { first: true } => {
                     self.drop_faulted(&file);
                     return Some(Err(FormatError::Truncated {
@@ -257,6 +261,8 @@ impl DiskTier {
         let len = record::decode_header(&buf)?.record_len();
         if len <= ahead {
             buf.truncate(len);
+            // The value may share this buffer: give back what it does not use.
+            buf.shrink_to_fit();
         } else {
             buf.resize(len, 0);
             io.read_exact_at(
@@ -271,36 +277,31 @@ impl DiskTier {
 }
 
 /// The record at `offset` of a mapped segment whose records end by
-/// `records_end`, copied out of the map (as `DiskTier::read_file` reads it).
+/// `records_end`, copied out of the map: its header first (to learn its
+/// length), then the whole record into a buffer of exactly its size.
 fn read_map(
     map: &Map,
     offset: u32,
     records_end: usize,
 ) -> Result<Result<Vec<u8>, FormatError>, Faulted> {
     let start = offset as usize;
-    let ahead = READ_AHEAD.min(records_end.saturating_sub(start));
     let short = |needed| FormatError::Truncated {
         needed,
-        available: 0,
+        available: records_end.saturating_sub(start),
     };
-    if ahead < RECORD_HEADER_LEN {
+    if start + RECORD_HEADER_LEN > records_end {
         return Ok(Err(short(RECORD_HEADER_LEN)));
     }
-    let mut buf = vec![0u8; ahead];
-    map.copy_to(start, &mut buf)?;
-    let len = match record::decode_header(&buf) {
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    map.copy_to(start, &mut header)?;
+    let len = match record::decode_header(&header) {
         Ok(h) => h.record_len(),
         Err(e) => return Ok(Err(e)),
     };
-    if len <= ahead {
-        buf.truncate(len);
-    } else if start + len > records_end {
+    if start + len > records_end {
         return Ok(Err(short(len)));
-    } else {
-        buf.resize(len, 0);
-        map.copy_to(start + ahead, &mut buf[ahead..])?;
     }
-    Ok(Ok(buf))
+    Ok(Ok(map.to_vec(start, len)?))
 }
 
 /// Bytes read ahead of a record in a segment file (see `DiskTier::read_file`):
@@ -324,13 +325,20 @@ fn record_at_start(bytes: Option<&[u8]>) -> Result<Vec<u8>, FormatError> {
         })
 }
 
-/// The value of a verified record: `None` for a tombstone or a mark.
-fn value_of(r: &record::Record<'_>) -> Result<Option<Bytes>, FormatError> {
+/// The value of a verified record decoded from `bytes`: `None` for a
+/// tombstone or a mark. A value stored raw shares `bytes` (no copy).
+fn value_of(r: &record::Record<'_>, bytes: &Bytes) -> Result<Option<Bytes>, FormatError> {
     if r.header.kind != Kind::Value {
         return Ok(None);
     }
     if !r.header.compressed {
-        return Ok(Some(Bytes::copy_from_slice(r.stored)));
+        // Sharing the record's buffer saves a copy; it holds the header and
+        // key too, so small values (over a quarter overhead) are copied.
+        return Ok(Some(if r.stored.len() * 4 >= bytes.len() * 3 {
+            bytes.slice_ref(r.stored)
+        } else {
+            Bytes::copy_from_slice(r.stored)
+        }));
     }
     let raw = compression::decompress(r.stored, r.header.raw_len as usize)
         .filter(|v| v.len() == r.header.raw_len as usize)

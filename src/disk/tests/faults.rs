@@ -374,10 +374,14 @@ fn a_segment_truncated_under_its_map_mid_read_loop_is_dropped() {
     let (theirs, ours): (Vec<u32>, Vec<u32>) =
         (0..600u32).partition(|&key| segment_of(key) == Some(victim));
     assert!(!theirs.is_empty());
-    // The readers read one key of the victim and every other segment's, so
-    // the victim's other keys can only leave the index with the segment.
+    // The readers read one key of the victim (its last record, far past the
+    // cut) and every other segment's, so the victim's other keys can only
+    // leave the index with the segment.
     let mut read_set = ours.clone();
-    read_set.push(theirs[0]);
+    read_set.push(*theirs.last().unwrap());
+    for &key in &read_set {
+        tier.get(&k(key), 0).unwrap(); // each record's pages seen once
+    }
     let reads = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
