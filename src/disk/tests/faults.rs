@@ -86,6 +86,10 @@ fn corruption_and_truncation_under_an_open_tier_are_misses() {
         detected += stats.corrupt_records;
         faulted += stats.faulted_segments;
     }
+    eprintln!(
+        "{trials} damages under an open tier ({:?} reads): {detected} damaged reads counted, {faulted} segments faulted under their maps",
+        test_read_path()
+    );
     assert!(
         detected > 0,
         "damage to records that were read must be counted"
