@@ -96,6 +96,11 @@ impl Entry {
     }
 }
 
+/// An entry's segment-and-flags word.
+fn segment_word(loc: Loc, flags: u8) -> u32 {
+    loc.segment | u32::from(flags) << SEGMENT_BITS
+}
+
 /// The hash an entry stores for `hash`: 0 marks a free slot, so a key hashed
 /// to 0 is stored as 1 (the two share an entry, as equal hashes do).
 fn stored(hash: u64) -> u64 {
@@ -161,38 +166,36 @@ impl Index {
 
     /// Points `hash` at `loc` with `flags`; returns where it pointed before.
     pub(crate) fn insert(&self, hash: u64, loc: Loc, flags: u8) -> Option<Loc> {
-        let hash = stored(hash);
         debug_assert!(loc.segment <= MAX_SEGMENT_ID);
-        let segment_flags = loc.segment | u32::from(flags) << SEGMENT_BITS;
-        let mut stripe = self.stripe(hash).write();
-        let (e, made) = stripe.upsert(hash, || Entry {
-            hash,
-            offset: loc.offset,
-            segment_flags: AtomicU32::new(segment_flags),
+        let mut old = None;
+        self.upsert(hash, loc, flags, |e| {
+            old = Some(e.loc());
+            e.offset = loc.offset;
+            *e.segment_flags.get_mut() = segment_word(loc, flags);
         });
-        if made {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let old = e.loc();
-        e.offset = loc.offset;
-        *e.segment_flags.get_mut() = segment_flags;
-        Some(old)
+        old
     }
 
     /// Points `hash` at [`PENDING`] with `flags`, if it points nowhere.
     /// Whether it did.
     pub(crate) fn reserve(&self, hash: u64, flags: u8) -> bool {
+        self.upsert(hash, PENDING, flags, |_| {})
+    }
+
+    /// Makes `hash`'s entry, pointing at `loc` with `flags`, if there is none
+    /// (and says so), else runs `existing` on it.
+    fn upsert(&self, hash: u64, loc: Loc, flags: u8, existing: impl FnOnce(&mut Entry)) -> bool {
         let hash = stored(hash);
-        let segment_flags = PENDING.segment | u32::from(flags) << SEGMENT_BITS;
         let mut stripe = self.stripe(hash).write();
-        let (_, made) = stripe.upsert(hash, || Entry {
+        let (e, made) = stripe.upsert(hash, || Entry {
             hash,
-            offset: PENDING.offset,
-            segment_flags: AtomicU32::new(segment_flags),
+            offset: loc.offset,
+            segment_flags: AtomicU32::new(segment_word(loc, flags)),
         });
         if made {
             self.len.fetch_add(1, Ordering::Relaxed);
+        } else {
+            existing(e);
         }
         made
     }
