@@ -305,12 +305,14 @@ fn print_summary(cache: &Cache, elapsed: Duration, requests: u64, latencies: &[u
                 (
                     "L2 disk",
                     format!(
-                        "{} entries in {} segments, {:.0} MiB capacity, {:?}, {}",
+                        "{} entries in {} segments, {:.0} MiB capacity, {:?}, {} writes, {} reads ({} maps)",
                         d.entries,
                         d.segments,
                         mib(d.capacity),
                         d.write_policy,
-                        d.io_backend
+                        d.io_backend,
+                        d.read_path,
+                        d.maps
                     ),
                 ),
                 (
