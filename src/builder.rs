@@ -83,6 +83,7 @@ pub struct CacheBuilder {
     /// The disk tier's settings, each `None` until set: they mean the same
     /// whatever the order of the calls, and are checked at `build()`.
     disk_settings: DiskSettings,
+    time_to_live: Option<Duration>,
 }
 
 /// The disk tier's settings a caller set (defaults apply at `build()`).
@@ -142,6 +143,7 @@ impl Default for CacheBuilder {
             clock: Clock::system(),
             disk: None,
             disk_settings: DiskSettings::default(),
+            time_to_live: None,
         }
     }
 }
@@ -238,6 +240,29 @@ impl CacheBuilder {
     /// then refuse and count).
     pub fn disk_backpressure(mut self, backpressure: Backpressure) -> Self {
         self.disk_settings.backpressure = Some(backpressure);
+        self
+    }
+
+    /// The time to live of every entry inserted or loaded without one of its
+    /// own: it is never returned once that long has passed since it was
+    /// written (default: entries do not expire). An entry's own TTL
+    /// ([`insert_with_ttl`](crate::Cache::insert_with_ttl)) takes precedence.
+    /// The deadline is kept with the entry in both tiers, so it holds across
+    /// a restart. Zero is refused by `build()`.
+    ///
+    /// ```
+    /// use larder::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::builder()
+    ///     .memory_capacity(1 << 20)
+    ///     .time_to_live(Duration::from_secs(300))
+    ///     .build()?;
+    /// cache.insert(b"session:1", "alice")?; // gone in five minutes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.time_to_live = Some(ttl);
         self
     }
 
@@ -346,8 +371,12 @@ impl CacheBuilder {
                 None => None,
             },
         };
+        if self.time_to_live.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroTimeToLive);
+        }
         let memory = MemoryTier::new(capacity, shards, self.clock);
-        Ok(Cache::from_tiers(Tiers::new(memory, lower, self.weigher)))
+        let tiers = Tiers::new(memory, lower, self.weigher);
+        Ok(Cache::from_tiers(tiers, self.time_to_live))
     }
 }
 

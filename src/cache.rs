@@ -39,6 +39,8 @@ struct Inner {
     loads: AtomicU64,
     /// What the directory held of a checkpoint at open.
     checkpoint: CheckpointStatus,
+    /// The TTL of entries inserted or loaded without one.
+    time_to_live: Option<Duration>,
 }
 
 impl Drop for Inner {
@@ -62,7 +64,7 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    pub(crate) fn from_tiers(tiers: Tiers) -> Self {
+    pub(crate) fn from_tiers(tiers: Tiers, time_to_live: Option<Duration>) -> Self {
         let flights = Flights::new(tiers.memory().shard_count());
         let tiers = Arc::new(tiers);
         let checkpoint = tiers.start();
@@ -72,6 +74,7 @@ impl Cache {
                 flights,
                 loads: AtomicU64::new(0),
                 checkpoint,
+                time_to_live,
             }),
         }
     }
@@ -178,8 +181,14 @@ impl Cache {
             return Err(Error::Closed);
         }
         let weight = self.check_entry(key, &value)?;
-        let deadline = ttl.map_or(0, |t| tiers.memory().clock().deadline(t));
+        let deadline = self.deadline(ttl);
         Ok(tiers.insert(hash_key(key), key, value, weight, deadline)?)
+    }
+
+    /// The deadline of an entry given `ttl`, else the cache's time to live (0: none).
+    fn deadline(&self, ttl: Option<Duration>) -> u64 {
+        ttl.or(self.inner.time_to_live)
+            .map_or(0, |t| self.inner.tiers.memory().clock().deadline(t))
     }
 
     /// Validates an entry and computes its weight, before any lock is taken.
@@ -296,7 +305,7 @@ impl Cache {
                         }
                     };
                     let inserted = self.check_entry(key, &value).and_then(|weight| {
-                        Ok(tiers.insert(hash, key, value.clone(), weight, 0)?)
+                        Ok(tiers.insert(hash, key, value.clone(), weight, self.deadline(None))?)
                     });
                     if let Err(e) = inserted {
                         leader.refuse(e.clone());

@@ -33,6 +33,9 @@ pub enum BuildError {
         /// The requested shard count.
         shards: usize,
     },
+    /// The cache-wide time to live was zero.
+    #[error("the time to live must be greater than zero")]
+    ZeroTimeToLive,
     /// A disk tier setting was given without a disk tier.
     #[error(
         "`{setting}` was set but there is no disk tier: call `disk(dir, capacity)` on the builder"

@@ -349,3 +349,47 @@ fn operations_after_close_on_another_handle_are_refused() {
     assert_eq!(cache.get(b"k").as_deref(), Some(&b"v"[..]));
     assert!(cache.get(b"k2").is_none() && cache.get(b"k3").is_none());
 }
+
+/// `time_to_live` gives every entry inserted or loaded without a TTL of its
+/// own that deadline; an entry's own TTL, longer or shorter, wins; zero is
+/// refused at build and the largest duration means "never" without overflow.
+#[test]
+fn a_cache_wide_time_to_live_applies_to_inserts_and_loads() {
+    assert_eq!(
+        Cache::builder()
+            .memory_capacity(1 << 20)
+            .time_to_live(Duration::ZERO)
+            .build()
+            .unwrap_err(),
+        BuildError::ZeroTimeToLive
+    );
+    let clock = ManualClock::new();
+    let c = Cache::builder()
+        .time_to_live(Duration::from_secs(60))
+        .memory_capacity(1 << 20)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    c.insert(b"plain", "1").unwrap();
+    c.insert_with_ttl(b"short", "2", Duration::from_secs(10))
+        .unwrap();
+    c.insert_with_ttl(b"long", "3", Duration::from_secs(600))
+        .unwrap();
+    assert_eq!(c.get_or_insert_with(b"loaded", || "4".into()).unwrap(), "4");
+    clock.advance(Duration::from_secs(10));
+    assert!(c.get(b"short").is_none(), "its own, shorter TTL");
+    assert_eq!(c.get(b"plain").unwrap(), "1");
+    clock.advance(Duration::from_secs(50));
+    assert!(c.get(b"plain").is_none(), "the cache's TTL");
+    assert!(c.get(b"loaded").is_none(), "a loaded value gets it too");
+    assert_eq!(c.get(b"long").unwrap(), "3", "its own, longer TTL");
+    let forever = Cache::builder()
+        .memory_capacity(1 << 20)
+        .time_to_live(Duration::MAX)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    forever.insert(b"k", "v").unwrap();
+    clock.advance(Duration::from_secs(100 * 365 * 86_400));
+    assert_eq!(forever.get(b"k").unwrap(), "v");
+}

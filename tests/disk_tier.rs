@@ -108,6 +108,53 @@ fn ttls_hold_across_tiers() {
     assert!(cache.get(b"short").is_none(), "expired on disk too");
 }
 
+/// The cache-wide time to live holds on disk and across a restart: entries
+/// written without a TTL of their own expire when it ends, in either tier,
+/// before and after the reopen; an entry's own longer TTL outlives it.
+#[test]
+fn a_cache_wide_time_to_live_holds_across_tiers_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |clock: &ManualClock| {
+        Cache::builder()
+            .memory_capacity(10)
+            .unit_weight()
+            .time_to_live(Duration::from_secs(60))
+            .clock(clock.clone())
+            .disk(dir.path(), 8 * SEGMENT)
+            .segment_size(SEGMENT)
+            .build()
+            .unwrap()
+    };
+    let clock = ManualClock::new();
+    let cache = open(&clock);
+    cache
+        .insert_with_ttl(b"long", "kept", Duration::from_secs(3600))
+        .unwrap();
+    for key in 0..100u32 {
+        cache.insert(&key.to_le_bytes(), value(key, 0)).unwrap();
+    }
+    assert_eq!(
+        cache.get(&0u32.to_le_bytes()).unwrap(),
+        value(0, 0),
+        "from disk"
+    );
+    cache.close().unwrap();
+    // Half the TTL later, after a restart: still there.
+    let clock = ManualClock::new();
+    let cache = open(&clock);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(cache.get(&1u32.to_le_bytes()).unwrap(), value(1, 0));
+    // Past it: gone from both tiers; the longer TTL is not.
+    clock.advance(Duration::from_secs(31));
+    for key in 0..100u32 {
+        assert!(
+            cache.get(&key.to_le_bytes()).is_none(),
+            "key {key} outlived the TTL"
+        );
+    }
+    assert_eq!(cache.get(b"long").unwrap(), "kept");
+}
+
 #[test]
 fn demote_writes_far_less_than_write_behind() {
     let run = |policy| {
