@@ -223,29 +223,27 @@ impl Cache {
     ///
     /// Single-flight: when several threads miss on the same key at once, one runs
     /// its loader and the others wait for and share that value. If the leader's
-    /// loader panics, a waiter takes over with its own loader.
+    /// loader panics, a waiter takes over with its own loader. The loaded
+    /// value takes the cache's [`time_to_live`](crate::CacheBuilder::time_to_live),
+    /// if it has one.
     ///
     /// ```
     /// use larder::Cache;
     ///
     /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
-    /// let v = cache.get_or_insert_with(b"user:42", || "loaded from the database".into())?;
+    /// let v = cache.get_with(b"user:42", || "loaded from the database".into())?;
     /// assert_eq!(v, "loaded from the database");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get_or_insert_with(
-        &self,
-        key: &[u8],
-        load: impl FnOnce() -> Bytes,
-    ) -> Result<Bytes, Error> {
-        self.try_get_or_insert_with(key, || Ok::<_, std::convert::Infallible>(load()))
+    pub fn get_with(&self, key: &[u8], load: impl FnOnce() -> Bytes) -> Result<Bytes, Error> {
+        self.try_get_with(key, || Ok::<_, std::convert::Infallible>(load()))
             .map_err(|e| match e {
                 LoadError::Cache(e) => e,
                 LoadError::Loader(never) => match *never {},
             })
     }
 
-    /// Like [`get_or_insert_with`](Self::get_or_insert_with) with a fallible loader.
+    /// Like [`get_with`](Self::get_with) with a fallible loader.
     ///
     /// Single-flight holds for failures too: callers that were waiting on a
     /// loader that fails get its error, shared (`Arc<E>`), within one
@@ -258,15 +256,74 @@ impl Cache {
     /// use larder::{Cache, LoadError};
     ///
     /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
-    /// let r = cache.try_get_or_insert_with(b"user:7", || Err("the database is down"));
+    /// let r = cache.try_get_with(b"user:7", || Err("the database is down"));
     /// assert!(matches!(r, Err(LoadError::Loader(e)) if *e == "the database is down"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    pub fn try_get_with<E: Send + Sync + 'static>(
+        &self,
+        key: &[u8],
+        load: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, LoadError<E>> {
+        let loaded = self.load(key, false, || load().map(Some))?;
+        Ok(loaded.expect("`load` hands `None` only to a caller that takes it"))
+    }
+
+    /// Like [`get_with`](Self::get_with) with a loader that may find nothing:
+    /// `None` from the loader is returned (to every caller waiting on it)
+    /// and nothing is cached, so the next call loads again.
+    ///
+    /// ```
+    /// use larder::Cache;
+    ///
+    /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+    /// assert_eq!(cache.optionally_get_with(b"user:0", || None)?, None);
+    /// let v = cache.optionally_get_with(b"user:1", || Some("alice".into()))?;
+    /// assert_eq!(v.as_deref(), Some(&b"alice"[..]));
+    /// assert!(cache.contains(b"user:1") && !cache.contains(b"user:0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn optionally_get_with(
+        &self,
+        key: &[u8],
+        load: impl FnOnce() -> Option<Bytes>,
+    ) -> Result<Option<Bytes>, Error> {
+        self.load(key, true, || Ok::<_, std::convert::Infallible>(load()))
+            .map_err(|e| match e {
+                LoadError::Cache(e) => e,
+                LoadError::Loader(never) => match *never {},
+            })
+    }
+
+    /// The old name of [`get_with`](Self::get_with).
+    #[deprecated(since = "0.2.0", note = "renamed `get_with` (moka's name)")]
+    pub fn get_or_insert_with(
+        &self,
+        key: &[u8],
+        load: impl FnOnce() -> Bytes,
+    ) -> Result<Bytes, Error> {
+        self.get_with(key, load)
+    }
+
+    /// The old name of [`try_get_with`](Self::try_get_with).
+    #[deprecated(since = "0.2.0", note = "renamed `try_get_with` (moka's name)")]
     pub fn try_get_or_insert_with<E: Send + Sync + 'static>(
         &self,
         key: &[u8],
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
+        self.try_get_with(key, load)
+    }
+
+    /// The loaders' one path: a lookup, then a single-flight load on a miss.
+    /// `None` (the loader found nothing) reaches only callers that take it
+    /// (`absent_ok`); another caller that meets it loads for itself.
+    fn load<E: Send + Sync + 'static>(
+        &self,
+        key: &[u8],
+        absent_ok: bool,
+        load: impl FnOnce() -> Result<Option<Bytes>, E>,
+    ) -> Result<Option<Bytes>, LoadError<E>> {
         check_key(key)?;
         let tiers = &self.inner.tiers;
         if tiers.is_closed() {
@@ -274,11 +331,13 @@ impl Cache {
         }
         let hash = hash_key(key);
         if let Some(v) = tiers.get(hash, key) {
-            return Ok(v);
+            return Ok(Some(v));
         }
         loop {
             match self.inner.flights.join(hash, key) {
-                Role::Shared(v) => return Ok(v),
+                Role::Shared(Some(v)) => return Ok(Some(v)),
+                Role::Shared(None) if absent_ok => return Ok(None),
+                Role::Shared(None) => continue, // found nothing: load ourselves
                 Role::Failed(e) => match e.downcast::<E>() {
                     Ok(e) => return Err(LoadError::Loader(e)),
                     Err(_) => continue, // another error type: load ourselves
@@ -286,18 +345,22 @@ impl Cache {
                 Role::Refused(e) => return Err(LoadError::Cache(e)),
                 Role::Retry => {
                     if let Some(v) = tiers.peek(hash, key) {
-                        return Ok(v);
+                        return Ok(Some(v));
                     }
                 }
                 Role::Leader(leader) => {
                     // A flight that finished between our miss and our joining left its value.
                     if let Some(v) = tiers.peek(hash, key) {
-                        leader.finish(v.clone());
-                        return Ok(v);
+                        leader.finish(Some(v.clone()));
+                        return Ok(Some(v));
                     }
                     self.inner.loads.fetch_add(1, Ordering::Relaxed);
                     let value = match load() {
-                        Ok(v) => v,
+                        Ok(Some(v)) => v,
+                        Ok(None) => {
+                            leader.finish(None);
+                            return Ok(None);
+                        }
                         Err(e) => {
                             let e = Arc::new(e);
                             leader.fail(Arc::clone(&e) as _);
@@ -311,8 +374,8 @@ impl Cache {
                         leader.refuse(e.clone());
                         return Err(LoadError::Cache(e));
                     }
-                    leader.finish(value.clone());
-                    return Ok(value);
+                    leader.finish(Some(value.clone()));
+                    return Ok(Some(value));
                 }
             }
         }

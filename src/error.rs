@@ -127,7 +127,7 @@ pub enum Error {
     Disk(#[source] crate::disk::DiskError),
 }
 
-/// The error of [`Cache::try_get_or_insert_with`](crate::Cache::try_get_or_insert_with):
+/// The error of [`Cache::try_get_with`](crate::Cache::try_get_with):
 /// either the loader failed or the cache refused the key or the loaded value.
 #[derive(Debug, Error)]
 #[non_exhaustive]

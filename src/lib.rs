@@ -43,7 +43,7 @@
 //! assert_eq!(cache.get(b"session:1").as_deref(), Some(&b"alice"[..]));
 //!
 //! // Cache-aside with stampede protection: one loader per key at a time.
-//! let profile = cache.get_or_insert_with(b"profile:1", || "loaded".into())?;
+//! let profile = cache.get_with(b"profile:1", || "loaded".into())?;
 //! assert_eq!(profile, "loaded");
 //! println!("hit ratio {:.2}", cache.stats().hit_ratio());
 //! # Ok::<(), Box<dyn std::error::Error>>(())

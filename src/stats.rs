@@ -23,7 +23,7 @@ pub struct TierStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Lookups (`get`, and the lookup of `get_or_insert_with`) that found a live value.
+    /// Lookups (`get`, and the lookup of `get_with`) that found a live value.
     pub hits: u64,
     /// Lookups that found nothing (or only an expired value).
     pub misses: u64,
@@ -35,7 +35,7 @@ pub struct Stats {
     pub removes: u64,
     /// Entries found expired by a lookup and removed.
     pub expirations: u64,
-    /// Loader calls made by `get_or_insert_with` / `try_get_or_insert_with`.
+    /// Loader calls made by `get_with` / `try_get_with`.
     pub loads: u64,
     /// The memory tier (L1).
     pub memory: TierStats,

@@ -84,7 +84,7 @@ fn bad_arguments_are_typed_errors_and_change_nothing() {
     assert!(c.get(b"").is_none());
     assert!(c.get(&long_key).is_none());
     assert!(c.remove(b"").is_none());
-    assert_eq!(c.get_or_insert_with(b"", Bytes::new), Err(Error::EmptyKey));
+    assert_eq!(c.get_with(b"", Bytes::new), Err(Error::EmptyKey));
     #[cfg(feature = "validate")]
     c.validate();
 }
@@ -329,7 +329,7 @@ fn operations_after_close_on_another_handle_are_refused() {
     ));
     assert!(matches!(other.sync(), Err(Error::Closed)));
     assert!(matches!(
-        other.get_or_insert_with(b"k3", || "v".into()),
+        other.get_with(b"k3", || "v".into()),
         Err(Error::Closed)
     ));
     assert!(other.get(b"k").is_none() && !other.contains(b"k"));
@@ -375,7 +375,7 @@ fn a_cache_wide_time_to_live_applies_to_inserts_and_loads() {
         .unwrap();
     c.insert_with_ttl(b"long", "3", Duration::from_secs(600))
         .unwrap();
-    assert_eq!(c.get_or_insert_with(b"loaded", || "4".into()).unwrap(), "4");
+    assert_eq!(c.get_with(b"loaded", || "4".into()).unwrap(), "4");
     clock.advance(Duration::from_secs(10));
     assert!(c.get(b"short").is_none(), "its own, shorter TTL");
     assert_eq!(c.get(b"plain").unwrap(), "1");
@@ -392,4 +392,15 @@ fn a_cache_wide_time_to_live_applies_to_inserts_and_loads() {
     forever.insert(b"k", "v").unwrap();
     clock.advance(Duration::from_secs(100 * 365 * 86_400));
     assert_eq!(forever.get(b"k").unwrap(), "v");
+}
+
+/// The loaders' old names still work (deprecated in favour of moka's).
+#[test]
+#[allow(deprecated)]
+fn the_old_loader_names_still_work() {
+    let c = cache(1 << 20);
+    assert_eq!(c.get_or_insert_with(b"a", || "1".into()).unwrap(), "1");
+    let r = c.try_get_or_insert_with(b"b", || Ok::<_, &str>("2".into()));
+    assert_eq!(r.unwrap(), "2");
+    assert_eq!(c.stats().loads, 2);
 }

@@ -60,9 +60,7 @@ fn stress_readers_writers_removers_loaders() {
                         }
                         _ => {
                             gets.fetch_add(1, Ordering::Relaxed);
-                            let v = cache
-                                .get_or_insert_with(key, || value_for(key, 10))
-                                .unwrap();
+                            let v = cache.get_with(key, || value_for(key, 10)).unwrap();
                             check(key, &v);
                         }
                     }
@@ -90,7 +88,7 @@ fn stress_readers_writers_removers_loaders() {
 fn single_flight_runs_the_loader_once() {
     let cache = Cache::builder().memory_capacity(1 << 20).build().unwrap();
     let calls = AtomicU64::new(0);
-    let n = 16;
+    let n = 64;
     let barrier = Barrier::new(n);
     let values: Vec<Bytes> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
@@ -98,7 +96,7 @@ fn single_flight_runs_the_loader_once() {
                 s.spawn(|| {
                     barrier.wait();
                     cache
-                        .get_or_insert_with(b"slow", || {
+                        .get_with(b"slow", || {
                             calls.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(200));
                             Bytes::from_static(b"loaded")
@@ -135,7 +133,7 @@ fn a_failing_loader_is_run_once_and_its_error_shared() {
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    let r = cache.try_get_or_insert_with(b"flaky", || {
+                    let r = cache.try_get_with(b"flaky", || {
                         calls.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(LOAD);
                         Err("backend down")
@@ -155,9 +153,74 @@ fn a_failing_loader_is_run_once_and_its_error_shared() {
         assert!(*took < 2 * LOAD, "a waiter returned after {took:?}");
     }
     // Not poisoned: the next call runs its loader.
-    let v = cache.try_get_or_insert_with(b"flaky", || Ok::<_, &str>(Bytes::from_static(b"ok")));
+    let v = cache.try_get_with(b"flaky", || Ok::<_, &str>(Bytes::from_static(b"ok")));
     assert_eq!(v.unwrap(), "ok");
     assert_eq!(cache.get(b"flaky").unwrap(), "ok");
+}
+
+/// A loader that finds nothing: the 64 callers waiting on it all get `None`
+/// from its one call, nothing is cached, and the next call loads again.
+#[test]
+fn an_absent_value_is_shared_and_not_cached() {
+    let cache = Cache::builder().memory_capacity(1 << 20).build().unwrap();
+    let calls = AtomicU64::new(0);
+    let n = 64;
+    let barrier = Barrier::new(n);
+    let results: Vec<Option<Bytes>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache
+                        .optionally_get_with(b"ghost", || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(200));
+                            None
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader call for all");
+    assert!(results.iter().all(Option::is_none));
+    assert!(!cache.contains(b"ghost"), "nothing cached");
+    let v = cache.optionally_get_with(b"ghost", || Some(Bytes::from_static(b"now")));
+    assert_eq!(v.unwrap().unwrap(), "now", "the next call loads again");
+}
+
+/// A caller that needs a value (`get_with`) and meets a flight whose loader
+/// found nothing runs its own loader; the absent answer goes only to the
+/// caller that asked for it.
+#[test]
+fn a_caller_that_needs_a_value_loads_after_an_absent_flight() {
+    let cache = Cache::builder().memory_capacity(1 << 20).build().unwrap();
+    let (absent_calls, value_calls) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            cache.optionally_get_with(b"k", || {
+                absent_calls.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(200));
+                None
+            })
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let b = s.spawn(|| {
+            cache.get_with(b"k", || {
+                value_calls.fetch_add(1, Ordering::SeqCst);
+                Bytes::from_static(b"loaded")
+            })
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a.unwrap(), None);
+    assert_eq!(b.unwrap(), "loaded");
+    assert_eq!(
+        (absent_calls.into_inner(), value_calls.into_inner()),
+        (1, 1)
+    );
+    assert_eq!(cache.get(b"k").unwrap(), "loaded");
 }
 
 #[test]
@@ -168,7 +231,7 @@ fn a_panicking_loader_hands_over_to_a_waiter() {
     let spawn = |c: Arc<Cache>, calls: Arc<AtomicU64>, b: Arc<Barrier>| {
         std::thread::spawn(move || {
             b.wait();
-            c.get_or_insert_with(b"k", || {
+            c.get_with(b"k", || {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     std::thread::sleep(Duration::from_millis(100));
                     panic!("loader bug");

@@ -1,5 +1,5 @@
 //! Single-flight: concurrent misses on one key run one loader; the others wait
-//! for its outcome: its value, its error (shared, type-erased: a waiter takes
+//! for its outcome: its value (or its word that there is none), its error (shared, type-erased: a waiter takes
 //! it if it expects that error type), or the cache's refusal of its value. A
 //! loader that panics releases the waiters, which retry (one of them becomes
 //! the next leader). The flight ends with its outcome, so a key is never
@@ -16,7 +16,8 @@ pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
 
 enum State {
     Running,
-    Done(Bytes),
+    /// The loaded value; `None`: the loader said there is none.
+    Done(Option<Bytes>),
     /// The loader failed with this error.
     Failed(SharedError),
     /// The cache refused the loaded value.
@@ -42,8 +43,8 @@ pub(crate) struct Flights {
 pub(crate) enum Role<'a> {
     /// Run the loader, then call [`Leader::finish`].
     Leader(Leader<'a>),
-    /// Another caller loaded this value.
-    Shared(Bytes),
+    /// Another caller loaded this value (`None`: its loader found none).
+    Shared(Option<Bytes>),
     /// Another caller's loader failed with this error.
     Failed(SharedError),
     /// The cache refused the value another caller loaded.
@@ -111,8 +112,8 @@ impl Flights {
 }
 
 impl Leader<'_> {
-    /// Publishes the loaded value to the waiters.
-    pub(crate) fn finish(mut self, value: Bytes) {
+    /// Publishes the loaded value (or that there is none) to the waiters.
+    pub(crate) fn finish(mut self, value: Option<Bytes>) {
         self.settle(State::Done(value));
     }
 
