@@ -84,6 +84,7 @@ pub struct CacheBuilder {
     /// whatever the order of the calls, and are checked at `build()`.
     disk_settings: DiskSettings,
     time_to_live: Option<Duration>,
+    absent_ttl: Option<Duration>,
 }
 
 /// The disk tier's settings a caller set (defaults apply at `build()`).
@@ -144,6 +145,7 @@ impl Default for CacheBuilder {
             disk: None,
             disk_settings: DiskSettings::default(),
             time_to_live: None,
+            absent_ttl: None,
         }
     }
 }
@@ -266,6 +268,16 @@ impl CacheBuilder {
         self
     }
 
+    /// Negative caching: a key [`optionally_get_with`](crate::Cache::optionally_get_with)'s
+    /// loader found absent is remembered for `ttl`, and calls meanwhile return
+    /// `None` without loading (default: not remembered). Markers are kept in
+    /// memory only, up to [`MAX_ABSENT_KEYS`](crate::MAX_ABSENT_KEYS); an insert
+    /// or removal of the key forgets its marker. Zero is refused by `build()`.
+    pub fn absent_ttl(mut self, ttl: Duration) -> Self {
+        self.absent_ttl = Some(ttl);
+        self
+    }
+
     /// How often the disk tier writes what it has buffered (default 100 ms).
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.disk_settings.flush_interval = Some(interval);
@@ -374,9 +386,12 @@ impl CacheBuilder {
         if self.time_to_live.is_some_and(|t| t.is_zero()) {
             return Err(BuildError::ZeroTimeToLive);
         }
+        if self.absent_ttl.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroAbsentTtl);
+        }
         let memory = MemoryTier::new(capacity, shards, self.clock);
         let tiers = Tiers::new(memory, lower, self.weigher);
-        Ok(Cache::from_tiers(tiers, self.time_to_live))
+        Ok(Cache::from_tiers(tiers, self.time_to_live, self.absent_ttl))
     }
 }
 

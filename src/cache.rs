@@ -5,12 +5,17 @@
 use crate::builder::CacheBuilder;
 use crate::error::{Error, LoadError};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
+use crate::patterns::absent::Absent;
 use crate::patterns::single_flight::{Flights, Role};
 use crate::stats::{CheckpointStatus, Stats, TierStats};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::tiers::Tiers;
 use bytes::Bytes;
 use std::time::Duration;
+
+/// The most keys [`CacheBuilder::absent_ttl`](crate::CacheBuilder::absent_ttl)
+/// remembers as absent at once (about 80 bytes each with a short key).
+pub const MAX_ABSENT_KEYS: usize = 65_536;
 
 /// A thread-safe, sharded cache of byte keys to [`Bytes`] values, evicting with
 /// CLOCK-Pro. Cloning the handle is cheap and shares the cache.
@@ -41,6 +46,9 @@ struct Inner {
     checkpoint: CheckpointStatus,
     /// The TTL of entries inserted or loaded without one.
     time_to_live: Option<Duration>,
+    /// Keys `optionally_get_with` found absent, and for how long they are
+    /// remembered (`absent_ttl`).
+    absent: Option<(Absent, Duration)>,
 }
 
 impl Drop for Inner {
@@ -64,8 +72,18 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    pub(crate) fn from_tiers(tiers: Tiers, time_to_live: Option<Duration>) -> Self {
+    pub(crate) fn from_tiers(
+        tiers: Tiers,
+        time_to_live: Option<Duration>,
+        absent_ttl: Option<Duration>,
+    ) -> Self {
         let flights = Flights::new(tiers.memory().shard_count());
+        let absent = absent_ttl.map(|ttl| {
+            (
+                Absent::new(tiers.memory().shard_count(), MAX_ABSENT_KEYS),
+                ttl,
+            )
+        });
         let tiers = Arc::new(tiers);
         let checkpoint = tiers.start();
         Cache {
@@ -75,6 +93,7 @@ impl Cache {
                 loads: AtomicU64::new(0),
                 checkpoint,
                 time_to_live,
+                absent,
             }),
         }
     }
@@ -182,7 +201,9 @@ impl Cache {
         }
         let weight = self.check_entry(key, &value)?;
         let deadline = self.deadline(ttl);
-        Ok(tiers.insert(hash_key(key), key, value, weight, deadline)?)
+        let hash = hash_key(key);
+        self.forget_absent(hash, key);
+        Ok(tiers.insert(hash, key, value, weight, deadline)?)
     }
 
     /// The deadline of an entry given `ttl`, else the cache's time to live (0: none).
@@ -216,7 +237,15 @@ impl Cache {
     /// not expired (a key only the disk tier held costs one read of its
     /// record). On a closed cache, does nothing and returns `None`.
     pub fn remove(&self, key: &[u8]) -> Option<Bytes> {
-        self.inner.tiers.remove(hash_key(key), key)
+        let hash = hash_key(key);
+        self.forget_absent(hash, key);
+        self.inner.tiers.remove(hash, key)
+    }
+
+    fn forget_absent(&self, hash: u64, key: &[u8]) {
+        if let Some((absent, _)) = &self.inner.absent {
+            absent.forget(hash, key);
+        }
     }
 
     /// The value for `key`, loading and caching it with `load` on a miss.
@@ -271,7 +300,12 @@ impl Cache {
 
     /// Like [`get_with`](Self::get_with) with a loader that may find nothing:
     /// `None` from the loader is returned (to every caller waiting on it)
-    /// and nothing is cached, so the next call loads again.
+    /// and no value is cached. With
+    /// [`absent_ttl`](crate::CacheBuilder::absent_ttl), the key is
+    /// remembered as absent for that long (in memory, up to
+    /// [`MAX_ABSENT_KEYS`] keys), and calls meanwhile return `None` without
+    /// loading; an insert or removal of the key forgets it. Without it, the
+    /// next call loads again.
     ///
     /// ```
     /// use larder::Cache;
@@ -333,6 +367,13 @@ impl Cache {
         if let Some(v) = tiers.get(hash, key) {
             return Ok(Some(v));
         }
+        let now = || tiers.memory().clock().now();
+        if let Some((absent, _)) = &self.inner.absent
+            && absent_ok
+            && absent.holds(hash, key, now())
+        {
+            return Ok(None);
+        }
         loop {
             match self.inner.flights.join(hash, key) {
                 Role::Shared(Some(v)) => return Ok(Some(v)),
@@ -358,6 +399,10 @@ impl Cache {
                     let value = match load() {
                         Ok(Some(v)) => v,
                         Ok(None) => {
+                            if let Some((absent, ttl)) = &self.inner.absent {
+                                let clock = tiers.memory().clock();
+                                absent.remember(hash, key, clock.now(), clock.deadline(*ttl));
+                            }
                             leader.finish(None);
                             return Ok(None);
                         }
@@ -367,6 +412,7 @@ impl Cache {
                             return Err(LoadError::Loader(e));
                         }
                     };
+                    self.forget_absent(hash, key);
                     let inserted = self.check_entry(key, &value).and_then(|weight| {
                         Ok(tiers.insert(hash, key, value.clone(), weight, self.deadline(None))?)
                     });

@@ -33,6 +33,9 @@ pub enum BuildError {
         /// The requested shard count.
         shards: usize,
     },
+    /// The time absent keys are remembered (`absent_ttl`) was zero.
+    #[error("the absent keys' time to live must be greater than zero")]
+    ZeroAbsentTtl,
     /// The cache-wide time to live was zero.
     #[error("the time to live must be greater than zero")]
     ZeroTimeToLive,

@@ -109,7 +109,7 @@ mod time;
 
 pub use builder::{CacheBuilder, DEFAULT_SEGMENT_SIZE, ENTRY_OVERHEAD, MAX_SHARDS};
 pub use bytes::Bytes;
-pub use cache::Cache;
+pub use cache::{Cache, MAX_ABSENT_KEYS};
 pub use disk::verify::VerifyReport;
 pub use disk::{Backpressure, DEFAULT_MAX_MAPS, DiskError, ReadPath};
 pub use error::{BuildError, Error, LoadError};

@@ -404,3 +404,56 @@ fn the_old_loader_names_still_work() {
     assert_eq!(r.unwrap(), "2");
     assert_eq!(c.stats().loads, 2);
 }
+
+/// Negative caching: with `absent_ttl`, a key the loader found absent is
+/// answered `None` without loading until the marker expires; an insert
+/// forgets the marker; `get_with`, which needs a value, ignores it.
+#[test]
+fn absent_keys_are_remembered_for_their_ttl() {
+    assert_eq!(
+        Cache::builder()
+            .memory_capacity(1 << 20)
+            .absent_ttl(Duration::ZERO)
+            .build()
+            .unwrap_err(),
+        BuildError::ZeroAbsentTtl
+    );
+    let clock = ManualClock::new();
+    let c = Cache::builder()
+        .memory_capacity(1 << 20)
+        .absent_ttl(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = std::cell::Cell::new(0);
+    let absent = || {
+        calls.set(calls.get() + 1);
+        None
+    };
+    assert_eq!(c.optionally_get_with(b"k", absent).unwrap(), None);
+    assert_eq!(c.optionally_get_with(b"k", absent).unwrap(), None);
+    assert_eq!(calls.get(), 1, "remembered: not loaded again");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(c.optionally_get_with(b"k", absent).unwrap(), None);
+    assert_eq!(calls.get(), 2, "the marker expired");
+    // `get_with` needs a value: it loads whatever the marker says.
+    assert_eq!(c.get_with(b"k", || "now".into()).unwrap(), "now");
+    c.remove(b"k");
+    assert_eq!(c.optionally_get_with(b"k", absent).unwrap(), None);
+    assert_eq!(
+        calls.get(),
+        3,
+        "the removal forgot the marker set before it"
+    );
+    c.insert(b"k", "written").unwrap();
+    let v = c.optionally_get_with(b"k", absent).unwrap();
+    assert_eq!(v.unwrap(), "written");
+    c.remove(b"k");
+    assert_eq!(c.optionally_get_with(b"k", absent).unwrap(), None);
+    assert_eq!(calls.get(), 4, "no marker outlives an insert");
+    // Without `absent_ttl`, every call loads.
+    let plain = cache(1 << 20);
+    plain.optionally_get_with(b"k", absent).unwrap();
+    plain.optionally_get_with(b"k", absent).unwrap();
+    assert_eq!(calls.get(), 6);
+}
