@@ -125,7 +125,7 @@ fn a_failing_loader_is_run_once_and_its_error_shared() {
     const LOAD: Duration = Duration::from_millis(200);
     let cache = Cache::builder().memory_capacity(1 << 20).build().unwrap();
     let calls = AtomicU64::new(0);
-    let n = 8;
+    let n = 64;
     let barrier = Barrier::new(n);
     let started = std::time::Instant::now();
     let results: Vec<(Result<Bytes, LoadError<&str>>, Duration)> = std::thread::scope(|s| {
