@@ -133,6 +133,7 @@ impl<'a> Probe<'a> {
     }
 
     /// The owned key, for an insert.
+    #[inline]
     pub(crate) fn into_owned(self) -> KeyBuf {
         match self {
             Probe::Inline(k) => k,
