@@ -377,7 +377,16 @@ pub(crate) mod uring {
                     }
                 });
                 let block = 64 << 10;
-                for round in 0..400u32 {
+                // At least 400 rounds, and on until the storm has sent 200
+                // signals (a loaded machine runs the sender less often), for
+                // 30 s at most.
+                let started = std::time::Instant::now();
+                let mut round = 0u32;
+                while round < 400
+                    || (sent.load(std::sync::atomic::Ordering::Relaxed) < 200
+                        && started.elapsed() < std::time::Duration::from_secs(30))
+                {
+                    round += 1;
                     let data: Vec<u8> = (0..block as u32)
                         .map(|i| (i.wrapping_mul(2_654_435_761) ^ round) as u8)
                         .collect();
