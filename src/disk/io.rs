@@ -393,7 +393,7 @@ pub(crate) mod uring {
                     let at = u64::from(round % 16) * block as u64;
                     u.write_all_at(&f, &data, at)
                         .expect("a write under signals");
-                    if round % 8 == 0 {
+                    if round.is_multiple_of(8) {
                         u.sync_data(&f).expect("a sync under signals");
                     }
                     let mut back = vec![0u8; block];
