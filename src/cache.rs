@@ -4,6 +4,7 @@
 
 use crate::builder::CacheBuilder;
 use crate::error::{Error, LoadError};
+use crate::health::{Health, HealthWatch};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
 use crate::patterns::absent::Absent;
 use crate::patterns::single_flight::{Flights, Role};
@@ -49,6 +50,8 @@ struct Inner {
     /// Keys `optionally_get_with` found absent, and for how long they are
     /// remembered (`absent_ttl`).
     absent: Option<(Absent, Duration)>,
+    /// What the previous `health()` saw.
+    health: HealthWatch,
 }
 
 impl Drop for Inner {
@@ -94,6 +97,7 @@ impl Cache {
                 checkpoint,
                 time_to_live,
                 absent,
+                health: HealthWatch::default(),
             }),
         }
     }
@@ -425,6 +429,25 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// Whether the cache is doing its job, and if not, why: unhealthy if the
+    /// disk tier failed (it stopped writing; memory serves on) or the cache is
+    /// closed; degraded if, since the previous call on any handle, writes
+    /// were refused, records failed their checks or segments faulted, or if
+    /// recovery quarantined files at open. See [`Health`].
+    ///
+    /// ```
+    /// use larder::{Cache, Health};
+    ///
+    /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+    /// assert_eq!(cache.health(), Health::Healthy);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn health(&self) -> Health {
+        self.inner
+            .health
+            .check(&self.stats(), self.inner.tiers.is_closed())
     }
 
     /// A snapshot of the counters and occupancy.

@@ -484,3 +484,52 @@ fn a_few_maps_serve_many_segments() {
         assert_eq!(stats.maps, 2);
     }
 }
+
+/// `health()` through the disk tier's troubles: healthy; degraded while
+/// writes are refused (and healthy again once none are new); unhealthy when
+/// the disk fails; unhealthy on a handle whose cache was closed.
+#[test]
+fn health_follows_refusals_failures_and_close() {
+    use crate::{Cache, Health, HealthIssue};
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let cache = Cache::builder()
+        .memory_capacity(10_000)
+        .unit_weight()
+        .disk(dir.path(), 64 * SEG)
+        .segment_size(SEG)
+        .disk_backpressure(Backpressure::Refuse)
+        .disk_io(io.clone())
+        .build()
+        .unwrap();
+    assert_eq!(cache.health(), Health::Healthy);
+    let v = |i: u32| bytes::Bytes::from(value(i, 0, 2000));
+    io.stall(true);
+    for i in 0..300u32 {
+        cache.insert(&k(i), v(i)).unwrap();
+    }
+    let refused = cache.stats().disk.unwrap().refused_writes;
+    assert!(refused > 0);
+    assert_eq!(
+        cache.health(),
+        Health::Degraded(vec![HealthIssue::WritesRefused(refused)])
+    );
+    io.stall(false);
+    cache.sync().unwrap();
+    let _ = cache.health(); // the refusals the sync itself met, if any
+    assert_eq!(cache.health(), Health::Healthy, "nothing new since");
+    io.fail_writes_after(0);
+    for i in 300..400u32 {
+        cache.insert(&k(i), v(i)).unwrap();
+    }
+    assert!(cache.sync().is_err());
+    let health = cache.health();
+    assert!(
+        matches!(&health, Health::Unhealthy(i) if matches!(i[0], HealthIssue::DiskFailed(_))),
+        "{health:?}"
+    );
+    let other = cache.clone();
+    let _ = cache.close();
+    assert!(other.health().issues().contains(&HealthIssue::Closed));
+    assert!(!other.health().is_healthy());
+}
