@@ -15,7 +15,8 @@ use bytes::Bytes;
 use std::time::Duration;
 
 /// The most keys [`CacheBuilder::absent_ttl`](crate::CacheBuilder::absent_ttl)
-/// remembers as absent at once (about 80 bytes each with a short key).
+/// remembers as absent at once (each marker holds a copy of its key and a
+/// deadline).
 pub const MAX_ABSENT_KEYS: usize = 65_536;
 
 /// A thread-safe, sharded cache of byte keys to [`Bytes`] values, evicting with

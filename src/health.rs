@@ -79,19 +79,16 @@ impl HealthWatch {
             }
             let now = [d.refused_writes, d.corrupt_records, d.faulted_segments];
             let before = std::mem::replace(&mut *self.seen.lock(), now);
-            let delta = |i: usize| now[i].saturating_sub(before[i]);
-            let issues = [
-                HealthIssue::WritesRefused(delta(0)),
-                HealthIssue::CorruptRecords(delta(1)),
-                HealthIssue::FaultedSegments(delta(2)),
-            ];
-            degraded.extend(
-                issues
-                    .into_iter()
-                    .zip(0..)
-                    .filter(|&(_, i)| delta(i) > 0)
-                    .map(|(x, _)| x),
-            );
+            let [refused, corrupt, faulted] = [0, 1, 2].map(|i| now[i].saturating_sub(before[i]));
+            if refused > 0 {
+                degraded.push(HealthIssue::WritesRefused(refused));
+            }
+            if corrupt > 0 {
+                degraded.push(HealthIssue::CorruptRecords(corrupt));
+            }
+            if faulted > 0 {
+                degraded.push(HealthIssue::FaultedSegments(faulted));
+            }
             if d.recovery.quarantined_files > 0 {
                 degraded.push(HealthIssue::QuarantinedAtOpen(d.recovery.quarantined_files));
             }

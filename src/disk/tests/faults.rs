@@ -451,6 +451,18 @@ fn a_segment_truncated_under_its_map_mid_read_loop_is_dropped() {
     }
 }
 
+/// Segment files of `dir` this process has mapped, from `/proc/self/maps`.
+fn mapped_segments(dir: &std::path::Path) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let dir = dir.to_str().unwrap();
+    let files: std::collections::BTreeSet<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with(dir) && p.ends_with(".seg"))
+        .collect();
+    files.len()
+}
+
 /// A bound of two maps over a dozen sealed segments: every key reads right,
 /// and no more than two segments are mapped at a time.
 #[test]
@@ -476,12 +488,16 @@ fn a_few_maps_serve_many_segments() {
                 "key {key}"
             );
             assert!(tier.stats().maps <= 2, "{}", tier.stats().maps);
+            // As the kernel sees it, not only as the tier counts it.
+            let mapped = mapped_segments(dir.path());
+            assert!(mapped <= 2, "{mapped} segment files mapped");
         }
     }
     let stats = tier.stats();
     assert_eq!((stats.corrupt_records, stats.faulted_segments), (0, 0));
     if stats.read_path == "mmap" {
         assert_eq!(stats.maps, 2);
+        assert_eq!(mapped_segments(dir.path()), 2, "the kernel sees the maps");
     }
 }
 
