@@ -7,7 +7,7 @@ use crate::error::{Error, LoadError};
 use crate::health::{Health, HealthWatch};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
 use crate::patterns::absent::Absent;
-use crate::patterns::single_flight::{Flights, Role};
+use crate::patterns::single_flight::{Flights, Follower, Leader, Outcome, Role};
 use crate::stats::{CheckpointStatus, Stats, TierStats};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::tiers::Tiers;
@@ -18,6 +18,31 @@ use std::time::Duration;
 /// remembers as absent at once (each marker holds a copy of its key and a
 /// deadline).
 pub const MAX_ABSENT_KEYS: usize = 65_536;
+
+/// How a loader given to [`Cache::load`] failed.
+pub(crate) enum Failure<E> {
+    /// The user's loader failed: shared with the waiters as `Arc<E>`.
+    Loader(E),
+    /// The value cannot be cached: the waiters get this error.
+    Refused(Error),
+}
+
+/// A load's lookup: answered (`Found`: a value, or `None` remembered as
+/// absent), or missed (the key's hash, to load it).
+pub(crate) enum Lookup {
+    Found(Option<Bytes>),
+    Missed(u64),
+}
+
+/// A missed key's flight, as [`Cache::load_join`] found it.
+pub(crate) enum Joined<'a> {
+    /// A flight that just ended left this value.
+    Found(Bytes),
+    /// Run the loader and hand its result to [`Cache::load_finish`].
+    Lead(Leader<'a>),
+    /// Wait for the leader, then [`Cache::load_follow`].
+    Wait(Follower),
+}
 
 /// A thread-safe, sharded cache of byte keys to [`Bytes`] values, evicting with
 /// CLOCK-Pro. Cloning the handle is cheap and shares the cache.
@@ -299,7 +324,7 @@ impl Cache {
         key: &[u8],
         load: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, LoadError<E>> {
-        let loaded = self.load(key, false, || load().map(Some))?;
+        let loaded = self.load(key, false, || load().map(Some).map_err(Failure::Loader))?;
         Ok(loaded.expect("`load` hands `None` only to a caller that takes it"))
     }
 
@@ -327,11 +352,13 @@ impl Cache {
         key: &[u8],
         load: impl FnOnce() -> Option<Bytes>,
     ) -> Result<Option<Bytes>, Error> {
-        self.load(key, true, || Ok::<_, std::convert::Infallible>(load()))
-            .map_err(|e| match e {
-                LoadError::Cache(e) => e,
-                LoadError::Loader(never) => match *never {},
-            })
+        self.load(key, true, || {
+            Ok::<_, Failure<std::convert::Infallible>>(load())
+        })
+        .map_err(|e| match e {
+            LoadError::Cache(e) => e,
+            LoadError::Loader(never) => match *never {},
+        })
     }
 
     /// The old name of [`get_with`](Self::get_with).
@@ -356,80 +383,131 @@ impl Cache {
 
     /// The loaders' one path: a lookup, then a single-flight load on a miss.
     /// `None` (the loader found nothing) reaches only callers that take it
-    /// (`absent_ok`); another caller that meets it loads for itself.
-    fn load<E: Send + Sync + 'static>(
+    /// (`absent_ok`); another caller that meets it loads for itself. A loader
+    /// may refuse its own value ([`Failure::Refused`]: the typed layer could
+    /// not encode it), which reaches the waiters as the cache's refusal.
+    pub(crate) fn load<E: Send + Sync + 'static>(
         &self,
         key: &[u8],
         absent_ok: bool,
-        load: impl FnOnce() -> Result<Option<Bytes>, E>,
+        load: impl FnOnce() -> Result<Option<Bytes>, Failure<E>>,
     ) -> Result<Option<Bytes>, LoadError<E>> {
-        check_key(key)?;
-        let tiers = &self.inner.tiers;
-        if tiers.is_closed() {
-            return Err(LoadError::Cache(Error::Closed));
-        }
-        let hash = hash_key(key);
-        if let Some(v) = tiers.get(hash, key) {
-            return Ok(Some(v));
-        }
-        let now = || tiers.memory().clock().now();
-        if let Some((absent, _)) = &self.inner.absent
-            && absent_ok
-            && absent.holds(hash, key, now())
-        {
-            return Ok(None);
-        }
+        let hash = match self.load_lookup(key, absent_ok)? {
+            Lookup::Found(v) => return Ok(v),
+            Lookup::Missed(hash) => hash,
+        };
         loop {
-            match self.inner.flights.join(hash, key) {
-                Role::Shared(Some(v)) => return Ok(Some(v)),
-                Role::Shared(None) if absent_ok => return Ok(None),
-                Role::Shared(None) => continue, // found nothing: load ourselves
-                Role::Failed(e) => match e.downcast::<E>() {
-                    Ok(e) => return Err(LoadError::Loader(e)),
-                    Err(_) => continue, // another error type: load ourselves
-                },
-                Role::Refused(e) => return Err(LoadError::Cache(e)),
-                Role::Retry => {
-                    if let Some(v) = tiers.peek(hash, key) {
-                        return Ok(Some(v));
+            match self.load_join(hash, key) {
+                Joined::Found(v) => return Ok(Some(v)),
+                Joined::Lead(leader) => return self.load_finish(leader, hash, key, load()),
+                Joined::Wait(follower) => {
+                    if let Some(r) = self.load_follow(follower.wait(), hash, key, absent_ok) {
+                        return r;
                     }
-                }
-                Role::Leader(leader) => {
-                    // A flight that finished between our miss and our joining left its value.
-                    if let Some(v) = tiers.peek(hash, key) {
-                        leader.finish(Some(v.clone()));
-                        return Ok(Some(v));
-                    }
-                    self.inner.loads.fetch_add(1, Ordering::Relaxed);
-                    let value = match load() {
-                        Ok(Some(v)) => v,
-                        Ok(None) => {
-                            if let Some((absent, ttl)) = &self.inner.absent {
-                                let clock = tiers.memory().clock();
-                                absent.remember(hash, key, clock.now(), clock.deadline(*ttl));
-                            }
-                            leader.finish(None);
-                            return Ok(None);
-                        }
-                        Err(e) => {
-                            let e = Arc::new(e);
-                            leader.fail(Arc::clone(&e) as _);
-                            return Err(LoadError::Loader(e));
-                        }
-                    };
-                    self.forget_absent(hash, key);
-                    let inserted = self.check_entry(key, &value).and_then(|weight| {
-                        Ok(tiers.insert(hash, key, value.clone(), weight, self.deadline(None))?)
-                    });
-                    if let Err(e) = inserted {
-                        leader.refuse(e.clone());
-                        return Err(LoadError::Cache(e));
-                    }
-                    leader.finish(Some(value.clone()));
-                    return Ok(Some(value));
                 }
             }
         }
+    }
+
+    /// A load's first steps: the checks, the lookup, the absent markers.
+    pub(crate) fn load_lookup(&self, key: &[u8], absent_ok: bool) -> Result<Lookup, Error> {
+        check_key(key)?;
+        let tiers = &self.inner.tiers;
+        if tiers.is_closed() {
+            return Err(Error::Closed);
+        }
+        let hash = hash_key(key);
+        if let Some(v) = tiers.get(hash, key) {
+            return Ok(Lookup::Found(Some(v)));
+        }
+        if let Some((absent, _)) = &self.inner.absent
+            && absent_ok
+            && absent.holds(hash, key, tiers.memory().clock().now())
+        {
+            return Ok(Lookup::Found(None));
+        }
+        Ok(Lookup::Missed(hash))
+    }
+
+    /// Joins or starts the flight for a missed key. A leader first looks
+    /// again: a flight that ended between the miss and the join left its
+    /// value.
+    pub(crate) fn load_join<'a>(&'a self, hash: u64, key: &'a [u8]) -> Joined<'a> {
+        match self.inner.flights.join(hash, key) {
+            Role::Follower(f) => Joined::Wait(f),
+            Role::Leader(leader) => match self.inner.tiers.peek(hash, key) {
+                Some(v) => {
+                    leader.finish(Some(v.clone()));
+                    Joined::Found(v)
+                }
+                None => {
+                    self.inner.loads.fetch_add(1, Ordering::Relaxed);
+                    Joined::Lead(leader)
+                }
+            },
+        }
+    }
+
+    /// What a waiter does with a flight's outcome: `Some` answer, or `None`
+    /// to join again (the leader gave up, found nothing for a caller that
+    /// needs a value, or failed with another error type).
+    pub(crate) fn load_follow<E: Send + Sync + 'static>(
+        &self,
+        outcome: Outcome,
+        hash: u64,
+        key: &[u8],
+        absent_ok: bool,
+    ) -> Option<Result<Option<Bytes>, LoadError<E>>> {
+        match outcome {
+            Outcome::Shared(Some(v)) => Some(Ok(Some(v))),
+            Outcome::Shared(None) if absent_ok => Some(Ok(None)),
+            Outcome::Shared(None) => None,
+            Outcome::Failed(e) => e.downcast::<E>().ok().map(|e| Err(LoadError::Loader(e))),
+            Outcome::Refused(e) => Some(Err(LoadError::Cache(e))),
+            Outcome::Retry => self.inner.tiers.peek(hash, key).map(|v| Ok(Some(v))),
+        }
+    }
+
+    /// The leader's last step: caches what its loader returned and tells the
+    /// waiters.
+    pub(crate) fn load_finish<E: Send + Sync + 'static>(
+        &self,
+        leader: Leader<'_>,
+        hash: u64,
+        key: &[u8],
+        loaded: Result<Option<Bytes>, Failure<E>>,
+    ) -> Result<Option<Bytes>, LoadError<E>> {
+        let tiers = &self.inner.tiers;
+        let value = match loaded {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                if let Some((absent, ttl)) = &self.inner.absent {
+                    let clock = tiers.memory().clock();
+                    absent.remember(hash, key, clock.now(), clock.deadline(*ttl));
+                }
+                leader.finish(None);
+                return Ok(None);
+            }
+            Err(Failure::Loader(e)) => {
+                let e = Arc::new(e);
+                leader.fail(Arc::clone(&e) as _);
+                return Err(LoadError::Loader(e));
+            }
+            Err(Failure::Refused(e)) => {
+                leader.refuse(e.clone());
+                return Err(LoadError::Cache(e));
+            }
+        };
+        self.forget_absent(hash, key);
+        let inserted = self.check_entry(key, &value).and_then(|weight| {
+            Ok(tiers.insert(hash, key, value.clone(), weight, self.deadline(None))?)
+        });
+        if let Err(e) = inserted {
+            leader.refuse(e.clone());
+            return Err(LoadError::Cache(e));
+        }
+        leader.finish(Some(value.clone()));
+        Ok(Some(value))
     }
 
     /// Whether the cache is doing its job, and if not, why: unhealthy if the

@@ -124,6 +124,10 @@ pub enum Error {
         /// Evicted from memory before they could be written: gone.
         dropped: u64,
     },
+    /// The typed layer ([`TypedCache`](crate::TypedCache)) could not encode a
+    /// value, or a loaded entry's stored bytes are not a value of its type.
+    #[error("{0}")]
+    Codec(#[source] crate::api::CodecError),
     /// The disk tier failed (a write or `fdatasync` error) and persists
     /// nothing more, or its directory could not be read; the error says which.
     #[error("the disk tier failed: {0}")]

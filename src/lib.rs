@@ -93,6 +93,7 @@
 // `SAFETY:` comment; everywhere else it is refused.
 #![deny(unsafe_code)]
 
+mod api;
 mod builder;
 mod cache;
 mod disk;
@@ -108,6 +109,9 @@ mod sync;
 mod tiers;
 mod time;
 
+#[cfg(feature = "serde")]
+pub use api::Postcard;
+pub use api::{AsKey, Codec, CodecError, Key, OffThread, Raw, TAG_LEN, TypedCache};
 pub use builder::{CacheBuilder, DEFAULT_SEGMENT_SIZE, ENTRY_OVERHEAD, MAX_SHARDS};
 pub use bytes::Bytes;
 pub use cache::{Cache, MAX_ABSENT_KEYS};

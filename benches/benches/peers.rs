@@ -7,6 +7,7 @@
 //! cargo bench -p larder-benches --bench peers -- throughput    # W1/W2 x 1/2 threads, paired rounds
 //! cargo bench -p larder-benches --bench peers -- hit-ratio     # 2M requests, insert on miss, 10k and 100k entries
 //! cargo bench -p larder-benches --bench peers -- memory        # RSS per entry, 1M entries of 64-byte values
+//! cargo bench -p larder-benches --bench peers -- typed         # TypedCache<u64, Bytes> over the bytes core
 //! ```
 //! Environment: `PEERS_ROUNDS` (default 15) rounds per throughput cell.
 //! Results: docs/benchmarks.md.
@@ -29,11 +30,73 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn throughput() {
-    let rounds: usize = std::env::var("PEERS_ROUNDS")
+fn rounds() -> usize {
+    std::env::var("PEERS_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(15)
+}
+
+/// Runs `peers` in alternating rounds on `streams`: each one's median
+/// Mops/s, and the median, least and greatest of peers[0] / peers[1] over
+/// the paired rounds.
+fn paired(
+    peers: &[&str],
+    streams: &[Vec<(u64, bool)>],
+    value: &Bytes,
+    rounds: usize,
+) -> (Vec<f64>, f64, f64, f64) {
+    let caches: Vec<_> = peers.iter().map(|p| build(p, CAPACITY)).collect();
+    for c in &caches {
+        run(c.as_ref(), streams, value); // fill
+    }
+    let mut speed = vec![Vec::new(); caches.len()];
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        for (i, c) in caches.iter().enumerate() {
+            speed[i].push(ops_per_sec(c.as_ref(), streams, value) / 1e6);
+        }
+        let n = speed[0].len() - 1;
+        ratios.push(speed[0][n] / speed[1][n]);
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let ratio = median(&mut ratios);
+    let m = speed.iter_mut().map(|s| median(s)).collect();
+    (m, ratio, lo, hi)
+}
+
+/// The typed layer (`TypedCache<u64, Bytes>`, raw codec) against the bytes
+/// core it wraps, same keys (8 big-endian bytes) and values, paired rounds.
+/// The core is given a copy of the value per insert, as the typed layer
+/// makes one (the other tables insert one shared `Bytes` everywhere).
+fn typed() {
+    let rounds = rounds();
+    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    println!(
+        "## Typed layer over the bytes core (Mops/s, median of {rounds} alternating rounds)\n"
+    );
+    println!(
+        "| cell | larder (bytes, a copy per insert) | TypedCache<u64, Bytes> | typed / bytes | range |"
+    );
+    println!("|---|---|---|---|---|");
+    for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
+        for threads in [1u64, 2] {
+            let streams = streams(threads, OPS_PER_THREAD, get_percent);
+            let (m, ratio, lo, hi) =
+                paired(&["larder-typed", "larder-copy"], &streams, &value, rounds);
+            println!(
+                "| {workload} {threads}T | {:.2} | {:.2} | **{ratio:.3}x** | {lo:.3}..{hi:.3} |",
+                m[1], m[0]
+            );
+        }
+    }
+    println!();
+}
+
+fn throughput() {
+    let rounds = rounds();
     let value = Bytes::from(vec![7u8; VALUE_LEN]);
     println!("## Throughput (Mops/s, median of {rounds} alternating rounds)\n");
     println!(
@@ -43,24 +106,7 @@ fn throughput() {
     for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
         for threads in [1u64, 2] {
             let streams = streams(threads, OPS_PER_THREAD, get_percent);
-            let caches: Vec<_> = PEERS.iter().map(|p| build(p, CAPACITY)).collect();
-            for c in &caches {
-                run(c.as_ref(), &streams, &value); // fill
-            }
-            let mut speed = vec![Vec::new(); caches.len()];
-            let mut ratios = Vec::new();
-            for _ in 0..rounds {
-                for (i, c) in caches.iter().enumerate() {
-                    speed[i].push(ops_per_sec(c.as_ref(), &streams, &value) / 1e6);
-                }
-                let n = speed[0].len() - 1;
-                ratios.push(speed[0][n] / speed[1][n]);
-            }
-            let (lo, hi) = ratios
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-            let ratio = median(&mut ratios);
-            let m: Vec<f64> = speed.iter_mut().map(|s| median(s)).collect();
+            let (m, ratio, lo, hi) = paired(&PEERS, &streams, &value, rounds);
             println!(
                 "| {workload} {threads}T | {:.2} | {:.2} | {:.2} | **{ratio:.2}x** | {lo:.2}..{hi:.2} |",
                 m[0], m[1], m[2]
@@ -170,6 +216,7 @@ fn main() {
         Some("throughput") => throughput(),
         Some("hit-ratio") => hit_ratio(),
         Some("memory") => memory(),
+        Some("typed") => typed(),
         _ => {
             throughput();
             hit_ratio();

@@ -32,6 +32,33 @@ impl Peer for larder::Cache {
     }
 }
 
+/// The bytes core given a value of its own per insert (as a service that
+/// builds each value does), the baseline of the typed layer, which must copy.
+pub struct CoreCopying(pub larder::Cache);
+
+impl Peer for CoreCopying {
+    fn get(&self, key: u64) -> Option<Bytes> {
+        self.0.get(&key.to_be_bytes())
+    }
+    fn insert(&self, key: u64, value: Bytes) {
+        let own = Bytes::copy_from_slice(&value);
+        self.0
+            .insert(&key.to_be_bytes(), own)
+            .expect("benchmark entries fit");
+    }
+}
+
+/// The typed layer with the raw codec: the key as its 8 big-endian bytes,
+/// the value behind a 4-byte tag (one copy per insert).
+impl Peer for larder::TypedCache<u64, Bytes> {
+    fn get(&self, key: u64) -> Option<Bytes> {
+        larder::TypedCache::get(self, &key)
+    }
+    fn insert(&self, key: u64, value: Bytes) {
+        larder::TypedCache::insert(self, &key, &value).expect("benchmark entries fit");
+    }
+}
+
 impl Peer for quick_cache::sync::Cache<u64, Bytes> {
     fn get(&self, key: u64) -> Option<Bytes> {
         quick_cache::sync::Cache::get(self, &key)
@@ -60,6 +87,20 @@ pub fn build(name: &str, capacity: u64) -> Box<dyn Peer> {
                 .build()
                 .expect("valid configuration"),
         ),
+        "larder-copy" => Box::new(CoreCopying(
+            larder::Cache::builder()
+                .memory_capacity(capacity)
+                .unit_weight()
+                .build()
+                .expect("valid configuration"),
+        )),
+        "larder-typed" => Box::new(larder::TypedCache::<u64, Bytes>::new(
+            larder::Cache::builder()
+                .memory_capacity(capacity)
+                .unit_weight()
+                .build()
+                .expect("valid configuration"),
+        )),
         "quick_cache" => Box::new(quick_cache::sync::Cache::<u64, Bytes>::new(
             capacity as usize,
         )),
