@@ -128,6 +128,18 @@ impl Cache {
         }
     }
 
+    /// The tiers, for the API layers (`crate::api`).
+    pub(crate) fn tiers(&self) -> &Arc<Tiers> {
+        &self.inner.tiers
+    }
+
+    /// Forgets every key remembered as absent.
+    pub(crate) fn forget_all_absent(&self) {
+        if let Some((absent, _)) = &self.inner.absent {
+            absent.clear();
+        }
+    }
+
     /// Closes the cache cleanly: memory's unwritten entries go to disk, the
     /// log is sealed, and a checkpoint of what memory holds is written, so the
     /// next open of the directory is warm: its index comes from segment

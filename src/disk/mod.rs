@@ -80,6 +80,8 @@ use flusher::Flusher;
 use ghosts::Ghosts;
 use image::{ActiveBuffer, ChunkPool, Image};
 use index::Index;
+/// Stripes of the disk tier's index, walked one at a time by iteration.
+pub(crate) const INDEX_STRIPES: usize = index::STRIPES;
 use state::{Counters, DiskState, Log, Request, notify_space};
 use std::collections::BTreeMap;
 use std::thread::JoinHandle;

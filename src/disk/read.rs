@@ -79,6 +79,18 @@ impl DiskTier {
             .is_some()
     }
 
+    /// The hash of every key whose record is in index stripe `stripe` (of
+    /// [`INDEX_STRIPES`](super::INDEX_STRIPES)).
+    pub(crate) fn key_hashes(&self, stripe: usize, out: &mut Vec<u64>) {
+        self.shared.index.hashes_of(stripe, out);
+    }
+
+    /// Keys with a record that the memory tier does not hold (as far as the
+    /// index's flags know): one pass over the index.
+    pub(crate) fn keys_outside_memory(&self) -> usize {
+        self.shared.index.outside_memory()
+    }
+
     /// Reads the record the index holds for `hash` without counting a use or a
     /// hit (for refilling memory): its key, value, expiry (unix ns) and token.
     pub(crate) fn read_by_hash(

@@ -15,7 +15,7 @@ mod shard;
 
 pub(crate) use shard::{Admit, DIRTY, Evictions, Held, Lookup, Shard};
 
-use crate::key::Probe;
+use crate::key::{KeyBuf, Probe};
 use crate::policy::Counts;
 use crate::sync::{Ordering, RwLock, ShardLockNote};
 use crate::time::Clock;
@@ -183,6 +183,18 @@ impl MemoryTier {
     pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
         self.read(hash)
             .contains(hash, &Probe::new(key), || self.clock.now())
+    }
+
+    /// The entries of shard `i` live at `now` (`None`: the clock's now; 0:
+    /// expired ones too): hashes, keys and values.
+    pub(crate) fn entries_at(
+        &self,
+        i: usize,
+        now: Option<u64>,
+        out: &mut Vec<(u64, KeyBuf, Bytes)>,
+    ) {
+        let now = now.unwrap_or_else(|| self.clock.now());
+        self.read_at(i).entries(now, out);
     }
 
     /// What every shard holds, hot entries first, then cold ones, then ghosts.

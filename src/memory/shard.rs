@@ -329,6 +329,16 @@ impl Shard {
         }
     }
 
+    /// The live entries' hashes, keys and values (for iteration).
+    pub(crate) fn entries(&self, now: u64, out: &mut Vec<(u64, KeyBuf, Bytes)>) {
+        for (idx, hash, _) in self.policy.residents() {
+            if !self.is_expired(idx, || now) {
+                let r = self.policy.resident(idx);
+                out.push((hash, r.payload.key.clone(), r.payload.value.clone()));
+            }
+        }
+    }
+
     /// Restores a ghost from a checkpoint.
     pub(crate) fn add_ghost(&mut self, hash: u64, weight: u32) {
         self.policy.add_ghost(hash, weight);

@@ -72,6 +72,15 @@ impl Absent {
         true
     }
 
+    /// Forgets every marker.
+    pub(crate) fn clear(&self) {
+        for stripe in &self.stripes {
+            let mut stripe = stripe.lock();
+            self.held.fetch_sub(stripe.len(), Ordering::Relaxed);
+            stripe.clear();
+        }
+    }
+
     /// Forgets `key`'s marker, if it has one (it was written or removed).
     pub(crate) fn forget(&self, hash: u64, key: &[u8]) {
         if self.held.load(Ordering::Relaxed) == 0 {

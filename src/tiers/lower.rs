@@ -296,8 +296,10 @@ impl Lower {
 
     /// The record the index holds for `hash`, for refilling memory: key,
     /// value, deadline (memory clock) and token. Counts no hit.
+    /// At `now` 0, records past their deadline are read too.
     pub(crate) fn read_by_hash(&self, hash: u64, now: u64) -> Option<(Vec<u8>, Bytes, u64, Token)> {
-        let (key, value, expires_at, token) = self.disk.read_by_hash(hash, self.to_unix(now))?;
+        let unix = if now == 0 { 0 } else { self.to_unix(now) };
+        let (key, value, expires_at, token) = self.disk.read_by_hash(hash, unix)?;
         Some((key, value, self.to_mono(expires_at), token))
     }
 

@@ -19,10 +19,12 @@
 
 mod lower;
 mod restart;
+mod walk;
 
 pub(crate) use lower::Lower;
 pub use lower::WritePolicy;
 pub(crate) use restart::{CloseState, Refill};
+pub(crate) use walk::Walk;
 
 use crate::builder::Weigher;
 use crate::key::Probe;

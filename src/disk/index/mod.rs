@@ -107,7 +107,7 @@ fn stored(hash: u64) -> u64 {
     hash.max(1)
 }
 
-const STRIPES: usize = 256;
+pub(crate) const STRIPES: usize = 256;
 
 /// Hash bits that pick a stripe through [`Index::stripe_of`].
 const STRIPE_PICK_BITS: u32 = 12;
@@ -289,6 +289,32 @@ impl Index {
             }
         }
         out
+    }
+
+    /// The hash of every key with a record in stripe `stripe` (of
+    /// [`STRIPES`]), under its read lock.
+    pub(crate) fn hashes_of(&self, stripe: usize, out: &mut Vec<u64>) {
+        out.extend(
+            self.stripes[stripe]
+                .read()
+                .iter()
+                .filter(|e| e.loc() != PENDING)
+                .map(|e| e.hash),
+        );
+    }
+
+    /// Keys with a record whose [`IN_MEMORY`] flag is clear: those the
+    /// memory tier does not hold (as far as the flags know).
+    pub(crate) fn outside_memory(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|s| {
+                s.read()
+                    .iter()
+                    .filter(|e| e.loc() != PENDING && e.flags() & IN_MEMORY == 0)
+                    .count()
+            })
+            .sum()
     }
 
     /// Clears every entry's flags.
