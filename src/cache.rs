@@ -373,6 +373,27 @@ impl Cache {
         })
     }
 
+    /// [`optionally_get_with`](Self::optionally_get_with) with a fallible
+    /// loader, as a database query is: `Ok(None)` is "no such row" (shared
+    /// with the waiters, remembered if `absent_ttl` is set), `Err` is shared
+    /// with the waiters as in [`try_get_with`](Self::try_get_with).
+    ///
+    /// ```
+    /// use larder::Cache;
+    ///
+    /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+    /// let row = cache.try_optionally_get_with(b"user:9", || Ok::<_, std::io::Error>(None))?;
+    /// assert_eq!(row, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_optionally_get_with<E: Send + Sync + 'static>(
+        &self,
+        key: &[u8],
+        load: impl FnOnce() -> Result<Option<Bytes>, E>,
+    ) -> Result<Option<Bytes>, LoadError<E>> {
+        self.load(key, true, || load().map_err(Failure::Loader))
+    }
+
     /// The old name of [`get_with`](Self::get_with).
     #[deprecated(since = "0.2.0", note = "renamed `get_with` (moka's name)")]
     pub fn get_or_insert_with(

@@ -252,6 +252,19 @@ impl<K: Key, V, C: Codec<V>> TypedCache<K, V, C> {
             })
     }
 
+    /// [`optionally_get_with`](Self::optionally_get_with) with a fallible
+    /// loader (see [`Cache::try_optionally_get_with`]).
+    pub fn try_optionally_get_with<Q: AsKey + ?Sized, E: Send + Sync + 'static>(
+        &self,
+        key: &Q,
+        load: impl FnOnce() -> Result<Option<V>, E>,
+    ) -> Result<Option<V>, LoadError<E>>
+    where
+        K: Borrow<Q>,
+    {
+        self.load(key, true, load)
+    }
+
     /// The typed loaders' one path. The leader keeps the value it loaded
     /// (no decode); a waiter decodes the shared bytes. A hit on a value this
     /// view cannot decode removes it and loads again, once.
