@@ -84,6 +84,7 @@ pub struct CacheBuilder {
     /// whatever the order of the calls, and are checked at `build()`.
     disk_settings: DiskSettings,
     time_to_live: Option<Duration>,
+    time_to_idle: Option<Duration>,
     absent_ttl: Option<Duration>,
 }
 
@@ -145,6 +146,7 @@ impl Default for CacheBuilder {
             disk: None,
             disk_settings: DiskSettings::default(),
             time_to_live: None,
+            time_to_idle: None,
             absent_ttl: None,
         }
     }
@@ -268,6 +270,36 @@ impl CacheBuilder {
         self
     }
 
+    /// Sliding expiry: an entry inserted or loaded without a TTL of its own
+    /// expires once it has gone unread for `idle` (default: never). Each
+    /// read (`get`, a loader's hit; from either tier) starts its idle time
+    /// again, to within 1/64 of `idle`. An entry's own TTL
+    /// (`insert_with_ttl`) is a fixed deadline instead.
+    ///
+    /// It holds across a restart: a clean close writes each entry's latest
+    /// deadline to disk, and so does memory letting go of an entry (unless
+    /// the disk tier is too far behind to take the write). After a crash an
+    /// entry may expire earlier than its last read allows (by up to the
+    /// time since its deadline was last written), never later. Zero, or a
+    /// cache-wide [`time_to_live`](Self::time_to_live) too, is refused by
+    /// `build()`.
+    ///
+    /// ```
+    /// use larder::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::builder()
+    ///     .memory_capacity(1 << 20)
+    ///     .time_to_idle(Duration::from_secs(1800))
+    ///     .build()?;
+    /// cache.insert(b"session:1", "alice")?; // gone after 30 idle minutes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.time_to_idle = Some(idle);
+        self
+    }
+
     /// Negative caching: a key [`optionally_get_with`](crate::Cache::optionally_get_with)'s
     /// loader found absent is remembered for `ttl`, and calls meanwhile return
     /// `None` without loading (default: not remembered). Markers are kept in
@@ -376,6 +408,18 @@ impl CacheBuilder {
             Some(n) => n,
             None => default_shards(capacity, self.weigher.typical_entry_weight()),
         };
+        if self.time_to_live.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroTimeToLive);
+        }
+        if self.time_to_idle.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroTimeToIdle);
+        }
+        if self.time_to_live.is_some() && self.time_to_idle.is_some() {
+            return Err(BuildError::TimeToLiveAndIdle);
+        }
+        if self.absent_ttl.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroAbsentTtl);
+        }
         let lower = match &self.disk {
             Some((dir, capacity)) => Some(self.open_disk(dir, *capacity)?),
             None => match self.disk_settings.first_set() {
@@ -383,15 +427,17 @@ impl CacheBuilder {
                 None => None,
             },
         };
-        if self.time_to_live.is_some_and(|t| t.is_zero()) {
-            return Err(BuildError::ZeroTimeToLive);
+        let mut memory = MemoryTier::new(capacity, shards, self.clock);
+        if let Some(idle) = self.time_to_idle {
+            memory.set_idle(crate::time::nanos(idle));
         }
-        if self.absent_ttl.is_some_and(|t| t.is_zero()) {
-            return Err(BuildError::ZeroAbsentTtl);
-        }
-        let memory = MemoryTier::new(capacity, shards, self.clock);
         let tiers = Tiers::new(memory, lower, self.weigher);
-        Ok(Cache::from_tiers(tiers, self.time_to_live, self.absent_ttl))
+        Ok(Cache::from_tiers(
+            tiers,
+            self.time_to_live,
+            self.time_to_idle,
+            self.absent_ttl,
+        ))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::patterns::single_flight::{Flights, Follower, Leader, Outcome, Role};
 use crate::stats::{CheckpointStatus, Stats, TierStats};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::tiers::Tiers;
+use crate::time::{nanos, sliding_deadline};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ struct Inner {
     checkpoint: CheckpointStatus,
     /// The TTL of entries inserted or loaded without one.
     time_to_live: Option<Duration>,
+    /// Entries inserted or loaded without a TTL slide by this much.
+    time_to_idle: Option<Duration>,
     /// Keys `optionally_get_with` found absent, and for how long they are
     /// remembered (`absent_ttl`).
     absent: Option<(Absent, Duration)>,
@@ -104,6 +107,7 @@ impl Cache {
     pub(crate) fn from_tiers(
         tiers: Tiers,
         time_to_live: Option<Duration>,
+        time_to_idle: Option<Duration>,
         absent_ttl: Option<Duration>,
     ) -> Self {
         let flights = Flights::new(tiers.memory().shard_count());
@@ -122,6 +126,7 @@ impl Cache {
                 loads: AtomicU64::new(0),
                 checkpoint,
                 time_to_live,
+                time_to_idle,
                 absent,
                 health: HealthWatch::default(),
             }),
@@ -242,16 +247,22 @@ impl Cache {
             return Err(Error::Closed);
         }
         let weight = self.check_entry(key, &value)?;
-        let deadline = self.deadline(ttl);
+        let (deadline, sliding) = self.deadline(ttl);
         let hash = hash_key(key);
         self.forget_absent(hash, key);
-        Ok(tiers.insert(hash, key, value, weight, deadline)?)
+        Ok(tiers.insert(hash, key, value, weight, deadline, sliding)?)
     }
 
-    /// The deadline of an entry given `ttl`, else the cache's time to live (0: none).
-    fn deadline(&self, ttl: Option<Duration>) -> u64 {
-        ttl.or(self.inner.time_to_live)
-            .map_or(0, |t| self.inner.tiers.memory().clock().deadline(t))
+    /// The deadline of an entry given `ttl`, else the cache's time to live
+    /// (fixed), else its time to idle (sliding); 0: none.
+    /// Whether it slides.
+    fn deadline(&self, ttl: Option<Duration>) -> (u64, bool) {
+        let clock = self.inner.tiers.memory().clock();
+        match (ttl.or(self.inner.time_to_live), self.inner.time_to_idle) {
+            (Some(ttl), _) => (clock.deadline(ttl), false),
+            (None, Some(idle)) => (sliding_deadline(clock.now(), nanos(idle), false), true),
+            (None, None) => (0, false),
+        }
     }
 
     /// Validates an entry and computes its weight, before any lock is taken.
@@ -533,7 +544,8 @@ impl Cache {
         };
         self.forget_absent(hash, key);
         let inserted = self.check_entry(key, &value).and_then(|weight| {
-            Ok(tiers.insert(hash, key, value.clone(), weight, self.deadline(None))?)
+            let (deadline, sliding) = self.deadline(None);
+            Ok(tiers.insert(hash, key, value.clone(), weight, deadline, sliding)?)
         });
         if let Err(e) = inserted {
             leader.refuse(e.clone());

@@ -39,6 +39,15 @@ pub enum BuildError {
     /// The cache-wide time to live was zero.
     #[error("the time to live must be greater than zero")]
     ZeroTimeToLive,
+    /// The time to idle was zero.
+    #[error("the time to idle must be greater than zero")]
+    ZeroTimeToIdle,
+    /// Both a cache-wide time to live and a time to idle were set.
+    #[error(
+        "a cache-wide time to live and a time to idle cannot be combined: \
+         set one (an entry's own TTL, `insert_with_ttl`, works with either)"
+    )]
+    TimeToLiveAndIdle,
     /// A disk tier setting was given without a disk tier.
     #[error(
         "`{setting}` was set but there is no disk tier: call `disk(dir, capacity)` on the builder"

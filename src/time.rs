@@ -57,6 +57,36 @@ impl Clock {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
+/// Deadline bit of a sliding entry (time to idle), whose reads move its
+/// deadline to the read's time plus the cache's time to idle. In a disk
+/// record's `expires_at`, it marks a sliding entry, and a fixed deadline has
+/// it clear (rounded down a nanosecond; docs/format.md). In memory a
+/// resident flag says which entries slide, and fixed deadlines are exact.
+pub(crate) const SLIDING: u64 = 1;
+/// Deadline bit of a sliding entry in memory: a read moved the deadline
+/// since the entry was last written to disk, whose record holds an older
+/// one (memory letting go of it, or a close, rewrites it).
+pub(crate) const EXTENDED: u64 = 2;
+/// Both bits: a sliding deadline's granularity.
+pub(crate) const DEADLINE_BITS: u64 = SLIDING | EXTENDED;
+
+/// A deadline as the disk tier takes it: [`SLIDING`] set for a sliding
+/// entry and clear for a fixed one (never 0 unless `deadline` is).
+pub(crate) fn disk_deadline(deadline: u64, sliding: bool) -> u64 {
+    match deadline {
+        0 => 0,
+        d if sliding => d | SLIDING,
+        d => (d & !SLIDING).max(2),
+    }
+}
+
+/// A sliding deadline `idle` nanoseconds after `now`, marked [`EXTENDED`]
+/// if `extended`.
+pub(crate) fn sliding_deadline(now: u64, idle: u64, extended: bool) -> u64 {
+    let at = now.saturating_add(idle) & !DEADLINE_BITS;
+    at | SLIDING | if extended { EXTENDED } else { 0 }
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

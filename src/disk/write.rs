@@ -78,6 +78,29 @@ impl DiskTier {
         })
     }
 
+    /// A value made ready to write under a caller's lock: stored raw (no
+    /// compression), refused rather than waited for if the flusher is
+    /// behind. For rewriting a record's deadline when memory lets go of a
+    /// sliding entry.
+    pub(crate) fn prepare_raw(
+        &self,
+        value: &Bytes,
+        expires_at: u64,
+    ) -> Result<Prepared, DiskError> {
+        let sh = &*self.shared;
+        self.check_failed()?;
+        if sh.frozen.read().len() >= sh.config.max_frozen {
+            add(&sh.counters.refused_writes, 1);
+            return Err(DiskError::Refused);
+        }
+        Ok(Prepared {
+            compressed: false,
+            stored: value.clone(),
+            raw_len: value.len() as u32,
+            expires_at,
+        })
+    }
+
     /// Appends a prepared value for `key`, with index flags ([`IN_MEMORY`] if
     /// the memory tier holds it). Never waits: safe under a caller's lock.
     pub(crate) fn commit(

@@ -13,7 +13,7 @@
 
 mod shard;
 
-pub(crate) use shard::{Admit, DIRTY, Evictions, Held, Lookup, Shard};
+pub(crate) use shard::{Admit, DIRTY, Evictions, Held, Lookup, SLIDE, Shard};
 
 use crate::key::{KeyBuf, Probe};
 use crate::policy::Counts;
@@ -76,6 +76,8 @@ pub(crate) struct MemoryTier {
     cells: Box<[CachePadded<Cell>]>,
     mask: usize,
     clock: Clock,
+    /// The time to idle of sliding entries, in nanoseconds (0: none).
+    idle: u64,
 }
 
 impl MemoryTier {
@@ -91,7 +93,18 @@ impl MemoryTier {
             cells,
             mask: shards - 1,
             clock,
+            idle: 0,
         }
+    }
+
+    /// Sliding entries' time to idle (ns): a hit moves their deadline.
+    pub(crate) fn set_idle(&mut self, idle: u64) {
+        self.idle = idle;
+    }
+
+    /// Sliding entries' time to idle (ns; 0: none).
+    pub(crate) fn idle(&self) -> u64 {
+        self.idle
     }
 
     #[inline]
@@ -160,7 +173,9 @@ impl MemoryTier {
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let key = Probe::new(key);
-        let found = self.read(hash).get(hash, &key, || self.clock.now());
+        let found = self
+            .read(hash)
+            .get(hash, &key, || self.clock.now(), self.idle);
         match found {
             Lookup::Hit(v) => Some(v),
             Lookup::Miss => None,

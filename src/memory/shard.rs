@@ -4,11 +4,14 @@
 use crate::key::{KeyBuf, Probe};
 use crate::policy::{ClockPro, Counts, Evicted, Idx};
 use crate::sync::{AtomicU64, Ordering};
+use crate::time::{EXTENDED, disk_deadline, sliding_deadline};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 /// Tag bit: the entry's bytes are not (yet) in a lower tier.
 pub(crate) const DIRTY: u8 = 1;
+/// Tag bit: the entry slides (time to idle): a hit moves its deadline.
+pub(crate) const SLIDE: u8 = 4;
 /// Tag bit: the entry has a deadline (in the policy's owner word).
 const HAS_DEADLINE: u8 = 2;
 
@@ -153,14 +156,35 @@ impl Shard {
     /// Looks `key` up and counts the lookup; a hit sets its reference bit.
     /// Takes `&self`: runs under the shared lock.
     #[inline]
-    pub(crate) fn get(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> Lookup {
+    /// A hit on a sliding entry moves its deadline to `idle` (ns) after now
+    /// (when that moves it by 1/64 of `idle` or more; `idle` 0: never).
+    pub(crate) fn get(
+        &self,
+        hash: u64,
+        key: &Probe,
+        now: impl FnOnce() -> u64,
+        idle: u64,
+    ) -> Lookup {
         if self.closed {
             return Lookup::Miss;
         }
         match self.find(hash, key) {
-            Some(idx) if self.is_expired(idx, now) => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                Lookup::Expired
+            Some(idx) if self.policy.resident(idx).flags & HAS_DEADLINE != 0 => {
+                let deadline = self.policy.deadline(idx);
+                let now = now();
+                if expired(deadline, || now) {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Expired;
+                }
+                if self.policy.resident(idx).flags & SLIDE != 0 && idle != 0 {
+                    let moved = sliding_deadline(now, idle, true);
+                    if moved.saturating_sub(deadline) >= idle >> 6 {
+                        self.policy.slide_deadline(idx, moved);
+                    }
+                }
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.policy.touch(idx);
+                Lookup::Hit(self.policy.resident(idx).payload.value.clone())
             }
             Some(idx) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -353,11 +377,14 @@ impl Shard {
                 let r = self.policy.resident(idx);
                 let dirty = r.flags & DIRTY != 0;
                 let live = !self.is_expired(idx, || now);
-                (live && (dirty || !on_disk(hash))).then(|| Unwritten {
+                // A read moved a sliding deadline past the disk record's.
+                let sliding = r.flags & SLIDE != 0;
+                let extended = sliding && self.policy.deadline(idx) & EXTENDED != 0;
+                (live && (dirty || extended || !on_disk(hash))).then(|| Unwritten {
                     hash,
                     key: r.payload.key.clone(),
                     value: r.payload.value.clone(),
-                    deadline: self.policy.deadline(idx),
+                    deadline: disk_deadline(self.policy.deadline(idx), sliding),
                     dirty,
                 })
             })
@@ -431,8 +458,8 @@ mod tests {
         // Same hash, other key: the old key goes.
         s.insert(7, k(b"b"), Bytes::from_static(b"3"), dirty(1, 0), &mut d);
         assert_eq!(d.len(), 1);
-        assert!(matches!(s.get(7, &p(b"a"), || 0), Lookup::Miss));
-        assert!(matches!(s.get(7, &p(b"b"), || 0), Lookup::Hit(v) if v == "3"));
+        assert!(matches!(s.get(7, &p(b"a"), || 0, 0), Lookup::Miss));
+        assert!(matches!(s.get(7, &p(b"b"), || 0, 0), Lookup::Hit(v) if v == "3"));
         s.validate();
     }
 
@@ -441,11 +468,11 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Evictions::new();
         s.insert(1, k(b"t"), Bytes::from_static(b"v"), dirty(1, 50), &mut d);
-        assert!(matches!(s.get(1, &p(b"t"), || 49), Lookup::Hit(_)));
-        assert!(matches!(s.get(1, &p(b"t"), || 50), Lookup::Expired));
+        assert!(matches!(s.get(1, &p(b"t"), || 49, 0), Lookup::Hit(_)));
+        assert!(matches!(s.get(1, &p(b"t"), || 50, 0), Lookup::Expired));
         // An overwrite without a TTL clears the deadline.
         s.insert(1, k(b"t"), Bytes::from_static(b"w"), dirty(1, 0), &mut d);
-        assert!(matches!(s.get(1, &p(b"t"), || u64::MAX), Lookup::Hit(_)));
+        assert!(matches!(s.get(1, &p(b"t"), || u64::MAX, 0), Lookup::Hit(_)));
         let gone = s.remove(1, &p(b"t")).unwrap();
         assert_eq!((gone.deadline, &gone.payload.value[..]), (0, &b"w"[..]));
     }

@@ -8,6 +8,7 @@ use crate::disk::{CheckpointState, DiskError, DiskTier, Prepared, Stream, Token}
 use crate::format::record::RECORD_HEADER_LEN;
 use crate::memory::Evictions;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::time::{DEADLINE_BITS, EXTENDED, disk_deadline};
 use bytes::Bytes;
 
 /// When values are written to the disk tier.
@@ -62,6 +63,7 @@ pub(crate) struct Lower {
 
 impl Lower {
     pub(crate) fn new(disk: DiskTier, policy: WritePolicy, unix_at_epoch: u64) -> Self {
+        let unix_at_epoch = unix_at_epoch & !DEADLINE_BITS;
         Lower {
             disk,
             policy,
@@ -80,11 +82,14 @@ impl Lower {
         self.policy
     }
 
+    /// A memory deadline as a record's `expires_at`: the epoch's low bits
+    /// are 0, so the [`SLIDING`](crate::time::SLIDING) bit carries over;
+    /// [`EXTENDED`] is memory's own and is dropped.
     pub(crate) fn to_unix(&self, deadline: u64) -> u64 {
         if deadline == 0 {
             0
         } else {
-            self.unix_at_epoch.saturating_add(deadline)
+            self.unix_at_epoch.saturating_add(deadline) & !EXTENDED
         }
     }
 
@@ -200,8 +205,22 @@ impl Lower {
             let key = p.key.as_slice();
             let hash = e.hash;
             let dirty = e.flags & crate::memory::DIRTY != 0;
+            let sliding = e.flags & crate::memory::SLIDE != 0;
+            let deadline = disk_deadline(deadline, sliding);
             let proved = e.proved_reuse;
             if !dirty && self.disk.left_memory(hash, proved) {
+                if sliding && e.deadline & EXTENDED != 0 {
+                    // Reads moved a sliding deadline past the record's: the
+                    // record is rewritten with it, here under the key's lock
+                    // (raw, never waiting; refused if the flusher is behind,
+                    // and then the older deadline stands).
+                    let p = self.disk.prepare_raw(&p.value, self.to_unix(deadline));
+                    if let Ok(p) = p {
+                        let _ = self
+                            .disk
+                            .commit(key, hash, &p, u8::from(proved), Stream::Main);
+                    }
+                }
                 continue;
             }
             let write = match self.policy {

@@ -28,8 +28,9 @@ pub(crate) use walk::Walk;
 
 use crate::builder::Weigher;
 use crate::key::Probe;
-use crate::memory::{Admit, DIRTY, Evictions, MemoryTier, ShardWrite};
+use crate::memory::{Admit, DIRTY, Evictions, MemoryTier, SLIDE, ShardWrite};
 use crate::sync::{AtomicBool, Ordering};
+use crate::time::{SLIDING, disk_deadline, sliding_deadline};
 use bytes::Bytes;
 
 /// Why an insert was refused (nothing changed).
@@ -101,7 +102,14 @@ impl Tiers {
     #[cold]
     fn get_from_disk(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let lower = self.lower.as_ref()?;
-        let (value, deadline, token) = lower.get(key, hash, self.memory.clock().now())?;
+        let now = self.memory.clock().now();
+        let (value, mut deadline, token) = lower.get(key, hash, now)?;
+        let idle = self.memory.idle();
+        if deadline & SLIDING != 0 && idle != 0 {
+            // A read of a sliding entry: its idle time starts again, and the
+            // record's deadline is now behind memory's.
+            deadline = sliding_deadline(now, idle, true);
+        }
         let weight = self.weigh(key, &value);
         if weight <= self.max_weight {
             self.promote(hash, key, value.clone(), weight as u32, deadline, token);
@@ -132,12 +140,13 @@ impl Tiers {
         value: Bytes,
         weight: u32,
         deadline: u64,
+        sliding: bool,
     ) -> Result<(), Refusal> {
         let owned = Probe::new(key).into_owned();
         let admit = |hot| Admit {
             weight,
             deadline,
-            flags: DIRTY,
+            flags: DIRTY | if sliding { SLIDE } else { 0 },
             hot,
         };
         let mut evictions = Evictions::new();
@@ -153,7 +162,7 @@ impl Tiers {
         };
         // Anything slow (compression, waiting for the flusher) before the lock.
         let prepared = lower
-            .prepare_insert(key, &value, deadline)
+            .prepare_insert(key, &value, disk_deadline(deadline, sliding))
             .map_err(|(len, max)| Refusal::TooLarge { len, max })?;
         let hot = lower.disk().recall(hash);
         let mut shard = self.memory.write(hash);
@@ -205,10 +214,11 @@ impl Tiers {
         if shard.is_closed() || shard.holds(hash, &probe) || !lower.disk().is_current(hash, token) {
             return false;
         }
+        // A record's deadline says whether the entry slides.
         let clean = Admit {
             weight,
             deadline,
-            flags: 0,
+            flags: if deadline & SLIDING != 0 { SLIDE } else { 0 },
             hot: false,
         };
         shard.insert(hash, probe.into_owned(), value, clean, &mut evictions);

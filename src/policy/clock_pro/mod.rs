@@ -37,7 +37,7 @@
 //! counts as much as many small ones. With unit weights the algorithm is exactly
 //! the page-based one.
 
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use hashbrown::HashTable;
 
 /// An entry index: a resident slot, or a ghost slot with [`GHOST`] set.
@@ -156,7 +156,7 @@ pub(crate) struct ClockPro<P> {
     /// ... their policy part, same index ...
     slot_meta: Vec<Meta>,
     /// ... and the owner's deadline for it (nanoseconds, 0 = none; the policy never reads it).
-    deadline: Vec<u64>,
+    deadline: Vec<AtomicU64>,
     free_resident: Idx,
     ghosts: Vec<Meta>,
     free_ghost: Idx,
@@ -274,11 +274,17 @@ impl<P: Default> ClockPro<P> {
     /// The owner's word for a resident entry.
     #[inline]
     pub(crate) fn deadline(&self, idx: Idx) -> u64 {
-        self.deadline[idx as usize]
+        self.deadline[idx as usize].load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_deadline(&mut self, idx: Idx, value: u64) {
-        self.deadline[idx as usize] = value;
+        *self.deadline[idx as usize].get_mut() = value;
+    }
+
+    /// Moves a resident entry's deadline under the shared lock (a read of a
+    /// sliding entry); the owner decides when.
+    pub(crate) fn slide_deadline(&self, idx: Idx, value: u64) {
+        self.deadline[idx as usize].store(value, Ordering::Relaxed);
     }
 
     /// Records a hit on resident entry `idx`: sets its reference bit, unless it

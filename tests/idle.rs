@@ -1,0 +1,149 @@
+//! Time to idle: a read starts an entry's idle time again (in either tier),
+//! an entry's own TTL stays fixed, and the sliding deadline survives a
+//! restart: a session idle for less than its time to idle is readable after
+//! reopen, one idle for longer is not.
+
+use larder::{BuildError, Cache, ManualClock};
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn memory_cache(clock: &ManualClock) -> Cache {
+    Cache::builder()
+        .memory_capacity(1 << 20)
+        .time_to_idle(10 * SECOND)
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn reads_keep_an_entry_alive_and_idleness_expires_it() {
+    let clock = ManualClock::new();
+    let cache = memory_cache(&clock);
+    cache.insert(b"session", "alice").unwrap();
+    for _ in 0..5 {
+        clock.advance(8 * SECOND);
+        assert!(cache.get(b"session").is_some(), "read within its idle time");
+    }
+    // 40 s after the insert, 8 s after the last read: 11 s idle is too long.
+    clock.advance(11 * SECOND);
+    assert!(cache.get(b"session").is_none());
+
+    // Peeks are not reads: they do not keep it alive.
+    cache.insert(b"peeked", "x").unwrap();
+    clock.advance(8 * SECOND);
+    assert!(cache.contains(b"peeked"));
+    clock.advance(3 * SECOND);
+    assert!(!cache.contains(b"peeked"));
+
+    // A loader's value slides too; an entry's own TTL does not.
+    cache.get_with(b"loaded", || "v".into()).unwrap();
+    cache.insert_with_ttl(b"fixed", "y", 10 * SECOND).unwrap();
+    clock.advance(8 * SECOND);
+    assert!(cache.get(b"loaded").is_some() && cache.get(b"fixed").is_some());
+    clock.advance(3 * SECOND);
+    assert!(cache.get(b"loaded").is_some(), "read 3 s ago");
+    assert!(cache.get(b"fixed").is_none(), "its TTL ended 1 s ago");
+}
+
+#[test]
+fn zero_or_combined_with_a_time_to_live_is_refused() {
+    let zero = Cache::builder()
+        .memory_capacity(1 << 20)
+        .time_to_idle(Duration::ZERO)
+        .build();
+    assert!(matches!(zero, Err(BuildError::ZeroTimeToIdle)));
+    let both = Cache::builder()
+        .memory_capacity(1 << 20)
+        .time_to_idle(SECOND)
+        .time_to_live(SECOND)
+        .build();
+    assert!(matches!(both, Err(BuildError::TimeToLiveAndIdle)));
+}
+
+/// The real clock: deadlines are wall-clock times on disk.
+fn open(dir: &std::path::Path, idle: Duration) -> Cache {
+    Cache::builder()
+        .memory_capacity(64 << 10)
+        .disk(dir, 16 << 20)
+        .segment_size(256 << 10)
+        .time_to_idle(idle)
+        .build()
+        .unwrap()
+}
+
+fn filler(cache: &Cache, from: u32, n: u32) {
+    for i in from..from + n {
+        cache
+            .insert(format!("filler:{i}").as_bytes(), vec![7u8; 200])
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_idle_time_holds_across_both_tiers_and_a_restart() {
+    const IDLE: Duration = Duration::from_millis(2_000);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), IDLE);
+    let start = Instant::now();
+    // read_in_memory: read all along (memory holds it; its disk record keeps
+    // its insert's deadline, which passes). evicted: read all along, then
+    // pushed out of memory by other entries. on_disk: pushed out first, then
+    // read from disk all along. idle: never read.
+    for k in ["read_in_memory", "evicted", "on_disk", "idle"] {
+        cache.insert(k.as_bytes(), k).unwrap();
+    }
+    filler(&cache, 0, 2_000); // memory holds 64 KiB: these push the four out
+    assert!(cache.stats().memory.entries < 1_000);
+    let mut round = 0;
+    while start.elapsed() < IDLE + Duration::from_millis(500) {
+        for k in ["read_in_memory", "evicted", "on_disk"] {
+            assert!(
+                cache.get(k.as_bytes()).is_some(),
+                "{k} at {:?}",
+                start.elapsed()
+            );
+        }
+        if round % 2 == 0 {
+            // Keeps read_in_memory and evicted in memory: small enough.
+            filler(&cache, 10_000, 20);
+        }
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Now push `evicted` out: entries read again and again (hot, as it is)
+    // take memory, which lets go of it with a deadline past its record's.
+    assert!(cache.get(b"evicted").is_some());
+    for batch in 0..60u32 {
+        let keys: Vec<_> = (0..50).map(|i| format!("hot:{batch}:{i}")).collect();
+        for k in &keys {
+            cache.insert(k.as_bytes(), vec![1u8; 200]).unwrap();
+        }
+        for _ in 0..3 {
+            for k in &keys {
+                cache.get(k.as_bytes());
+            }
+        }
+    }
+    assert!(cache.get(b"read_in_memory").is_some());
+    cache.close().unwrap();
+    assert!(
+        start.elapsed() < IDLE * 2,
+        "the machine stalled: the idle margins no longer hold"
+    );
+
+    let cache = open(dir.path(), IDLE);
+    for k in ["read_in_memory", "evicted", "on_disk"] {
+        assert_eq!(
+            cache.get(k.as_bytes()).as_deref(),
+            Some(k.as_bytes()),
+            "{k}: idle for less than its time to idle"
+        );
+    }
+    assert!(
+        cache.get(b"idle").is_none(),
+        "idle for longer than its time to idle"
+    );
+    cache.close().unwrap();
+}
