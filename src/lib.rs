@@ -86,11 +86,22 @@
 //! |---|---|
 //! | `validate` | compiles `Cache::validate`, the invariant checker used by tests and fuzzing |
 //! | `io-uring` | the io_uring disk backend, used when the kernel allows it (positional I/O otherwise) |
+//! | `serde` | the typed layer's `Postcard` codec, for any serde type |
+//!
+//! ## Layers
+//! [`TypedCache`] serves Rust keys and values over the bytes core through
+//! key and value codecs; the async loaders (`get_with_async` and its
+//! siblings) share the sync loaders' single-flight without holding a thread
+//! per waiter, and `build_async`, `sync_async` and `close_async` run the
+//! blocking calls off the executor, for any runtime. [`Cache::iter`] walks
+//! both tiers; [`Cache::invalidate_entries_if`] and
+//! [`Cache::invalidate_all`] remove now, with tombstones.
 
 #![warn(missing_docs)]
-// Unsafe code lives in two named modules, `disk::image` (segment buffers
-// shared between threads) and `disk::io` (system calls), each block with a
-// `SAFETY:` comment; everywhere else it is refused.
+// Unsafe code lives in named modules, `disk::image` (segment buffers shared
+// between threads), `disk::io` (system calls) and `disk::mapped` (the
+// segment maps), each block with a `SAFETY:` comment; everywhere else it is
+// refused.
 #![deny(unsafe_code)]
 
 mod api;
