@@ -87,6 +87,7 @@
 //! | `validate` | compiles `Cache::validate`, the invariant checker used by tests and fuzzing |
 //! | `io-uring` | the io_uring disk backend, used when the kernel allows it (positional I/O otherwise) |
 //! | `serde` | the typed layer's `Postcard` codec, for any serde type |
+//! | `metrics` | `Cache::publish_metrics`: the statistics through the `metrics` facade (names in `src/api/metrics.rs` and `docs/design.md` §6) |
 //!
 //! ## Layers
 //! [`TypedCache`] serves Rust keys and values over the bytes core through

@@ -1,8 +1,10 @@
 //! The `larder` command-line tool: `demo` shows the engine at work, `replay`
-//! measures the policy on a trace, `verify` checks a disk tier's directory.
+//! measures the policy on a trace, `verify` checks a disk tier's directory,
+//! `stats` reports (or serves as Prometheus metrics) a directory's statistics.
 
 mod demo;
 mod replay;
+mod stats;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,9 @@ enum Command {
     /// Check every segment, record and checkpoint of a disk tier's directory,
     /// without changing it; exits non-zero if anything is corrupt.
     Verify(verify::Args),
+    /// Open a disk tier's directory and print its statistics, or serve them
+    /// as Prometheus metrics over HTTP (`--metrics-addr`).
+    Stats(stats::Args),
 }
 
 /// Errors the tool reports to a person: a message, exit status 1.
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Stats(args) => stats::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,8 @@
 mod asynchronous;
 mod codec;
 mod iteration;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod typed;
 
 pub use asynchronous::OffThread;
