@@ -29,6 +29,9 @@ const MIN_DEFAULT_SHARD_ENTRIES: u64 = 256;
 /// A user's weigher function.
 type WeighFn = dyn Fn(&[u8], &Bytes) -> u64 + Send + Sync;
 
+/// A user's per-entry expiry: the TTL of an entry inserted or loaded without one.
+pub(crate) type ExpireFn = dyn Fn(&[u8], &Bytes) -> Option<Duration> + Send + Sync;
+
 /// How an entry's weight is computed.
 #[derive(Clone)]
 pub(crate) enum Weigher {
@@ -85,6 +88,7 @@ pub struct CacheBuilder {
     disk_settings: DiskSettings,
     time_to_live: Option<Duration>,
     time_to_idle: Option<Duration>,
+    expire_after: Option<Arc<ExpireFn>>,
     absent_ttl: Option<Duration>,
 }
 
@@ -147,6 +151,7 @@ impl Default for CacheBuilder {
             disk_settings: DiskSettings::default(),
             time_to_live: None,
             time_to_idle: None,
+            expire_after: None,
             absent_ttl: None,
         }
     }
@@ -300,6 +305,37 @@ impl CacheBuilder {
         self
     }
 
+    /// Per-entry expiry: `f(key, value)` gives the TTL of each entry
+    /// inserted or loaded without one of its own (`insert_with_ttl` wins);
+    /// `None` leaves it to the cache-wide setting (`time_to_live` or
+    /// `time_to_idle`, else never). The TTL is fixed from the insert and
+    /// stored with the entry, so it holds in both tiers and across
+    /// restarts. `Some(Duration::ZERO)` makes the entry expire at once (a
+    /// value not worth caching). It runs on the inserting thread, before any
+    /// lock.
+    ///
+    /// ```
+    /// use larder::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::builder()
+    ///     .memory_capacity(1 << 20)
+    ///     .expire_after(|key, _value| {
+    ///         key.starts_with(b"otp:").then(|| Duration::from_secs(30))
+    ///     })
+    ///     .build()?;
+    /// cache.insert(b"otp:7", "492817")?; // gone in 30 s
+    /// cache.insert(b"user:7", "alice")?; // never expires
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expire_after(
+        mut self,
+        f: impl Fn(&[u8], &Bytes) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.expire_after = Some(Arc::new(f));
+        self
+    }
+
     /// Negative caching: a key [`optionally_get_with`](crate::Cache::optionally_get_with)'s
     /// loader found absent is remembered for `ttl`, and calls meanwhile return
     /// `None` without loading (default: not remembered). Markers are kept in
@@ -434,11 +470,21 @@ impl CacheBuilder {
         let tiers = Tiers::new(memory, lower, self.weigher);
         Ok(Cache::from_tiers(
             tiers,
-            self.time_to_live,
-            self.time_to_idle,
+            Expiry {
+                time_to_live: self.time_to_live,
+                time_to_idle: self.time_to_idle,
+                expire_after: self.expire_after,
+            },
             self.absent_ttl,
         ))
     }
+}
+
+/// How entries inserted or loaded without a TTL of their own expire.
+pub(crate) struct Expiry {
+    pub(crate) time_to_live: Option<Duration>,
+    pub(crate) time_to_idle: Option<Duration>,
+    pub(crate) expire_after: Option<Arc<ExpireFn>>,
 }
 
 fn default_shards(capacity: u64, entry_weight: u64) -> usize {

@@ -2,7 +2,7 @@
 //! hashes each key once, and hands (key, hash) to the tiers (`crate::tiers`),
 //! where the cross-tier policy lives.
 
-use crate::builder::CacheBuilder;
+use crate::builder::{CacheBuilder, Expiry};
 use crate::error::{Error, LoadError};
 use crate::health::{Health, HealthWatch};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
@@ -72,10 +72,8 @@ struct Inner {
     loads: AtomicU64,
     /// What the directory held of a checkpoint at open.
     checkpoint: CheckpointStatus,
-    /// The TTL of entries inserted or loaded without one.
-    time_to_live: Option<Duration>,
-    /// Entries inserted or loaded without a TTL slide by this much.
-    time_to_idle: Option<Duration>,
+    /// How entries inserted or loaded without a TTL of their own expire.
+    expiry: Expiry,
     /// Keys `optionally_get_with` found absent, and for how long they are
     /// remembered (`absent_ttl`).
     absent: Option<(Absent, Duration)>,
@@ -104,12 +102,7 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    pub(crate) fn from_tiers(
-        tiers: Tiers,
-        time_to_live: Option<Duration>,
-        time_to_idle: Option<Duration>,
-        absent_ttl: Option<Duration>,
-    ) -> Self {
+    pub(crate) fn from_tiers(tiers: Tiers, expiry: Expiry, absent_ttl: Option<Duration>) -> Self {
         let flights = Flights::new(tiers.memory().shard_count());
         let absent = absent_ttl.map(|ttl| {
             (
@@ -125,8 +118,7 @@ impl Cache {
                 flights,
                 loads: AtomicU64::new(0),
                 checkpoint,
-                time_to_live,
-                time_to_idle,
+                expiry,
                 absent,
                 health: HealthWatch::default(),
             }),
@@ -247,22 +239,32 @@ impl Cache {
             return Err(Error::Closed);
         }
         let weight = self.check_entry(key, &value)?;
-        let (deadline, sliding) = self.deadline(ttl);
         let hash = hash_key(key);
         self.forget_absent(hash, key);
+        let Some((deadline, sliding)) = self.deadline(ttl, key, &value) else {
+            // Expired on arrival: the key holds no value from now on.
+            tiers.remove(hash, key);
+            return Ok(());
+        };
         Ok(tiers.insert(hash, key, value, weight, deadline, sliding)?)
     }
 
-    /// The deadline of an entry given `ttl`, else the cache's time to live
-    /// (fixed), else its time to idle (sliding); 0: none.
-    /// Whether it slides.
-    fn deadline(&self, ttl: Option<Duration>) -> (u64, bool) {
+    /// The deadline of an entry given `ttl`, else the `expire_after` hook's,
+    /// else the cache's time to live (fixed), else its time to idle
+    /// (sliding); 0: none; and whether it slides. `None`: expired on arrival
+    /// (the hook said zero).
+    fn deadline(&self, ttl: Option<Duration>, key: &[u8], value: &Bytes) -> Option<(u64, bool)> {
         let clock = self.inner.tiers.memory().clock();
-        match (ttl.or(self.inner.time_to_live), self.inner.time_to_idle) {
+        let e = &self.inner.expiry;
+        let ttl = ttl
+            .or_else(|| e.expire_after.as_ref().and_then(|f| f(key, value)))
+            .or(e.time_to_live);
+        Some(match (ttl, e.time_to_idle) {
+            (Some(ttl), _) if ttl.is_zero() => return None,
             (Some(ttl), _) => (clock.deadline(ttl), false),
             (None, Some(idle)) => (sliding_deadline(clock.now(), nanos(idle), false), true),
             (None, None) => (0, false),
-        }
+        })
     }
 
     /// Validates an entry and computes its weight, before any lock is taken.
@@ -544,8 +546,12 @@ impl Cache {
         };
         self.forget_absent(hash, key);
         let inserted = self.check_entry(key, &value).and_then(|weight| {
-            let (deadline, sliding) = self.deadline(None);
-            Ok(tiers.insert(hash, key, value.clone(), weight, deadline, sliding)?)
+            match self.deadline(None, key, &value) {
+                Some((deadline, sliding)) => {
+                    Ok(tiers.insert(hash, key, value.clone(), weight, deadline, sliding)?)
+                }
+                None => Ok(()), // expired on arrival: returned, not cached
+            }
         });
         if let Err(e) = inserted {
             leader.refuse(e.clone());

@@ -147,3 +147,67 @@ fn the_idle_time_holds_across_both_tiers_and_a_restart() {
     );
     cache.close().unwrap();
 }
+
+#[test]
+fn expire_after_gives_each_entry_its_ttl_and_an_own_ttl_wins() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .memory_capacity(1 << 20)
+        .time_to_idle(100 * SECOND)
+        .expire_after(|key, value| match key {
+            [b'o', b't', b'p', ..] => Some(30 * SECOND),
+            _ if value.is_empty() => Some(Duration::ZERO),
+            _ => None,
+        })
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    cache.insert(b"otp:1", "492817").unwrap();
+    cache.insert(b"user:1", "alice").unwrap();
+    cache.insert(b"empty", "").unwrap();
+    cache
+        .insert_with_ttl(b"otp:own", "1", 300 * SECOND)
+        .unwrap();
+    cache.get_with(b"otp:loaded", || "2".into()).unwrap();
+    assert!(cache.get(b"empty").is_none(), "a zero TTL expires at once");
+    for _ in 0..3 {
+        clock.advance(9 * SECOND);
+        assert!(cache.get(b"otp:1").is_some(), "within its 30 s");
+    }
+    clock.advance(4 * SECOND);
+    // 31 s: the hook's TTL is fixed (reads did not slide it)...
+    assert!(cache.get(b"otp:1").is_none());
+    assert!(
+        cache.get(b"otp:loaded").is_none(),
+        "loads take the hook too"
+    );
+    // ... while the rest slides with the time to idle, or keeps its own TTL.
+    assert!(cache.get(b"user:1").is_some());
+    assert!(cache.get(b"otp:own").is_some());
+}
+
+#[test]
+fn an_expire_after_ttl_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Cache::builder()
+            .memory_capacity(1 << 20)
+            .disk(dir.path(), 8 << 20)
+            .segment_size(256 << 10)
+            .expire_after(|key, _| (key == b"short").then(|| Duration::from_millis(300)))
+            .build()
+            .unwrap()
+    };
+    let cache = open();
+    cache.insert(b"short", "a").unwrap();
+    cache.insert(b"long", "b").unwrap();
+    cache.close().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let cache = open();
+    assert!(
+        cache.get(b"short").is_none(),
+        "its deadline was stored with it"
+    );
+    assert!(cache.get(b"long").is_some());
+    cache.close().unwrap();
+}

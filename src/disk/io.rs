@@ -432,6 +432,8 @@ pub(crate) struct Faulty {
     syncs_left: AtomicU64,
     /// While set, writes wait (a stalled device).
     stalled: (std::sync::Mutex<bool>, std::sync::Condvar),
+    /// While set, writes fail as on a full file system (`ENOSPC`).
+    full: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(test)]
@@ -442,7 +444,13 @@ impl Faulty {
             writes_left: AtomicU64::new(u64::MAX),
             syncs_left: AtomicU64::new(u64::MAX),
             stalled: Default::default(),
+            full: Default::default(),
         }
+    }
+
+    /// Makes every write fail with `ENOSPC` (`true`), as a full file system does.
+    pub(crate) fn fill_up(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
     }
 
     /// Stalls every write (`true`) until released (`false`).
@@ -484,12 +492,18 @@ impl Faulty {
 impl Io for Faulty {
     fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         self.wait_if_stalled();
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         Self::allow(&self.writes_left)?;
         self.inner.write_all_at(file, buf, offset)
     }
 
     fn write_all_vectored_at(&self, file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
         self.wait_if_stalled();
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         Self::allow(&self.writes_left)?;
         self.inner.write_all_vectored_at(file, bufs, offset)
     }

@@ -549,3 +549,44 @@ fn health_follows_refusals_failures_and_close() {
     assert!(other.health().issues().contains(&HealthIssue::Closed));
     assert!(!other.health().is_healthy());
 }
+
+/// A full file system: the disk tier fails with the operating system's
+/// "no space left", `health()` says unhealthy with that reason, and memory
+/// serves on (nothing acknowledged is lost from it).
+#[test]
+fn health_reports_a_full_disk_and_memory_serves_on() {
+    use crate::{Cache, Health, HealthIssue};
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let cache = Cache::builder()
+        .memory_capacity(10_000)
+        .unit_weight()
+        .disk(dir.path(), 64 * SEG)
+        .segment_size(SEG)
+        .disk_io(io.clone())
+        .build()
+        .unwrap();
+    let v = |i: u32| bytes::Bytes::from(value(i, 0, 2000));
+    for i in 0..50u32 {
+        cache.insert(&k(i), v(i)).unwrap();
+    }
+    cache.sync().unwrap();
+    assert_eq!(cache.health(), Health::Healthy);
+    io.fill_up(true);
+    for i in 50..200u32 {
+        cache.insert(&k(i), v(i)).unwrap();
+    }
+    assert!(cache.sync().is_err(), "a sync on a full disk fails");
+    let health = cache.health();
+    let reason = match &health {
+        Health::Unhealthy(issues) => match &issues[0] {
+            HealthIssue::DiskFailed(reason) => reason.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert!(reason.contains("No space left"), "{reason}");
+    for i in 0..200u32 {
+        assert_eq!(cache.get(&k(i)), Some(v(i)), "memory serves {i}");
+    }
+}
