@@ -211,3 +211,42 @@ fn an_expire_after_ttl_holds_across_a_restart() {
     assert!(cache.get(b"long").is_some());
     cache.close().unwrap();
 }
+
+/// An insert into a full shard first takes out expired entries it sweeps
+/// past, so their space goes before any live entry's, though no read ever
+/// reaches them: here expired entries that had been read often (hot, which
+/// the hands would keep a while) give way to new ones.
+#[test]
+fn expired_entries_give_their_space_to_new_ones_without_being_read() {
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .memory_capacity(1_000)
+        .unit_weight()
+        .shards(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let key = |kind: &str, i: u32| format!("{kind}:{i}").into_bytes();
+    for i in 0..500 {
+        cache
+            .insert_with_ttl(&key("ttl", i), "t", 10 * SECOND)
+            .unwrap();
+        cache.insert(&key("live", i), "l").unwrap();
+    }
+    for _ in 0..3 {
+        for i in 0..500 {
+            cache.get(&key("ttl", i));
+            cache.get(&key("live", i));
+        }
+    }
+    assert_eq!(cache.weighted_size(), 1_000);
+    clock.advance(11 * SECOND);
+    for i in 0..500 {
+        cache.insert(&key("new", i), "n").unwrap();
+    }
+    let kept = |kind| (0..500).filter(|&i| cache.contains(&key(kind, i))).count();
+    assert_eq!(kept("live"), 500, "no live entry gave way");
+    assert_eq!(kept("new"), 500, "every new entry found room");
+    assert_eq!(cache.weighted_size(), 1_000, "all of it live weight");
+    assert!(cache.stats().expirations >= 500);
+}

@@ -108,7 +108,15 @@ pub(crate) struct Shard {
     closed: bool,
     policy: ClockPro<Payload>,
     writes: Writes,
+    /// An entry with a deadline was ever admitted: only then do inserts
+    /// sweep for expired entries.
+    deadlines_seen: bool,
+    /// Where the next expiry sweep starts in the slot array.
+    sweep_at: usize,
 }
+
+/// Slots an insert into a full shard checks for expired entries.
+const SWEEP_SLOTS: usize = 8;
 
 impl Shard {
     pub(crate) fn new(capacity: u64) -> Self {
@@ -118,6 +126,38 @@ impl Shard {
             closed: false,
             policy: ClockPro::new(capacity),
             writes: Writes::default(),
+            deadlines_seen: false,
+            sweep_at: 0,
+        }
+    }
+
+    /// Before an insert of `weight` into a full shard: takes out the
+    /// expired entries among the next [`SWEEP_SLOTS`] slots of the sweep, so
+    /// that their space goes before any live entry's (they leave through
+    /// `departed`, expired, and are dropped). Nothing to do, and no clock
+    /// read, in a shard that never held an entry with a deadline or has
+    /// room.
+    pub(crate) fn sweep_expired(
+        &mut self,
+        weight: u32,
+        now: impl FnOnce() -> u64,
+        departed: &mut Evictions,
+    ) {
+        if !self.deadlines_seen
+            || self.policy.counts().resident_weight + u64::from(weight) <= self.policy.capacity()
+        {
+            return;
+        }
+        let now = now();
+        let mut found = Vec::new();
+        self.sweep_at = self
+            .policy
+            .expired_in(self.sweep_at, SWEEP_SLOTS, now, &mut found);
+        for (idx, hash) in found {
+            if let Some(e) = self.take(idx, hash) {
+                self.writes.expirations += 1;
+                departed.push(e);
+            }
         }
     }
 
@@ -253,6 +293,7 @@ impl Shard {
         departed: &mut Evictions,
     ) -> Option<Bytes> {
         let ttl_bit = if deadline != 0 { HAS_DEADLINE } else { 0 };
+        self.deadlines_seen |= deadline != 0;
         if let Some(idx) = self.policy.find_resident(hash, |p| p.key == key) {
             let r = self.policy.resident_mut(idx);
             let old = std::mem::replace(&mut r.payload.value, value);

@@ -155,6 +155,7 @@ impl Tiers {
             if shard.is_closed() {
                 return Err(Refusal::Closed);
             }
+            shard.sweep_expired(weight, || self.memory.clock().now(), &mut evictions);
             let old = shard.insert(hash, owned, value, admit(false), &mut evictions);
             drop(shard);
             drop((old, evictions));
@@ -169,6 +170,7 @@ impl Tiers {
         if shard.is_closed() {
             return Err(Refusal::Closed);
         }
+        shard.sweep_expired(weight, || self.memory.clock().now(), &mut evictions);
         let old = shard.insert(hash, owned, value, admit(hot), &mut evictions);
         match &prepared {
             Some(p) if lower.commit_insert(key, hash, p) => shard.set_clean(hash, &Probe::new(key)),
@@ -221,6 +223,7 @@ impl Tiers {
             flags: if deadline & SLIDING != 0 { SLIDE } else { 0 },
             hot: false,
         };
+        shard.sweep_expired(weight, || self.memory.clock().now(), &mut evictions);
         shard.insert(hash, probe.into_owned(), value, clean, &mut evictions);
         lower.promoted(hash);
         let demotions = self.demote(lower, &shard, &evictions);

@@ -281,6 +281,34 @@ impl<P: Default> ClockPro<P> {
         *self.deadline[idx as usize].get_mut() = value;
     }
 
+    /// Resident entries whose deadline is at or before `now` among the
+    /// `n` slots from `from` (wrapping round the slot array): their indices
+    /// and hashes go to `out`. Returns where the next scan starts.
+    pub(crate) fn expired_in(
+        &self,
+        from: usize,
+        n: usize,
+        now: u64,
+        out: &mut Vec<(Idx, u64)>,
+    ) -> usize {
+        let len = self.slots.len();
+        if len == 0 {
+            return 0;
+        }
+        let mut i = from % len;
+        for _ in 0..n.min(len) {
+            let meta = &self.slot_meta[i];
+            if meta.state & FREE == 0 {
+                let d = self.deadline[i].load(Ordering::Relaxed);
+                if d != 0 && d <= now {
+                    out.push((i as Idx, meta.hash));
+                }
+            }
+            i = (i + 1) % len;
+        }
+        i
+    }
+
     /// Moves a resident entry's deadline under the shared lock (a read of a
     /// sliding entry); the owner decides when.
     pub(crate) fn slide_deadline(&self, idx: Idx, value: u64) {
