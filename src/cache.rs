@@ -6,6 +6,7 @@ use crate::builder::{CacheBuilder, Expiry};
 use crate::error::{Error, LoadError};
 use crate::health::{Health, HealthWatch};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
+use crate::latency::sampled;
 use crate::patterns::absent::Absent;
 use crate::patterns::single_flight::{Flights, Follower, Leader, Outcome, Role};
 use crate::stats::{CheckpointStatus, Stats, TierStats};
@@ -14,6 +15,7 @@ use crate::tiers::Tiers;
 use crate::time::{nanos, sliding_deadline};
 use bytes::Bytes;
 use std::time::Duration;
+use std::time::Instant;
 
 /// The most keys [`CacheBuilder::absent_ttl`](crate::CacheBuilder::absent_ttl)
 /// remembers as absent at once (each marker holds a copy of its key and a
@@ -169,7 +171,19 @@ impl Cache {
     /// found, and a closed cache finds nothing.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        if sampled() {
+            return self.get_timed(key);
+        }
         self.inner.tiers.get(hash_key(key), key)
+    }
+
+    /// A `get` whose time goes into `stats().latency`.
+    #[inline(never)]
+    fn get_timed(&self, key: &[u8]) -> Option<Bytes> {
+        let start = Instant::now();
+        let found = self.inner.tiers.get(hash_key(key), key);
+        self.inner.tiers.latency().get.since(start);
+        found
     }
 
     /// Returns `Ok` once every change made before the call is on stable
@@ -234,6 +248,16 @@ impl Cache {
     }
 
     fn insert_inner(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<(), Error> {
+        let start = sampled().then(Instant::now);
+        let r = self.insert_now(key, value, ttl);
+        if let Some(start) = start {
+            self.inner.tiers.latency().insert.since(start);
+        }
+        r
+    }
+
+    #[inline(always)]
+    fn insert_now(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<(), Error> {
         let tiers = &self.inner.tiers;
         if tiers.is_closed() {
             return Err(Error::Closed);
@@ -292,9 +316,14 @@ impl Cache {
     /// not expired (a key only the disk tier held costs one read of its
     /// record). On a closed cache, does nothing and returns `None`.
     pub fn remove(&self, key: &[u8]) -> Option<Bytes> {
+        let start = sampled().then(Instant::now);
         let hash = hash_key(key);
         self.forget_absent(hash, key);
-        self.inner.tiers.remove(hash, key)
+        let gone = self.inner.tiers.remove(hash, key);
+        if let Some(start) = start {
+            self.inner.tiers.latency().remove.since(start);
+        }
+        gone
     }
 
     fn forget_absent(&self, hash: u64, key: &[u8]) {
@@ -445,7 +474,12 @@ impl Cache {
         loop {
             match self.load_join(hash, key) {
                 Joined::Found(v) => return Ok(Some(v)),
-                Joined::Lead(leader) => return self.load_finish(leader, hash, key, load()),
+                Joined::Lead(leader) => {
+                    let start = Instant::now();
+                    let loaded = load();
+                    self.inner.tiers.latency().load.since(start);
+                    return self.load_finish(leader, hash, key, loaded);
+                }
                 Joined::Wait(follower) => {
                     if let Some(r) = self.load_follow(follower.wait(), hash, key, absent_ok) {
                         return r;
@@ -611,6 +645,7 @@ impl Cache {
             ghost_entries: s.counts.ghosts as u64,
             shards: tiers.memory().shard_count(),
             disk,
+            latency: tiers.latency().snapshot(),
         }
     }
 

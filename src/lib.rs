@@ -113,6 +113,7 @@ mod error;
 mod format;
 mod health;
 mod key;
+mod latency;
 mod memory;
 mod patterns;
 mod policy;
@@ -132,6 +133,7 @@ pub use disk::{Backpressure, DEFAULT_MAX_MAPS, DiskError, ReadPath};
 pub use error::{BuildError, Error, LoadError};
 pub use health::{Health, HealthIssue};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
+pub use latency::{LatencyStats, Percentiles, SAMPLE as LATENCY_SAMPLE};
 pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
 pub use tiers::WritePolicy;
 

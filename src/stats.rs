@@ -47,6 +47,8 @@ pub struct Stats {
     pub shards: usize,
     /// The disk tier (L2), if the cache has one.
     pub disk: Option<DiskTierStats>,
+    /// Sampled latencies per operation, and of the disk tier's reads.
+    pub latency: crate::LatencyStats,
 }
 
 /// Counters and health of the disk tier (L2).

@@ -457,3 +457,47 @@ fn absent_keys_are_remembered_for_their_ttl() {
     plain.optionally_get_with(b"k", absent).unwrap();
     assert_eq!(calls.get(), 6);
 }
+
+#[test]
+fn stats_carry_sampled_latencies_per_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::builder()
+        .memory_capacity(64 << 10)
+        .disk(dir.path(), 8 << 20)
+        .segment_size(256 << 10)
+        .build()
+        .unwrap();
+    let n = 64 * 100u32;
+    for i in 0..n {
+        cache.insert(&i.to_be_bytes(), vec![1u8; 100]).unwrap();
+    }
+    for i in 0..n {
+        cache.get(&i.to_be_bytes());
+    }
+    for i in 0..n / 2 {
+        cache.remove(&i.to_be_bytes());
+    }
+    for i in 0..3u32 {
+        cache
+            .get_with(format!("slow:{i}").as_bytes(), || {
+                std::thread::sleep(Duration::from_millis(20));
+                "v".into()
+            })
+            .unwrap();
+    }
+    let l = cache.stats().latency;
+    // One in 64 of this thread's operations (each `get_with` also looks up).
+    let per = u64::from(n) / u64::from(larder::LATENCY_SAMPLE);
+    assert!((per - 2..=per + 2).contains(&l.insert.samples), "{l:?}");
+    assert!((per - 2..=per + 2).contains(&l.get.samples), "{l:?}");
+    assert!(l.remove.samples >= per / 2 - 2, "{l:?}");
+    assert!(l.disk_read.samples > 0, "most gets missed memory: {l:?}");
+    for p in [l.get, l.insert, l.remove, l.disk_read] {
+        assert!(
+            p.p50 > Duration::ZERO && p.p50 <= p.p99 && p.p99 <= p.p999,
+            "{p:?}"
+        );
+    }
+    assert_eq!(l.load.samples, 3, "every load is timed");
+    assert!(l.load.p50 >= Duration::from_millis(20), "{:?}", l.load);
+}

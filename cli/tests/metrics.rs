@@ -124,6 +124,8 @@ fn the_prometheus_endpoint_serves_the_documented_metrics_with_their_values() {
         "larder_disk_faulted_segments_total",
         "larder_disk_reclaimed_segments_total",
         "larder_disk_queued_segments",
+        "larder_latency_seconds{op=\"get\",quantile=\"0.99\"}",
+        "larder_latency_seconds{op=\"load\",quantile=\"0.5\"}",
     ] {
         get(name);
     }

@@ -219,7 +219,9 @@ impl Cache {
                 Joined::Lead(leader) => {
                     // Dropping this future here drops the leader: the
                     // flight is abandoned and a waiter leads the next.
+                    let start = std::time::Instant::now();
                     let loaded = init.await;
+                    self.tiers().latency().load.since(start);
                     return self.load_finish(leader, hash, key, loaded);
                 }
                 Joined::Wait(follower) => {

@@ -27,6 +27,7 @@
 //! | `larder_disk_queued_segments` | gauge | | sealed segments waiting for the flusher (the write queue's depth) |
 //! | `larder_disk_segments` | gauge | | segment files held |
 //! | `larder_disk_failed` | gauge | | 1 once the disk tier failed (it stopped writing), else 0 |
+//! | `larder_latency_seconds` | gauge | `op` = `get`, `insert`, `remove`, `disk_read`, `load`; `quantile` = `0.5`, `0.99`, `0.999` | sampled latencies ([`LatencyStats`](crate::LatencyStats)) |
 //!
 //! The disk metrics appear only with a disk tier.
 
@@ -58,6 +59,18 @@ fn publish(s: &Stats) {
     gauge!("larder_entries", "tier" => "memory").set(s.memory.entries as f64);
     gauge!("larder_weight", "tier" => "memory").set(s.memory.weight as f64);
     gauge!("larder_capacity", "tier" => "memory").set(s.memory.capacity as f64);
+    let l = &s.latency;
+    for (op, p) in [
+        ("get", l.get),
+        ("insert", l.insert),
+        ("remove", l.remove),
+        ("disk_read", l.disk_read),
+        ("load", l.load),
+    ] {
+        for (q, d) in [("0.5", p.p50), ("0.99", p.p99), ("0.999", p.p999)] {
+            gauge!("larder_latency_seconds", "op" => op, "quantile" => q).set(d.as_secs_f64());
+        }
+    }
     let Some(d) = &s.disk else {
         return;
     };

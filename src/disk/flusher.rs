@@ -640,6 +640,7 @@ impl Flusher {
                 sh.index.remove_segment(oldest.id);
             }
             add(&sh.counters.reclaimed_segments, 1);
+            log::debug!("segment {} reclaimed", oldest.id);
         }
     }
 

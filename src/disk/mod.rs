@@ -146,6 +146,18 @@ impl DiskTier {
             _ => Default::default(),
         };
         let recovered = recovery::recover(&*config.io, &config.dir, s, &index, &uses)?;
+        let r = &recovered.report;
+        log::info!(
+            "{}: opened: {} entries in {} segments ({} records read; {} torn tails, \
+             {} files quarantined, {} segments lost)",
+            config.dir.display(),
+            r.entries,
+            r.segments,
+            r.records,
+            r.torn_tails,
+            r.quarantined_files,
+            r.lost_segments
+        );
         let ghosts = Ghosts::new(config.capacity);
         let on_disk: u64 = recovered.files.len() as u64 * s;
         ghosts.observe_many(recovered.report.records, on_disk);

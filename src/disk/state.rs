@@ -364,6 +364,9 @@ impl DiskState {
     /// Puts the tier in its failed state (sticky: it stops writing) and
     /// returns the error to report.
     pub(crate) fn fail(&self, why: String) -> DiskError {
+        if !self.failed.load(Ordering::Acquire) {
+            log::error!("the disk tier failed and stops writing (memory serves on): {why}");
+        }
         *self.failure.lock() = Some(why.clone());
         self.failed.store(true, Ordering::Release);
         notify_space(self);

@@ -28,10 +28,12 @@ pub(crate) use walk::Walk;
 
 use crate::builder::Weigher;
 use crate::key::Probe;
+use crate::latency::{Latencies, sampled_disk};
 use crate::memory::{Admit, DIRTY, Evictions, MemoryTier, SLIDE, ShardWrite};
 use crate::sync::{AtomicBool, Ordering};
 use crate::time::{SLIDING, disk_deadline, sliding_deadline};
 use bytes::Bytes;
+use std::time::Instant;
 
 /// Why an insert was refused (nothing changed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,8 @@ pub(crate) struct Tiers {
     closed: AtomicBool,
     close: CloseState,
     refill: Refill,
+    /// Sampled operation latencies (`Stats::latency`).
+    latency: Latencies,
 }
 
 impl Tiers {
@@ -65,7 +69,12 @@ impl Tiers {
             closed: AtomicBool::new(false),
             close: CloseState::default(),
             refill: Refill::default(),
+            latency: Latencies::default(),
         }
+    }
+
+    pub(crate) fn latency(&self) -> &Latencies {
+        &self.latency
     }
 
     pub(crate) fn memory(&self) -> &MemoryTier {
@@ -103,7 +112,12 @@ impl Tiers {
     fn get_from_disk(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let lower = self.lower.as_ref()?;
         let now = self.memory.clock().now();
-        let (value, mut deadline, token) = lower.get(key, hash, now)?;
+        let timed = sampled_disk().then(Instant::now);
+        let found = lower.get(key, hash, now);
+        if let Some(start) = timed {
+            self.latency.disk_read.since(start);
+        }
+        let (value, mut deadline, token) = found?;
         let idle = self.memory.idle();
         if deadline & SLIDING != 0 && idle != 0 {
             // A read of a sliding entry: its idle time starts again, and the

@@ -256,6 +256,7 @@ impl Tiers {
         let written = self.checkpoint();
         lower.disk().close();
         written.map_err(disk_error)?;
+        log::info!("closed: the log sealed, the checkpoint written, the directory released");
         if lost + dropped > 0 {
             return Err(Error::NotPersisted {
                 unwritten: lost,
