@@ -37,7 +37,9 @@ impl Cache {
     /// when it was read. Memory is walked a shard at a time under its read
     /// lock; then each disk record is read (one read per key only the disk
     /// holds), outside every lock. The iterator keeps 8 bytes per memory
-    /// entry it yielded. A closed cache yields nothing more.
+    /// entry it yielded, and a handle to the cache (so the cache is not
+    /// dropped, and not closed by a drop, while it lives). A closed cache
+    /// yields nothing more.
     ///
     /// ```
     /// use larder::Cache;
