@@ -114,6 +114,6 @@ impl Cache {
     /// default; see the builder's weigher). The disk tier's use is in
     /// [`stats`](Self::stats)`().disk`.
     pub fn weighted_size(&self) -> u64 {
-        self.stats().memory.weight
+        self.tiers().memory().snapshot().counts.resident_weight
     }
 }

@@ -280,37 +280,59 @@ impl<K: Key, V, C: Codec<V>> TypedCache<K, V, C> {
             for attempt in 0..2 {
                 let found = self.cache.load(k, absent_ok, || {
                     let load = load.take().expect("the core runs a loader once");
-                    match load() {
-                        Ok(Some(v)) => {
-                            let bytes = self.encode(&v).map_err(Failure::Refused)?;
-                            loaded = Some(v);
-                            Ok(Some(bytes))
-                        }
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(Failure::Loader(e)),
-                    }
+                    self.encode_loaded(load(), &mut loaded)
                 })?;
-                if let Some(v) = loaded.take() {
-                    return Ok(Some(v));
-                }
-                let Some(stored) = found else {
-                    return Ok(None);
-                };
-                match self.decode(stored) {
-                    Ok(v) => return Ok(Some(v)),
-                    // Someone else's value (a type change before a
-                    // restart): drop it and load ours, if the loader is
-                    // still ours to run.
-                    Err(e) if attempt == 1 || load.is_none() => {
-                        return Err(LoadError::Cache(Error::Codec(e)));
-                    }
-                    Err(_) => {
-                        self.cache.remove(k);
-                    }
+                if let Some(done) = self.settle(k, found, &mut loaded, attempt == 1) {
+                    return done;
                 }
             }
             unreachable!("the second attempt returns")
         })
+    }
+
+    /// A loader's outcome as the core takes it: the value encoded (and kept
+    /// in `loaded`, so the leader need not decode it), none, or its error.
+    fn encode_loaded<E>(
+        &self,
+        outcome: Result<Option<V>, E>,
+        loaded: &mut Option<V>,
+    ) -> Result<Option<Bytes>, Failure<E>> {
+        match outcome {
+            Ok(Some(v)) => {
+                let bytes = self.encode(&v).map_err(Failure::Refused)?;
+                *loaded = Some(v);
+                Ok(Some(bytes))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Failure::Loader(e)),
+        }
+    }
+
+    /// What a typed load returns once the core answered with `found`:
+    /// this caller's own value, none, or the shared bytes decoded. `None`:
+    /// the bytes were another type's (a type change before a restart), now
+    /// removed, so load again, unless this was the `last` attempt.
+    fn settle<E>(
+        &self,
+        key: &[u8],
+        found: Option<Bytes>,
+        loaded: &mut Option<V>,
+        last: bool,
+    ) -> Option<Result<Option<V>, LoadError<E>>> {
+        if let Some(v) = loaded.take() {
+            return Some(Ok(Some(v)));
+        }
+        let Some(stored) = found else {
+            return Some(Ok(None));
+        };
+        match self.decode(stored) {
+            Ok(v) => Some(Ok(Some(v))),
+            Err(e) if last => Some(Err(LoadError::Cache(Error::Codec(e)))),
+            Err(_) => {
+                self.cache.remove(key);
+                None
+            }
+        }
     }
 
     /// [`get_with`](Self::get_with) with an async loader (see
@@ -382,31 +404,11 @@ impl<K: Key, V, C: Codec<V>> TypedCache<K, V, C> {
                 .cache
                 .load_async(&k, absent_ok, async {
                     let init = init.take().expect("the core runs a loader once");
-                    match init.await {
-                        Ok(Some(v)) => {
-                            let bytes = self.encode(&v).map_err(Failure::Refused)?;
-                            loaded = Some(v);
-                            Ok(Some(bytes))
-                        }
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(Failure::Loader(e)),
-                    }
+                    self.encode_loaded(init.await, &mut loaded)
                 })
                 .await?;
-            if let Some(v) = loaded.take() {
-                return Ok(Some(v));
-            }
-            let Some(stored) = found else {
-                return Ok(None);
-            };
-            match self.decode(stored) {
-                Ok(v) => return Ok(Some(v)),
-                Err(e) if attempt == 1 || init.is_none() => {
-                    return Err(LoadError::Cache(Error::Codec(e)));
-                }
-                Err(_) => {
-                    self.cache.remove(&k);
-                }
+            if let Some(done) = self.settle(&k, found, &mut loaded, attempt == 1) {
+                return done;
             }
         }
         unreachable!("the second attempt returns")

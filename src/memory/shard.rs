@@ -149,7 +149,8 @@ impl Shard {
             return;
         }
         let now = now();
-        let mut found = Vec::new();
+        // On the stack: this runs under the shard's write lock.
+        let mut found: SmallVec<[(Idx, u64); SWEEP_SLOTS]> = SmallVec::new();
         self.sweep_at = self
             .policy
             .expired_in(self.sweep_at, SWEEP_SLOTS, now, &mut found);

@@ -289,7 +289,7 @@ impl<P: Default> ClockPro<P> {
         from: usize,
         n: usize,
         now: u64,
-        out: &mut Vec<(Idx, u64)>,
+        out: &mut impl Extend<(Idx, u64)>,
     ) -> usize {
         let len = self.slots.len();
         if len == 0 {
@@ -301,7 +301,7 @@ impl<P: Default> ClockPro<P> {
             if meta.state & FREE == 0 {
                 let d = self.deadline[i].load(Ordering::Relaxed);
                 if d != 0 && d <= now {
-                    out.push((i as Idx, meta.hash));
+                    out.extend([(i as Idx, meta.hash)]);
                 }
             }
             i = (i + 1) % len;
