@@ -4,6 +4,7 @@ use crate::cache::Cache;
 use crate::disk::io::{Io, default_backend};
 use crate::disk::{Backpressure, DEFAULT_MAX_MAPS, DiskConfig, DiskTier, ReadPath};
 use crate::error::BuildError;
+use crate::listener::{ListenerFn, Notifier, Removal};
 use crate::memory::MemoryTier;
 use crate::tiers::{Lower, Tiers, WritePolicy};
 use crate::time::{Clock, ManualClock};
@@ -90,6 +91,7 @@ pub struct CacheBuilder {
     time_to_idle: Option<Duration>,
     expire_after: Option<Arc<ExpireFn>>,
     absent_ttl: Option<Duration>,
+    removal_listener: Option<Arc<ListenerFn>>,
 }
 
 /// The disk tier's settings a caller set (defaults apply at `build()`).
@@ -153,6 +155,7 @@ impl Default for CacheBuilder {
             time_to_idle: None,
             expire_after: None,
             absent_ttl: None,
+            removal_listener: None,
         }
     }
 }
@@ -336,6 +339,50 @@ impl CacheBuilder {
         self
     }
 
+    /// Calls `listener` once for every entry that leaves the cache (both
+    /// tiers: a move from memory to disk is not a removal), with its key,
+    /// value and [`RemovalCause`](crate::RemovalCause) (moka's
+    /// `eviction_listener`). It runs on a thread of the cache's own,
+    /// `larder-listener`, never under a lock: the tiers queue each report
+    /// as they release their locks, and the thread delivers them in order,
+    /// so a report comes as soon as the listener is done with those before
+    /// it. [`Cache::run_pending_tasks`](crate::Cache::run_pending_tasks)
+    /// waits for every report queued before it; `close` delivers them all
+    /// before it returns. The listener may call the cache; it should not
+    /// hold a handle to it (the cache would never drop: close it instead).
+    ///
+    /// What a listener costs: a copy of the key per report, and on the
+    /// disk tier one read of the record an insert or removal supersedes for
+    /// a key only the disk holds (its value) and of each record reclaim
+    /// drops. Not reported: entries a cache without a disk tier holds when
+    /// it is closed, what a crash loses, and the keys of a segment file
+    /// recovery or reclaim finds unreadable as a whole (counted in
+    /// [`stats`](crate::Cache::stats) and [`health`](crate::Cache::health)).
+    ///
+    /// ```
+    /// use larder::{Cache, RemovalCause};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&seen);
+    /// let cache = Cache::builder()
+    ///     .memory_capacity(1 << 20)
+    ///     .removal_listener(move |r| log.lock().unwrap().push((r.key, r.cause)))
+    ///     .build()?;
+    /// cache.insert(b"k", "v1")?;
+    /// cache.insert(b"k", "v2")?;
+    /// cache.remove(b"k");
+    /// cache.run_pending_tasks();
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!(seen[0], ("k".into(), RemovalCause::Replaced));
+    /// assert_eq!(seen[1], ("k".into(), RemovalCause::Explicit));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn removal_listener(mut self, listener: impl Fn(Removal) + Send + Sync + 'static) -> Self {
+        self.removal_listener = Some(Arc::new(listener));
+        self
+    }
+
     /// Negative caching: a key [`optionally_get_with`](crate::Cache::optionally_get_with)'s
     /// loader found absent is remembered for `ttl`, and calls meanwhile return
     /// `None` without loading (default: not remembered). Markers are kept in
@@ -388,7 +435,12 @@ impl CacheBuilder {
     }
 
     /// Opens the disk tier the settings describe, with their defaults.
-    fn open_disk(&self, dir: &std::path::Path, capacity: u64) -> Result<Lower, BuildError> {
+    fn open_disk(
+        &self,
+        dir: &std::path::Path,
+        capacity: u64,
+        removals: Option<&Arc<Notifier>>,
+    ) -> Result<Lower, BuildError> {
         let d = &self.disk_settings;
         let io = d.io.clone().unwrap_or_else(|| default_backend().0);
         // A directory reopened keeps the segment size it was made with.
@@ -409,6 +461,7 @@ impl CacheBuilder {
             direct: d.direct.unwrap_or(false),
             read_path: d.read_path.unwrap_or_default(),
             max_maps: d.max_maps.unwrap_or(DEFAULT_MAX_MAPS),
+            removals: removals.cloned(),
         };
         let disk = DiskTier::open(config).map_err(BuildError::Disk)?;
         let unix_now = std::time::SystemTime::now()
@@ -456,8 +509,14 @@ impl CacheBuilder {
         if self.absent_ttl.is_some_and(|t| t.is_zero()) {
             return Err(BuildError::ZeroAbsentTtl);
         }
+        let removals = match &self.removal_listener {
+            Some(l) => Some(Arc::new(
+                Notifier::start(Arc::clone(l)).map_err(|e| BuildError::ListenerThread(e.into()))?,
+            )),
+            None => None,
+        };
         let lower = match &self.disk {
-            Some((dir, capacity)) => Some(self.open_disk(dir, *capacity)?),
+            Some((dir, capacity)) => Some(self.open_disk(dir, *capacity, removals.as_ref())?),
             None => match self.disk_settings.first_set() {
                 Some(setting) => return Err(BuildError::DiskSettingWithoutDisk { setting }),
                 None => None,
@@ -467,7 +526,7 @@ impl CacheBuilder {
         if let Some(idle) = self.time_to_idle {
             memory.set_idle(crate::time::nanos(idle));
         }
-        let tiers = Tiers::new(memory, lower, self.weigher);
+        let tiers = Tiers::new(memory, lower, self.weigher, removals);
         Ok(Cache::from_tiers(
             tiers,
             Expiry {

@@ -7,6 +7,7 @@ use crate::error::{Error, LoadError};
 use crate::health::{Health, HealthWatch};
 use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
 use crate::latency::sampled;
+use crate::listener::RemovalCause;
 use crate::patterns::absent::Absent;
 use crate::patterns::single_flight::{Flights, Follower, Leader, Outcome, Role};
 use crate::stats::{CheckpointStatus, Stats, TierStats};
@@ -215,6 +216,14 @@ impl Cache {
         self.inner.tiers.sync()
     }
 
+    /// Waits until the [removal listener](crate::CacheBuilder::removal_listener)
+    /// has been called for every removal made before this call (moka's
+    /// name). Returns at once without a listener, or when called from the
+    /// listener itself.
+    pub fn run_pending_tasks(&self) {
+        self.inner.tiers.wait_reported();
+    }
+
     /// Whether `key` is cached and not expired, in either tier. Unlike
     /// [`get`](Self::get) this is not an access: it neither counts as a hit
     /// or miss, nor marks the entry, nor promotes it. A key only the disk
@@ -266,8 +275,9 @@ impl Cache {
         let hash = hash_key(key);
         self.forget_absent(hash, key);
         let Some((deadline, sliding)) = self.deadline(ttl, key, &value) else {
-            // Expired on arrival: the key holds no value from now on.
-            tiers.remove(hash, key);
+            // Expired on arrival: the key holds no value from now on (its
+            // old value was replaced; the new one never entered).
+            tiers.remove(hash, key, RemovalCause::Replaced);
             return Ok(());
         };
         Ok(tiers.insert(hash, key, value, weight, deadline, sliding)?)
@@ -316,10 +326,15 @@ impl Cache {
     /// not expired (a key only the disk tier held costs one read of its
     /// record). On a closed cache, does nothing and returns `None`.
     pub fn remove(&self, key: &[u8]) -> Option<Bytes> {
+        self.remove_as(key, RemovalCause::Explicit)
+    }
+
+    /// [`remove`](Self::remove), told to the listener as `cause`.
+    pub(crate) fn remove_as(&self, key: &[u8], cause: RemovalCause) -> Option<Bytes> {
         let start = sampled().then(Instant::now);
         let hash = hash_key(key);
         self.forget_absent(hash, key);
-        let gone = self.inner.tiers.remove(hash, key);
+        let gone = self.inner.tiers.remove(hash, key, cause);
         if let Some(start) = start {
             self.inner.tiers.latency().remove.since(start);
         }
@@ -646,6 +661,7 @@ impl Cache {
             shards: tiers.memory().shard_count(),
             disk,
             latency: tiers.latency().snapshot(),
+            removals_pending: tiers.reports_pending(),
         }
     }
 

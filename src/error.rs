@@ -60,7 +60,30 @@ pub enum BuildError {
     /// created with other settings, or an I/O error; the error says which.
     #[error("cannot open the disk tier: {0}")]
     Disk(#[source] crate::disk::DiskError),
+    /// The removal listener's thread could not be started.
+    #[error("cannot start the removal listener's thread: {0}")]
+    ListenerThread(#[source] OsError),
 }
+
+/// An error the operating system returned, shareable and comparable (by
+/// kind and message: an I/O error has no equality of its own).
+#[derive(Debug, Clone, Error)]
+#[error("{0}")]
+pub struct OsError(std::sync::Arc<std::io::Error>);
+
+impl From<std::io::Error> for OsError {
+    fn from(e: std::io::Error) -> Self {
+        OsError(std::sync::Arc::new(e))
+    }
+}
+
+impl PartialEq for OsError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for OsError {}
 
 /// Why an operation on a [`Cache`](crate::Cache) was refused.
 ///

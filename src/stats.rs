@@ -49,6 +49,9 @@ pub struct Stats {
     pub disk: Option<DiskTierStats>,
     /// Sampled latencies per operation, and of the disk tier's reads.
     pub latency: crate::LatencyStats,
+    /// Removals queued for the removal listener and not yet delivered (0
+    /// without a listener): how far behind a slow listener is.
+    pub removals_pending: u64,
 }
 
 /// Counters and health of the disk tier (L2).

@@ -221,3 +221,36 @@ fn a_reopened_cache_misses_as_rarely_as_before_it_closed() {
         "before {before:.4}, after {after:.4}"
     );
 }
+
+/// A cache closed more often than it fills a segment (each close seals the
+/// segment it was filling) stays within its disk capacity: reclaim runs
+/// after an open, not only after a segment fills.
+#[test]
+fn a_cache_reopened_often_stays_within_its_disk_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 64u64 << 10;
+    let open = || {
+        Cache::builder()
+            .memory_capacity(64 << 10)
+            .disk(dir.path(), 8 * segment)
+            .segment_size(segment)
+            .flush_interval(Duration::from_millis(2))
+            .build()
+            .unwrap()
+    };
+    for round in 0..40u32 {
+        let cache = open();
+        for i in 0..20u32 {
+            let key = (round * 20 + i).to_be_bytes();
+            cache.insert(&key, vec![round as u8; 1_000]).unwrap();
+        }
+        // The flusher's rounds run meanwhile (one every 2 ms).
+        std::thread::sleep(Duration::from_millis(20));
+        cache.close().unwrap();
+    }
+    let cache = open();
+    std::thread::sleep(Duration::from_millis(50));
+    let segments = cache.stats().disk.unwrap().segments;
+    assert!(segments <= 9, "{segments} segments of a tier of 8");
+    cache.close().unwrap();
+}

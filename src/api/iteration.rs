@@ -2,6 +2,7 @@
 //! walk itself is `crate::tiers::walk`).
 
 use crate::cache::Cache;
+use crate::listener::RemovalCause;
 use crate::tiers::Walk;
 use bytes::Bytes;
 
@@ -84,7 +85,7 @@ impl Cache {
         // Expired entries not yet removed are met too, and cleared.
         let mut walk = Walk::expired_too();
         while let Some((key, _)) = self.tiers().walk_next(&mut walk) {
-            if predicate(&key) && self.remove(&key).is_some() {
+            if predicate(&key) && self.remove_as(&key, RemovalCause::Invalidated).is_some() {
                 removed += 1;
             }
         }

@@ -40,6 +40,9 @@ pub(crate) struct DiskConfig {
     pub(crate) read_path: super::ReadPath,
     /// The most sealed segments mapped at once (with `ReadPath::Mmap`).
     pub(crate) max_maps: usize,
+    /// Where the tier reports the entries it drops on its own (reclaim, a
+    /// corrupt record), if the cache has a removal listener.
+    pub(crate) removals: Option<Arc<crate::listener::Notifier>>,
 }
 
 /// Why the disk tier could not open, or stopped: each kind its own variant,

@@ -8,14 +8,13 @@ use super::DiskError;
 use super::dir::{keys_name, remove_if_there, sync_dir, write_keys};
 use super::image::{Copied, Image};
 use super::index::{IN_MEMORY, Loc, USES};
-use super::read::log_corruption;
+use super::read::{log_corruption, read_summary, report_dropped};
 use super::segment::{AlignedBuf, DIRECT_ALIGN, SegmentFile, Stream};
 use super::state::{DiskState, Request, WAKE_EVERY, add, notify_space};
-use crate::format::FormatError;
 use crate::format::list::Listed;
 use crate::format::record::{self, Kind};
 use crate::format::segment::{
-    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer, encode_summary,
+    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, TRAILER_LEN, Trailer, encode_summary,
 };
 use crate::policy::reclaim::{self, Verdict};
 use crate::sync::{Arc, Ordering};
@@ -92,6 +91,11 @@ impl Flusher {
             let marked = self.shared.mark();
             let mut result =
                 marked.and_then(|()| self.flush(!syncs.is_empty() || !seals.is_empty() || !open));
+            // Not only after a seal: a tier reopened over its capacity (closed
+            // more often than it fills a segment) comes back under it too.
+            if seals.is_empty() {
+                result = result.and_then(|()| self.reclaim());
+            }
             if let (Some(last_seq), Ok(())) = (last_seq, &result) {
                 // Every stream is sealed up to here: the list says so, and
                 // that the log was closed there.
@@ -608,17 +612,16 @@ impl Flusher {
                         budget -= u64::from(e.len);
                     }
                     // Not re-appended (damaged, expired, or superseded meanwhile).
-                    Verdict::Reappend { .. } => dropped.push((e.hash, loc, !in_memory)),
-                    Verdict::Drop { ghost } => dropped.push((e.hash, loc, ghost)),
+                    Verdict::Reappend { .. } => dropped.push((e.hash, loc)),
+                    Verdict::Drop { .. } => dropped.push((e.hash, loc)),
                 }
             }
-            // 2. Unlist the segment and remove its file for good (readers that
-            //    hold it read on) *before* the index forgets its keys: once a key
+            // 2. Unlist the segment and unlink its file (readable still, through
+            //    its descriptor) *before* the index forgets its keys: once a key
             //    is gone from the index, removing it writes no tombstone, so no
             //    file that could bring it back after a restart may remain. The
             //    durable list goes first: a file it no longer names is a
             //    leftover the next open removes.
-            sh.files.write().remove(&oldest.id);
             sh.log.lock().probation.remove(&oldest.id);
             sh.listing.lock().reclaimed(oldest.id)?;
             oldest
@@ -629,16 +632,24 @@ impl Flusher {
                     context: format!("cannot remove reclaimed segment {}", oldest.id),
                     source: std::sync::Arc::new(source),
                 })?;
-            // 3. Forget its keys; remember the ones no tier holds.
+            // 3. Forget its keys. One memory does not hold (checked as the
+            //    index lets go of it) left the cache: remembered, reported.
             if summary.is_ok() {
-                for (hash, loc, ghost) in dropped {
-                    if sh.index.remove_if(hash, loc) && ghost {
+                for (hash, loc) in dropped {
+                    let flags = sh.index.remove_at(hash, loc);
+                    if flags.is_some_and(|f| f & IN_MEMORY == 0) {
                         sh.ghosts.insert(hash);
+                        if let Some(n) = &sh.config.removals {
+                            report_dropped(&sh, n, &oldest, loc, now);
+                        }
                     }
                 }
             } else {
                 sh.index.remove_segment(oldest.id);
             }
+            // Readable (unlinked, still open) until the index let go of it:
+            // a read never misses an entry the index still holds.
+            sh.files.write().remove(&oldest.id);
             add(&sh.counters.reclaimed_segments, 1);
             log::debug!("segment {} reclaimed", oldest.id);
         }
@@ -679,7 +690,16 @@ impl Flusher {
         }
         // The flusher itself writes what this freezes: no wake-up needed.
         let appended = matches!(
-            sh.append(r.key, hash, h, r.stored, uses, Some(loc), Stream::Main),
+            sh.append(
+                r.key,
+                hash,
+                h,
+                r.stored,
+                uses,
+                Some(loc),
+                Stream::Main,
+                &mut None
+            ),
             Ok(Some(_))
         );
         if appended {
@@ -694,34 +714,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// A sealed segment's summary, read back from its file.
-/// Reads only the trailer and the summary, into a zeroed segment-sized buffer
-/// (the allocator maps zero pages lazily, so the rest costs nothing).
-fn read_summary(sh: &DiskState, file: &SegmentFile) -> Result<Vec<SummaryEntry>, FormatError> {
-    let size = sh.config.segment_size as usize;
-    let short = |needed| FormatError::Truncated {
-        needed,
-        available: 0,
-    };
-    let mut segment = vec![0u8; size];
-    let io = &*sh.config.io;
-    io.read_exact_at(
-        &file.file,
-        &mut segment[size - TRAILER_LEN..],
-        (size - TRAILER_LEN) as u64,
-    )
-    .map_err(|_| short(size))?;
-    let trailer = Trailer::decode(u64::from(file.id), &segment)?;
-    let start = trailer.summary_offset as usize;
-    let end = start + trailer.record_count as usize * SUMMARY_ENTRY_LEN;
-    if end > size - TRAILER_LEN {
-        return Err(short(end));
-    }
-    io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
-        .map_err(|_| short(end))?;
-    trailer.summary(u64::from(file.id), &segment)
 }
 
 /// The pieces of `range` of `image`, the image of `file`'s segment, to write.

@@ -67,8 +67,9 @@ pub use config::Backpressure;
 pub(crate) use config::DiskConfig;
 pub use config::DiskError;
 pub(crate) use dir::segment_size_of;
+pub(crate) use index::Loc;
 pub use maps::{DEFAULT_MAX_MAPS, ReadPath};
-pub(crate) use read::Token;
+pub(crate) use read::{Prior, Token};
 pub(crate) use segment::Stream;
 pub(crate) use write::Prepared;
 

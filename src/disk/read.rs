@@ -15,7 +15,9 @@ use super::segment::SegmentFile;
 use super::state::add;
 use crate::format::FormatError;
 use crate::format::record::{self, Kind, RECORD_HEADER_LEN};
-use crate::format::segment::{SEGMENT_HEADER_LEN, TRAILER_LEN};
+use crate::format::segment::{
+    SEGMENT_HEADER_LEN, SUMMARY_ENTRY_LEN, SummaryEntry, TRAILER_LEN, Trailer,
+};
 use crate::key::hash_key;
 use crate::sync::{Arc, Ordering};
 use bytes::Bytes;
@@ -23,6 +25,40 @@ use bytes::Bytes;
 /// Names the record a [`DiskTier::get_current`] read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Token(Loc);
+
+impl Token {
+    /// Whether the token names the record at `loc`.
+    pub(crate) fn is(self, loc: Loc) -> bool {
+        self.0 == loc
+    }
+
+    pub(crate) fn loc(self) -> Loc {
+        self.0
+    }
+}
+
+/// The record the index held for a key before a write or a removal
+/// superseded it: what the removal listener is told left.
+pub(crate) struct Prior {
+    /// The record's own key (another key's, if the two share a hash).
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Bytes,
+    /// Unix ns; 0 = never.
+    pub(crate) expires_at: u64,
+    pub(crate) token: Token,
+}
+
+/// Which record a lookup wants.
+#[derive(Clone, Copy)]
+enum Lookup<'a> {
+    /// This key's.
+    Key(&'a [u8]),
+    /// Whichever key's hashes to the hash looked up.
+    Hash,
+    /// Whatever the index holds for the hash, which a write of this key
+    /// supersedes.
+    Prior(&'a [u8]),
+}
 
 /// How a lookup treats the record's use count.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,8 +77,42 @@ impl DiskTier {
         self.get_current(key, hash, now_unix_ns).map(|(v, _, _)| v)
     }
 
+    /// Waits (yielding, up to a second) while the key of `hash` is
+    /// reserved for a demotion: its record is being compressed and appended
+    /// by the thread that demoted it, which never waits itself, so this
+    /// lasts a compression at most.
+    pub(crate) fn wait_unreserved(&self, hash: u64) {
+        let start = std::time::Instant::now();
+        while self.shared.index.peek(hash) == Some(PENDING)
+            && start.elapsed() < std::time::Duration::from_secs(1)
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Where the index points the key of `hash` now ([`PENDING`] included).
+    pub(crate) fn current_loc(&self, hash: u64) -> Option<Loc> {
+        self.shared.index.peek(hash)
+    }
+
+    /// The record the index holds for `hash`, live or past its deadline, of
+    /// `key` or of another key with the same hash, counting nothing: what a
+    /// write or removal of `key` would supersede. A corrupt record is
+    /// dropped and reported as `key`'s.
+    pub(crate) fn read_prior(&self, key: &[u8], hash: u64) -> Option<Prior> {
+        let ((key, value), expires_at, token) =
+            self.look(Lookup::Prior(key), hash, 0, Access::Peek)?;
+        Some(Prior {
+            key,
+            value,
+            expires_at,
+            token,
+        })
+    }
+
     /// Whether the index still points the key of `hash` at the record `token`
     /// names (no overwrite or removal since it was read).
+    #[cfg(test)]
     pub(crate) fn is_current(&self, hash: u64, token: Token) -> bool {
         self.shared.index.peek(hash) == Some(token.0)
     }
@@ -56,26 +126,15 @@ impl DiskTier {
         hash: u64,
         now_unix_ns: u64,
     ) -> Option<(Bytes, u64, Token)> {
-        let (v, expires_at, token) = self.look(Some(key), hash, now_unix_ns, Access::Hit)?;
+        let (v, expires_at, token) = self.look(Lookup::Key(key), hash, now_unix_ns, Access::Hit)?;
         add(&self.shared.counters.hits, 1);
-        Some((v.1, expires_at, token))
-    }
-
-    /// Like [`get_current`](Self::get_current), counting nothing.
-    pub(crate) fn peek_current(
-        &self,
-        key: &[u8],
-        hash: u64,
-        now_unix_ns: u64,
-    ) -> Option<(Bytes, u64, Token)> {
-        let (v, expires_at, token) = self.look(Some(key), hash, now_unix_ns, Access::Peek)?;
         Some((v.1, expires_at, token))
     }
 
     /// Whether the tier holds a live, intact record of `key` (of `hash`):
     /// one read of the record, counting nothing.
     pub(crate) fn contains(&self, key: &[u8], hash: u64, now_unix_ns: u64) -> bool {
-        self.look(Some(key), hash, now_unix_ns, Access::Peek)
+        self.look(Lookup::Key(key), hash, now_unix_ns, Access::Peek)
             .is_some()
     }
 
@@ -98,19 +157,21 @@ impl DiskTier {
         hash: u64,
         now_unix_ns: u64,
     ) -> Option<(Vec<u8>, Bytes, u64, Token)> {
-        let ((key, value), expires_at, token) = self.look(None, hash, now_unix_ns, Access::Peek)?;
+        let ((key, value), expires_at, token) =
+            self.look(Lookup::Hash, hash, now_unix_ns, Access::Peek)?;
         Some((key, value, expires_at, token))
     }
 
-    /// The live value the index holds for `hash`, read and verified: if
-    /// `key` is given, only if the record is that key's (else the record's
-    /// key must hash to `hash`). A record that fails its checks is a miss,
-    /// counted and dropped from the index; so is a location whose segment
-    /// reclaim took.
+    /// The live value the index holds for `hash` (at `now_unix_ns` 0, past
+    /// its deadline too), read and verified, if the record is the one
+    /// `lookup` asks for. A record that fails its checks is a miss, counted,
+    /// dropped from the index and reported (where the key is known); a
+    /// location whose segment reclaim took is a miss, which reclaim itself
+    /// drops from the index.
     #[allow(clippy::type_complexity)]
     fn look(
         &self,
-        key: Option<&[u8]>,
+        lookup: Lookup<'_>,
         hash: u64,
         now_unix_ns: u64,
         access: Access,
@@ -126,20 +187,18 @@ impl DiskTier {
         if loc == PENDING {
             return None; // a demotion on its way: not readable yet
         }
-        let Some(bytes) = self.read(loc) else {
-            // Its segment was reclaimed since the index was read: a plain miss,
-            // and the entry goes if reclaim has not removed it already.
-            sh.index.remove_if(hash, loc);
-            return None;
-        };
+        // None: its segment was reclaimed since the index was read, a plain
+        // miss (reclaim drops the entry, and reports it).
+        let bytes = self.read(loc)?;
         let found = bytes.and_then(|bytes| {
             let bytes = Bytes::from(bytes);
             let r = record::decode(u64::from(loc.segment), loc.offset, &bytes)?;
             let expires_at = r.header.expires_at;
             let live = expires_at == 0 || expires_at > now_unix_ns;
-            let ours = match key {
-                Some(k) => r.key == k,
-                None => hash_key(r.key) == hash,
+            let ours = match lookup {
+                Lookup::Key(k) => r.key == k,
+                Lookup::Hash => hash_key(r.key) == hash,
+                Lookup::Prior(_) => true,
             };
             if !ours || !live {
                 return Ok(None);
@@ -152,8 +211,13 @@ impl DiskTier {
             Err(e) => {
                 // Corrupt, torn or truncated: a miss, counted, and forgotten.
                 add(&sh.counters.corrupt_records, 1);
-                sh.index.remove_if(hash, loc);
+                let dropped = sh.index.remove_if(hash, loc);
                 log_corruption(loc, &e);
+                if let (true, Some(n), Lookup::Key(k) | Lookup::Prior(k)) =
+                    (dropped, &sh.config.removals, lookup)
+                {
+                    n.send(k, None, crate::listener::RemovalCause::Corrupt);
+                }
                 None
             }
         }
@@ -369,4 +433,80 @@ pub(crate) fn log_corruption(loc: Loc, e: &FormatError) {
         loc.segment,
         loc.offset
     );
+}
+
+/// Tells the removal listener of a record reclaim dropped: its key and
+/// value, read back from the (unlinked, still open) file; `Expired` if its
+/// deadline had passed, else `Reclaimed`. A record that cannot be read or
+/// fails its checks is counted; its key is unknown, so it is not reported.
+pub(super) fn report_dropped(
+    sh: &super::state::DiskState,
+    n: &crate::listener::Notifier,
+    file: &SegmentFile,
+    loc: Loc,
+    now: u64,
+) {
+    let io = &*sh.config.io;
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    let at = u64::from(loc.offset);
+    let read = io
+        .read_exact_at(&file.file, &mut header, at)
+        .ok()
+        .and_then(|()| {
+            let len = record::decode_header(&header).ok()?.record_len();
+            let mut bytes = vec![0u8; len];
+            io.read_exact_at(&file.file, &mut bytes, at).ok()?;
+            Some(bytes)
+        });
+    let Some(bytes) = read.map(Bytes::from) else {
+        add(&sh.counters.corrupt_records, 1);
+        return;
+    };
+    match record::decode(u64::from(loc.segment), loc.offset, &bytes) {
+        Ok(r) => {
+            let expired = r.header.expires_at != 0 && r.header.expires_at <= now;
+            let cause = if expired {
+                crate::listener::RemovalCause::Expired
+            } else {
+                crate::listener::RemovalCause::Reclaimed
+            };
+            let value = value_of(&r, &bytes).ok().flatten();
+            n.send(r.key, value, cause);
+        }
+        Err(e) => {
+            add(&sh.counters.corrupt_records, 1);
+            log_corruption(loc, &e);
+        }
+    }
+}
+
+/// A sealed segment's summary, read back from its file.
+/// Reads only the trailer and the summary, into a zeroed segment-sized buffer
+/// (the allocator maps zero pages lazily, so the rest costs nothing).
+pub(super) fn read_summary(
+    sh: &super::state::DiskState,
+    file: &SegmentFile,
+) -> Result<Vec<SummaryEntry>, FormatError> {
+    let size = sh.config.segment_size as usize;
+    let short = |needed| FormatError::Truncated {
+        needed,
+        available: 0,
+    };
+    let mut segment = vec![0u8; size];
+    let io = &*sh.config.io;
+    io.read_exact_at(
+        &file.file,
+        &mut segment[size - TRAILER_LEN..],
+        (size - TRAILER_LEN) as u64,
+    )
+    .map_err(|_| short(size))?;
+    let trailer = Trailer::decode(u64::from(file.id), &segment)?;
+    let start = trailer.summary_offset as usize;
+    let end = start + trailer.record_count as usize * SUMMARY_ENTRY_LEN;
+    if end > size - TRAILER_LEN {
+        return Err(short(end));
+    }
+    io.read_exact_at(&file.file, &mut segment[start..end], start as u64)
+        .map_err(|_| short(end))?;
+    trailer.summary(u64::from(file.id), &segment)
 }

@@ -153,6 +153,8 @@ impl DiskState {
     /// (reclaim's re-append: a newer write or a removal wins). Returns `None` if
     /// nothing was appended, else whether the flusher should be woken (the
     /// active segment was frozen, or grew past a multiple of [`WAKE_EVERY`]).
+    /// `replaced` is set to the record the index pointed the key at, when
+    /// the index lets go of it (even if the tier then fails to write).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn append(
         &self,
@@ -163,6 +165,7 @@ impl DiskState {
         flags: u8,
         expect: Option<Loc>,
         stream: Stream,
+        replaced: &mut Option<Loc>,
     ) -> Result<Option<bool>, DiskError> {
         let len = header.record_len();
         if len > max_record_len(self.config.segment_size) {
@@ -172,7 +175,10 @@ impl DiskState {
         let current = if header.kind == Kind::Tombstone {
             match self.index.remove(hash) {
                 None => return Ok(None), // Nothing on disk to supersede.
-                some => some,
+                some => {
+                    *replaced = some;
+                    some
+                }
             }
         } else {
             self.index.peek(hash)
@@ -213,7 +219,7 @@ impl DiskState {
                 segment: actives[s].id,
                 offset,
             };
-            self.index.insert(hash, loc, flags);
+            *replaced = self.index.insert(hash, loc, flags);
             self.ghosts.observe(len);
             add(&self.counters.values_appended, 1);
         }

@@ -5,7 +5,7 @@
 //! and the policy flags the memory tier sets on the index. Keys come with
 //! their hash, computed once by the caller.
 
-use super::index::{IN_MEMORY, PENDING};
+use super::index::{IN_MEMORY, Loc, PENDING};
 use super::state::{Request, add, max_record_len};
 use super::{Backpressure, DiskError, DiskTier, Stream};
 use crate::format::record::{Kind, RecordHeader};
@@ -38,6 +38,7 @@ impl DiskTier {
         let prepared = self.prepare(&Bytes::copy_from_slice(value), expires_at, true)?;
         let hash = crate::key::hash_key(key);
         self.commit(key, hash, &prepared, 0, Stream::Main)
+            .map(|_| ())
     }
 
     /// The longest record (header, key, stored value) a segment takes.
@@ -103,6 +104,7 @@ impl DiskTier {
 
     /// Appends a prepared value for `key`, with index flags ([`IN_MEMORY`] if
     /// the memory tier holds it). Never waits: safe under a caller's lock.
+    /// Returns where the key's previous record was, if it had one.
     pub(crate) fn commit(
         &self,
         key: &[u8],
@@ -110,9 +112,9 @@ impl DiskTier {
         p: &Prepared,
         flags: u8,
         stream: Stream,
-    ) -> Result<(), DiskError> {
+    ) -> Result<Option<Loc>, DiskError> {
         self.append_value(key, hash, p, flags, None, stream)
-            .map(|_| ())
+            .map(|(_, replaced)| replaced)
     }
 
     /// Appends a prepared value for `key` only if the index still holds the
@@ -126,6 +128,7 @@ impl DiskTier {
         flags: u8,
     ) -> Result<bool, DiskError> {
         self.append_value(key, hash, p, flags, Some(PENDING), Stream::Main)
+            .map(|(appended, _)| appended)
     }
 
     fn append_value(
@@ -134,9 +137,9 @@ impl DiskTier {
         hash: u64,
         p: &Prepared,
         flags: u8,
-        expect: Option<super::index::Loc>,
+        expect: Option<Loc>,
         stream: Stream,
-    ) -> Result<bool, DiskError> {
+    ) -> Result<(bool, Option<Loc>), DiskError> {
         let header = RecordHeader {
             kind: Kind::Value,
             compressed: p.compressed,
@@ -146,13 +149,23 @@ impl DiskTier {
             expires_at: p.expires_at,
             seq: 0,
         };
-        let appended = self.append(key, hash, header, &p.stored, flags, expect, stream)?;
+        let mut replaced = None;
+        let appended = self.append(
+            key,
+            hash,
+            header,
+            &p.stored,
+            flags,
+            expect,
+            stream,
+            &mut replaced,
+        )?;
         if appended {
             let c = &self.shared.counters;
             add(&c.value_bytes_in, u64::from(p.raw_len));
             add(&c.value_bytes_stored, p.stored.len() as u64);
         }
-        Ok(appended)
+        Ok((appended, replaced))
     }
 
     /// Under the key's shard lock, as memory evicts an entry the disk must
@@ -172,7 +185,9 @@ impl DiskTier {
 
     /// Forgets `key`; if it was on disk, appends a tombstone so it cannot come back.
     /// Never waits (tombstones are not subject to backpressure): safe under a caller's lock.
-    pub(crate) fn remove(&self, key: &[u8], hash: u64) -> Result<(), DiskError> {
+    /// Returns where the key's record was, if the index held one (forgotten
+    /// even if the tier has failed and writes no tombstone).
+    pub(crate) fn remove(&self, key: &[u8], hash: u64) -> Option<Loc> {
         let header = RecordHeader {
             kind: Kind::Tombstone,
             compressed: false,
@@ -182,8 +197,9 @@ impl DiskTier {
             expires_at: 0,
             seq: 0,
         };
-        self.append(key, hash, header, &[], 0, None, Stream::Main)
-            .map(|_| ())
+        let mut replaced = None;
+        let _ = self.append(key, hash, header, &[], 0, None, Stream::Main, &mut replaced);
+        replaced
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -194,11 +210,12 @@ impl DiskTier {
         header: RecordHeader,
         stored: &[u8],
         flags: u8,
-        expect: Option<super::index::Loc>,
+        expect: Option<Loc>,
         stream: Stream,
+        replaced: &mut Option<Loc>,
     ) -> Result<bool, DiskError> {
         let sh = &*self.shared;
-        let appended = sh.append(key, hash, header, stored, flags, expect, stream)?;
+        let appended = sh.append(key, hash, header, stored, flags, expect, stream, replaced)?;
         if appended == Some(true) {
             self.wake();
         }
@@ -211,7 +228,18 @@ impl DiskTier {
         self.shared.index.peek(hash).is_some()
     }
 
+    /// The memory tier takes the record `token` names (promoted from disk),
+    /// if the index still points the key at it: reclaim need not keep it
+    /// from now on. Whether it does (else the record was superseded or
+    /// dropped since it was read, and memory must not take it).
+    pub(crate) fn enter_memory_if_current(&self, hash: u64, token: super::Token) -> bool {
+        self.shared
+            .index
+            .set_flags_at(hash, token.loc(), IN_MEMORY, IN_MEMORY)
+    }
+
     /// The memory tier now holds the key (promoted from disk): reclaim need not keep it.
+    #[cfg(test)]
     pub(crate) fn entered_memory(&self, hash: u64) {
         self.shared.index.set_flags(hash, IN_MEMORY, IN_MEMORY);
     }

@@ -169,24 +169,11 @@ impl MemoryTier {
     }
 
     /// The live value of `key`; a hit marks it referenced. An expired entry
-    /// found is removed (and dropped after the lock).
+    /// found is left for the caller to remove (under the write lock).
     #[inline]
-    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
-        let key = Probe::new(key);
-        let found = self
-            .read(hash)
-            .get(hash, &key, || self.clock.now(), self.idle);
-        match found {
-            Lookup::Hit(v) => Some(v),
-            Lookup::Miss => None,
-            Lookup::Expired => {
-                let gone = self
-                    .write(hash)
-                    .remove_expired(hash, &key, || self.clock.now());
-                drop(gone);
-                None
-            }
-        }
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Lookup {
+        self.read(hash)
+            .get(hash, &Probe::new(key), || self.clock.now(), self.idle)
     }
 
     /// Like [`get`](Self::get) but not counted and not an access.

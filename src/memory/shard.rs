@@ -47,6 +47,8 @@ pub(crate) struct Unwritten {
     /// Never written (an insert the lower tier refused), as opposed to
     /// written once and since dropped by the lower tier's reclaim.
     pub(crate) dirty: bool,
+    /// Past its deadline (not to be written: only to be reported).
+    pub(crate) expired: bool,
 }
 
 /// Entries that left the shard under its lock (evicted, displaced by another
@@ -134,12 +136,14 @@ impl Shard {
     /// Before an insert of `weight` into a full shard: takes out the
     /// expired entries among the next [`SWEEP_SLOTS`] slots of the sweep, so
     /// that their space goes before any live entry's (they leave through
-    /// `departed`, expired, and are dropped). Nothing to do, and no clock
-    /// read, in a shard that never held an entry with a deadline or has
-    /// room.
+    /// `departed`, expired, and are dropped), except the entry of
+    /// `inserting` (the key about to be written: its overwrite replaces
+    /// it). Nothing to do, and no clock read, in a shard that never held an
+    /// entry with a deadline or has room.
     pub(crate) fn sweep_expired(
         &mut self,
         weight: u32,
+        inserting: u64,
         now: impl FnOnce() -> u64,
         departed: &mut Evictions,
     ) {
@@ -155,6 +159,9 @@ impl Shard {
             .policy
             .expired_in(self.sweep_at, SWEEP_SLOTS, now, &mut found);
         for (idx, hash) in found {
+            if hash == inserting {
+                continue;
+            }
             if let Some(e) = self.take(idx, hash) {
                 self.writes.expirations += 1;
                 departed.push(e);
@@ -259,8 +266,8 @@ impl Shard {
     }
 
     /// Inserts or overwrites `key`. Entries pushed out are added to `departed`
-    /// and an overwritten value is returned, for the caller to drop after
-    /// releasing the lock.
+    /// and an overwritten value is returned with its deadline, for the
+    /// caller to drop after releasing the lock.
     pub(crate) fn insert(
         &mut self,
         hash: u64,
@@ -268,7 +275,7 @@ impl Shard {
         value: Bytes,
         admit: Admit,
         departed: &mut Evictions,
-    ) -> Option<Bytes> {
+    ) -> Option<(Bytes, u64)> {
         let before = departed.len();
         let old = self.upsert(hash, key, value, admit, departed);
         if old.is_some() {
@@ -292,17 +299,23 @@ impl Shard {
             hot,
         }: Admit,
         departed: &mut Evictions,
-    ) -> Option<Bytes> {
+    ) -> Option<(Bytes, u64)> {
         let ttl_bit = if deadline != 0 { HAS_DEADLINE } else { 0 };
         self.deadlines_seen |= deadline != 0;
         if let Some(idx) = self.policy.find_resident(hash, |p| p.key == key) {
+            let old_deadline = self.policy.deadline(idx);
             let r = self.policy.resident_mut(idx);
             let old = std::mem::replace(&mut r.payload.value, value);
+            let old_deadline = if r.flags & HAS_DEADLINE != 0 {
+                old_deadline
+            } else {
+                0
+            };
             r.flags = flags | ttl_bit;
             r.touch();
             self.policy.set_deadline(idx, deadline);
             self.policy.reweigh(idx, weight, &mut |e| departed.push(e));
-            return Some(old);
+            return Some((old, old_deadline));
         }
         if let Some(idx) = self.policy.find_resident_by_hash(hash) {
             // Another key with the same 64-bit hash: the newer one takes the slot.
@@ -410,24 +423,36 @@ impl Shard {
         self.policy.add_ghost(hash, weight);
     }
 
-    /// The live entries whose bytes are not in the lower tier (dirty, or
-    /// `on_disk` says the tier lost them).
-    pub(crate) fn unwritten(&self, now: u64, on_disk: impl Fn(u64) -> bool) -> Vec<Unwritten> {
+    /// The entries whose bytes are not in the lower tier (dirty, or
+    /// `on_disk` says the tier lost them), live ones, and (with
+    /// `expired_too`) expired ones, marked.
+    pub(crate) fn unwritten(
+        &self,
+        now: u64,
+        on_disk: impl Fn(u64) -> bool,
+        expired_too: bool,
+    ) -> Vec<Unwritten> {
         self.policy
             .residents()
             .filter_map(|(idx, hash, _)| {
                 let r = self.policy.resident(idx);
                 let dirty = r.flags & DIRTY != 0;
-                let live = !self.is_expired(idx, || now);
+                let expired = self.is_expired(idx, || now);
                 // A read moved a sliding deadline past the disk record's.
                 let sliding = r.flags & SLIDE != 0;
                 let extended = sliding && self.policy.deadline(idx) & EXTENDED != 0;
-                (live && (dirty || extended || !on_disk(hash))).then(|| Unwritten {
+                let wanted = if expired {
+                    expired_too && (dirty || !on_disk(hash))
+                } else {
+                    dirty || extended || !on_disk(hash)
+                };
+                wanted.then(|| Unwritten {
                     hash,
                     key: r.payload.key.clone(),
                     value: r.payload.value.clone(),
                     deadline: disk_deadline(self.policy.deadline(idx), sliding),
                     dirty,
+                    expired,
                 })
             })
             .collect()
@@ -496,7 +521,7 @@ mod tests {
                 .is_none()
         );
         let old = s.insert(7, k(b"a"), Bytes::from_static(b"2"), dirty(1, 0), &mut d);
-        assert_eq!(old.as_deref(), Some(&b"1"[..]));
+        assert_eq!(old.map(|(v, _)| v).as_deref(), Some(&b"1"[..]));
         // Same hash, other key: the old key goes.
         s.insert(7, k(b"b"), Bytes::from_static(b"3"), dirty(1, 0), &mut d);
         assert_eq!(d.len(), 1);

@@ -4,12 +4,14 @@
 //! under a key's shard lock (appends, flags: never waiting) or must not
 //! (compression, a wait for the flusher).
 
-use crate::disk::{CheckpointState, DiskError, DiskTier, Prepared, Stream, Token};
+use crate::disk::{CheckpointState, DiskError, DiskTier, Loc, Prepared, Prior, Stream, Token};
 use crate::format::record::RECORD_HEADER_LEN;
+use crate::listener::{Notifier, RemovalCause};
 use crate::memory::Evictions;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::time::{DEADLINE_BITS, EXTENDED, disk_deadline};
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// When values are written to the disk tier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,7 +61,13 @@ pub(crate) struct Lower {
     dropped: AtomicU64,
     /// Demotions reserved and not yet appended: a close waits for them.
     in_flight: AtomicUsize,
+    /// The removal listener's reports, if the cache has one.
+    listener: Option<Arc<Notifier>>,
 }
+
+/// For each entry that left memory under a shard lock: `Some(cause)` if
+/// it left the whole cache (the disk does not keep it), for the listener.
+pub(crate) type Gone = SmallVec<[Option<RemovalCause>; 2]>;
 
 impl Lower {
     pub(crate) fn new(disk: DiskTier, policy: WritePolicy, unix_at_epoch: u64) -> Self {
@@ -71,7 +79,12 @@ impl Lower {
             refused: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            listener: None,
         }
+    }
+
+    pub(crate) fn set_listener(&mut self, listener: Option<Arc<Notifier>>) {
+        self.listener = listener;
     }
 
     pub(crate) fn disk(&self) -> &DiskTier {
@@ -157,11 +170,15 @@ impl Lower {
     }
 
     /// Under the key's shard lock: appends an inserted value (to the
-    /// probation stream). Whether it is in the log (the memory copy is clean).
-    pub(crate) fn commit_insert(&self, key: &[u8], hash: u64, p: &Prepared) -> bool {
-        self.disk
-            .commit(key, hash, p, IN_MEMORY, Stream::Probation)
-            .is_ok()
+    /// probation stream). `Ok` if it is in the log (the memory copy is
+    /// clean), with where the key's previous record was.
+    pub(crate) fn commit_insert(
+        &self,
+        key: &[u8],
+        hash: u64,
+        p: &Prepared,
+    ) -> Result<Option<Loc>, DiskError> {
+        self.disk.commit(key, hash, p, IN_MEMORY, Stream::Probation)
     }
 
     /// Under the key's shard lock: appends a value memory holds and the disk
@@ -175,13 +192,31 @@ impl Lower {
     /// Under the key's shard lock: the key was removed or changed without
     /// being written: supersede what the disk holds for it. A failed tier
     /// still forgets the key in its index, so nothing stale is served.
-    pub(crate) fn invalidate(&self, key: &[u8], hash: u64) {
-        let _ = self.disk.remove(key, hash);
+    /// Returns where the record it superseded was, if there was one.
+    pub(crate) fn invalidate(&self, key: &[u8], hash: u64) -> Option<Loc> {
+        self.disk.remove(key, hash)
     }
 
-    /// Under the key's shard lock: memory promoted the key from disk.
-    pub(crate) fn promoted(&self, hash: u64) {
-        self.disk.entered_memory(hash);
+    /// Under the key's shard lock: memory takes the record `token` names,
+    /// if it is still the key's (see `DiskTier::enter_memory_if_current`).
+    pub(crate) fn promoting(&self, hash: u64, token: Token) -> bool {
+        self.disk.enter_memory_if_current(hash, token)
+    }
+
+    /// Under the key's shard lock: whether the index still holds what
+    /// `prior` read (nothing, or that record).
+    pub(crate) fn prior_current(&self, hash: u64, prior: &Option<Prior>) -> bool {
+        let now = self.disk.current_loc(hash);
+        match prior {
+            None => now.is_none(),
+            Some(p) => now.is_some_and(|loc| p.token.is(loc)),
+        }
+    }
+
+    /// Whether a record's `expires_at` (unix ns) has passed at `now`
+    /// (memory's clock).
+    pub(crate) fn expired_at(&self, expires_at: u64, now: u64) -> bool {
+        expires_at != 0 && expires_at <= self.to_unix(now)
     }
 
     /// Under the shard lock of the entries that left memory: decides, for
@@ -189,17 +224,39 @@ impl Lower {
     /// still holds costs nothing (reclaim learns it left memory, and whether
     /// it proved reuse); one the policy keeps is reserved, to be written by
     /// [`finish_demotions`](Self::finish_demotions) after the lock; the rest
-    /// are remembered as ghosts. `resident`: what memory holds now.
-    pub(crate) fn demote(&self, evictions: &Evictions, now: u64, resident: u64) -> Vec<Demotion> {
+    /// are remembered as ghosts. `resident`: what memory holds now. With a
+    /// listener, `gone` gets each entry's cause if it left the whole cache
+    /// (the listener is told after the lock), and an expired entry's record
+    /// is superseded here (a tombstone), so that the disk never reports it
+    /// again.
+    pub(crate) fn demote(
+        &self,
+        evictions: &Evictions,
+        now: u64,
+        resident: u64,
+        gone: &mut Gone,
+    ) -> Vec<Demotion> {
         let mut out = Vec::new();
         if evictions.is_empty() {
             return out;
         }
+        let listening = self.listener.is_some();
         self.disk.memory_holds(resident);
         for e in evictions {
+            // Exactly one mark per eviction.
+            let mut mark = |cause: Option<RemovalCause>| {
+                if listening {
+                    gone.push(cause);
+                }
+            };
             let deadline = e.deadline;
             if deadline != 0 && deadline <= now {
-                continue; // expired: nothing to keep
+                // Expired: nothing to keep.
+                if listening {
+                    self.disk.remove(e.payload.key.as_slice(), e.hash);
+                }
+                mark(Some(RemovalCause::Expired));
+                continue;
             }
             let p = &e.payload;
             let key = p.key.as_slice();
@@ -209,6 +266,7 @@ impl Lower {
             let deadline = disk_deadline(deadline, sliding);
             let proved = e.proved_reuse;
             if !dirty && self.disk.left_memory(hash, proved) {
+                mark(None);
                 if sliding && e.deadline & EXTENDED != 0 {
                     // Reads moved a sliding deadline past the record's: the
                     // record is rewritten with it, here under the key's lock
@@ -230,10 +288,12 @@ impl Lower {
             if !write {
                 self.disk
                     .remember(hash, RECORD_HEADER_LEN + key.len() + p.value.len());
+                mark(Some(RemovalCause::Evicted));
                 continue;
             }
             let flags = u8::from(proved); // one use: reclaim keeps it once
             if self.disk.reserve(hash, flags) {
+                mark(None); // unless its write fails (`finish_demotions`)
                 self.in_flight.fetch_add(1, Ordering::AcqRel);
                 out.push(Demotion {
                     hash,
@@ -247,6 +307,7 @@ impl Lower {
                 // The index holds the key (a record of another key sharing
                 // its index bits): nothing reserved, nothing written.
                 self.note_unwritten(dirty);
+                mark(Some(RemovalCause::Evicted));
             }
         }
         out
@@ -265,6 +326,9 @@ impl Lower {
             if written.is_err() {
                 self.disk.release(d.hash);
                 self.note_unwritten(d.dirty);
+                if let Some(n) = &self.listener {
+                    n.send(key, Some(d.value.clone()), RemovalCause::Evicted);
+                }
             }
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
@@ -304,12 +368,6 @@ impl Lower {
     /// and a token naming the record read. Counts an L2 hit.
     pub(crate) fn get(&self, key: &[u8], hash: u64, now: u64) -> Option<(Bytes, u64, Token)> {
         let (v, expires_at, token) = self.disk.get_current(key, hash, self.to_unix(now))?;
-        Some((v, self.to_mono(expires_at), token))
-    }
-
-    /// Like [`get`](Self::get), counting nothing.
-    pub(crate) fn peek(&self, key: &[u8], hash: u64, now: u64) -> Option<(Bytes, u64, Token)> {
-        let (v, expires_at, token) = self.disk.peek_current(key, hash, self.to_unix(now))?;
         Some((v, self.to_mono(expires_at), token))
     }
 

@@ -18,6 +18,7 @@
 //! key and the disk still holds the record that was read.
 
 mod lower;
+mod removal;
 mod restart;
 mod walk;
 
@@ -29,10 +30,12 @@ pub(crate) use walk::Walk;
 use crate::builder::Weigher;
 use crate::key::Probe;
 use crate::latency::{Latencies, sampled_disk};
-use crate::memory::{Admit, DIRTY, Evictions, MemoryTier, SLIDE, ShardWrite};
-use crate::sync::{AtomicBool, Ordering};
+use crate::listener::{Notifier, RemovalCause};
+use crate::memory::{Admit, DIRTY, Evictions, Lookup, MemoryTier, SLIDE, ShardWrite};
+use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::time::{SLIDING, disk_deadline, sliding_deadline};
 use bytes::Bytes;
+use lower::Gone;
 use std::time::Instant;
 
 /// Why an insert was refused (nothing changed).
@@ -56,11 +59,21 @@ pub(crate) struct Tiers {
     refill: Refill,
     /// Sampled operation latencies (`Stats::latency`).
     latency: Latencies,
+    /// The removal listener's reports, if the cache has one.
+    listener: Option<Arc<Notifier>>,
 }
 
 impl Tiers {
-    pub(crate) fn new(memory: MemoryTier, lower: Option<Lower>, weigher: Weigher) -> Self {
+    pub(crate) fn new(
+        memory: MemoryTier,
+        mut lower: Option<Lower>,
+        weigher: Weigher,
+        listener: Option<Arc<Notifier>>,
+    ) -> Self {
         let max_weight = memory.max_weight();
+        if let Some(lower) = &mut lower {
+            lower.set_listener(listener.clone());
+        }
         Tiers {
             memory,
             lower,
@@ -70,11 +83,24 @@ impl Tiers {
             close: CloseState::default(),
             refill: Refill::default(),
             latency: Latencies::default(),
+            listener,
         }
     }
 
     pub(crate) fn latency(&self) -> &Latencies {
         &self.latency
+    }
+
+    /// Waits for the listener to have heard of every removal made so far.
+    pub(crate) fn wait_reported(&self) {
+        if let Some(n) = &self.listener {
+            n.wait_delivered();
+        }
+    }
+
+    /// Removals reported and not yet delivered to the listener.
+    pub(crate) fn reports_pending(&self) -> u64 {
+        self.listener.as_ref().map_or(0, |n| n.pending())
     }
 
     pub(crate) fn memory(&self) -> &MemoryTier {
@@ -101,10 +127,12 @@ impl Tiers {
     /// memory through CLOCK-Pro's miss path, as clean: it is on disk).
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
-        let found = self.memory.get(hash, key);
-        if found.is_some() || self.lower.is_none() {
-            return found;
+        match self.memory.get(hash, key) {
+            Lookup::Hit(v) => return Some(v),
+            Lookup::Miss => {}
+            Lookup::Expired => self.take_expired(hash, key),
         }
+        self.lower.as_ref()?;
         self.get_from_disk(hash, key)
     }
 
@@ -169,10 +197,10 @@ impl Tiers {
             if shard.is_closed() {
                 return Err(Refusal::Closed);
             }
-            shard.sweep_expired(weight, || self.memory.clock().now(), &mut evictions);
+            shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
             let old = shard.insert(hash, owned, value, admit(false), &mut evictions);
             drop(shard);
-            drop((old, evictions));
+            self.report_memory_only(key, old, &evictions);
             return Ok(());
         };
         // Anything slow (compression, waiting for the flusher) before the lock.
@@ -180,20 +208,32 @@ impl Tiers {
             .prepare_insert(key, &value, disk_deadline(deadline, sliding))
             .map_err(|(len, max)| Refusal::TooLarge { len, max })?;
         let hot = lower.disk().recall(hash);
-        let mut shard = self.memory.write(hash);
-        if shard.is_closed() {
-            return Err(Refusal::Closed);
-        }
-        shard.sweep_expired(weight, || self.memory.clock().now(), &mut evictions);
+        let (mut shard, prior) = self.lock_with_prior(lower, hash, key, false)?;
+        shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
         let old = shard.insert(hash, owned, value, admit(hot), &mut evictions);
-        match &prepared {
-            Some(p) if lower.commit_insert(key, hash, p) => shard.set_clean(hash, &Probe::new(key)),
+        let replaced = match prepared.as_ref().map(|p| lower.commit_insert(key, hash, p)) {
+            Some(Ok(replaced)) => {
+                shard.set_clean(hash, &Probe::new(key));
+                // Growing, the new value may have been evicted at once: it
+                // is in the log all the same.
+                for e in evictions.iter_mut().filter(|e| e.hash == hash) {
+                    if e.payload.key.as_slice() == key {
+                        e.flags &= !DIRTY;
+                    }
+                }
+                replaced
+            }
             _ => lower.invalidate(key, hash),
-        }
-        let demotions = self.demote(lower, &shard, &evictions);
+        };
+        let mut gone = Gone::new();
+        let demotions = self.demote(lower, &shard, &evictions, &mut gone);
         drop(shard);
         lower.finish_demotions(demotions);
-        drop((old, evictions));
+        if let Some(n) = &self.listener {
+            let superseded = replaced.map(|_| prior);
+            self.report_superseded(n, key, old, superseded, RemovalCause::Replaced);
+            self.report_gone(n, &evictions, &gone);
+        }
         Ok(())
     }
 
@@ -203,10 +243,11 @@ impl Tiers {
         lower: &Lower,
         shard: &ShardWrite<'_>,
         evictions: &Evictions,
+        gone: &mut Gone,
     ) -> Vec<lower::Demotion> {
         // A full shard: memory holds about this many entries.
         let resident = (shard.counts().resident * self.memory.shard_count()) as u64;
-        lower.demote(evictions, self.memory.clock().now(), resident)
+        lower.demote(evictions, self.memory.clock().now(), resident, gone)
     }
 
     /// Promotes a value read from the disk tier, unless memory holds the key
@@ -227,7 +268,10 @@ impl Tiers {
         let probe = Probe::new(key);
         let mut evictions = Evictions::new();
         let mut shard = self.memory.write(hash);
-        if shard.is_closed() || shard.holds(hash, &probe) || !lower.disk().is_current(hash, token) {
+        // Memory takes the record only if it is still the key's, in one step
+        // with reclaim's check (so reclaim never drops, as memory's, a record
+        // memory did not take, nor reports one memory took).
+        if shard.is_closed() || shard.holds(hash, &probe) || !lower.promoting(hash, token) {
             return false;
         }
         // A record's deadline says whether the entry slides.
@@ -237,60 +281,62 @@ impl Tiers {
             flags: if deadline & SLIDING != 0 { SLIDE } else { 0 },
             hot: false,
         };
-        shard.sweep_expired(weight, || self.memory.clock().now(), &mut evictions);
+        shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
         shard.insert(hash, probe.into_owned(), value, clean, &mut evictions);
-        lower.promoted(hash);
-        let demotions = self.demote(lower, &shard, &evictions);
+        let mut gone = Gone::new();
+        let demotions = self.demote(lower, &shard, &evictions, &mut gone);
         drop(shard);
         lower.finish_demotions(demotions);
-        drop(evictions);
+        if let Some(n) = &self.listener {
+            self.report_gone(n, &evictions, &gone);
+        }
         true
     }
 
     /// Removes `key` from both tiers; returns its live value, from memory or,
-    /// if only the disk held it, from disk (one read of its record).
-    pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
+    /// if only the disk held it, from disk (one read of its record). The
+    /// listener hears of it with `cause` (or `Expired`, if it had expired).
+    pub(crate) fn remove(&self, hash: u64, key: &[u8], cause: RemovalCause) -> Option<Bytes> {
         let probe = Probe::new(key);
         let now = || self.memory.clock().now();
-        // The disk's value, read before the lock (no I/O under it), is the
-        // answer only if, under the lock, memory does not hold the key and the
-        // disk still holds that record.
-        for _ in 0..4 {
-            let on_disk = match &self.lower {
-                Some(lower) if !self.memory.contains(hash, key) => lower.peek(key, hash, now()),
-                _ => None,
-            };
+        let Some(lower) = &self.lower else {
             let mut shard = self.memory.write(hash);
             if shard.is_closed() {
                 return None;
             }
             let gone = shard.remove(hash, &probe);
-            let current = match (&self.lower, &on_disk) {
-                (Some(lower), Some((_, _, token))) => lower.disk().is_current(hash, *token),
-                _ => true,
-            };
-            if gone.is_none() && !current {
-                continue; // the disk's record changed meanwhile: read again
-            }
-            if let Some(lower) = &self.lower {
-                lower.invalidate(key, hash);
-            }
             drop(shard);
-            return match gone {
-                Some(g) if g.is_expired(now) => None,
-                Some(g) => Some(g.payload.value),
-                None => on_disk.map(|(v, _, _)| v),
-            };
-        }
-        // Changing under every attempt: removed all the same, answer unknown.
-        let mut shard = self.memory.write(hash);
-        if !shard.is_closed() {
-            shard.remove(hash, &probe);
-            if let Some(lower) = &self.lower {
-                lower.invalidate(key, hash);
+            let g = gone?;
+            let expired = g.is_expired(now);
+            let old = Some((g.payload.value, g.deadline));
+            if let Some(n) = &self.listener {
+                self.report_superseded(n, key, old.clone(), None, cause);
             }
+            return old.filter(|_| !expired).map(|(v, _)| v);
+        };
+        // The disk's record, read before the lock (no I/O under it), is what
+        // the removal takes only if, under the lock, memory does not hold the
+        // key and the index still points at that record (else read again).
+        let Ok((mut shard, prior)) = self.lock_with_prior(lower, hash, key, true) else {
+            return None; // closed
+        };
+        let gone = shard.remove(hash, &probe);
+        let replaced = lower.invalidate(key, hash);
+        drop(shard);
+        let old = gone.map(|g| (g.payload.value, g.deadline));
+        let superseded = replaced.map(|_| prior);
+        let answer = match (&old, &superseded) {
+            (Some((v, deadline)), _) => (*deadline == 0 || *deadline > now()).then(|| v.clone()),
+            (None, Some(Some(p))) => {
+                let live = p.key == key && !lower.expired_at(p.expires_at, now());
+                live.then(|| p.value.clone())
+            }
+            _ => None,
+        };
+        if let Some(n) = &self.listener {
+            self.report_superseded(n, key, old, superseded, cause);
         }
-        None
+        answer
     }
 
     /// Like `get` but not counted and not an access (memory only: the

@@ -176,7 +176,7 @@ impl Tiers {
             let dirty: Vec<_> = self
                 .memory
                 .read_at(i)
-                .unwritten(now, |_| true)
+                .unwritten(now, |_| true, false)
                 .into_iter()
                 .filter(|u| u.dirty)
                 .collect();
@@ -203,12 +203,20 @@ impl Tiers {
     /// Closes the tiers, once: whoever comes later (another handle's
     /// `close`, the last handle's drop) gets the first close's outcome.
     pub(crate) fn close(&self) -> Result<(), Error> {
-        let mut outcome = self.close.outcome.lock();
-        if let Some(r) = &*outcome {
-            return r.clone();
+        let r = {
+            let mut outcome = self.close.outcome.lock();
+            if let Some(r) = &*outcome {
+                return r.clone();
+            }
+            let r = self.close_now();
+            *outcome = Some(r.clone());
+            r
+        };
+        // Every report is delivered before close returns (outside the
+        // outcome's lock: the listener may call `close` itself).
+        if let Some(n) = &self.listener {
+            n.stop();
         }
-        let r = self.close_now();
-        *outcome = Some(r.clone());
         r
     }
 
@@ -231,7 +239,12 @@ impl Tiers {
             shard.close();
             if let Some(lower) = &self.lower {
                 let now = self.memory.clock().now();
-                unwritten.extend(shard.unwritten(now, |hash| lower.disk().holds(hash)));
+                let expired_too = self.listener.is_some();
+                unwritten.extend(shard.unwritten(
+                    now,
+                    |hash| lower.disk().holds(hash),
+                    expired_too,
+                ));
             }
         }
         let Some(lower) = &self.lower else {
@@ -242,14 +255,27 @@ impl Tiers {
         let mut lost = 0;
         for u in unwritten {
             let (key, hash) = (u.key.as_slice(), u.hash);
+            if u.expired {
+                // Gone with memory, the disk holding no copy: reported here.
+                if let Some(n) = &self.listener {
+                    n.send(key, Some(u.value), crate::listener::RemovalCause::Expired);
+                }
+                continue;
+            }
             let written = lower
                 .prepare_waiting(&u.value, u.deadline)
                 .map(|p| lower.commit_held(key, hash, &p));
-            if !matches!(written, Ok(true))
-                && u.dirty
-                && lower.policy() == super::WritePolicy::WriteBehind
-            {
+            if matches!(written, Ok(true)) {
+                continue;
+            }
+            if u.dirty && lower.policy() == super::WritePolicy::WriteBehind {
                 lost += 1;
+            }
+            // A record the disk holds (a time to idle not rewritten) stands.
+            let kept = !u.dirty && lower.disk().holds(hash);
+            if let (Some(n), false) = (&self.listener, kept) {
+                // Gone with memory: the disk does not hold it.
+                n.send(key, Some(u.value), crate::listener::RemovalCause::Evicted);
             }
         }
         let dropped = lower.take_dropped();

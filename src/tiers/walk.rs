@@ -73,6 +73,8 @@ impl Tiers {
                     continue;
                 }
                 let now = at.unwrap_or_else(|| self.memory.clock().now());
+                // A key on its way from memory to disk is met on disk.
+                lower.disk().wait_unreserved(hash);
                 let Some((key, value, _, _)) = lower.read_by_hash(hash, now) else {
                     continue; // removed, expired or reclaimed since
                 };

@@ -220,6 +220,30 @@ impl Index {
         removed
     }
 
+    /// Like [`remove_if`](Self::remove_if), returning the entry's flags
+    /// as they were when it was forgotten.
+    pub(crate) fn remove_at(&self, hash: u64, loc: Loc) -> Option<u8> {
+        let hash = stored(hash);
+        let mut stripe = self.stripe(hash).write();
+        let removed = stripe.remove_if(hash, |e| e.loc() == loc)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(removed.flags())
+    }
+
+    /// If `hash` points at `loc`: sets its flags where `mask` has bits, and
+    /// says so.
+    pub(crate) fn set_flags_at(&self, hash: u64, loc: Loc, mask: u8, flags: u8) -> bool {
+        let hash = stored(hash);
+        let stripe = self.stripe(hash).read();
+        match stripe.find(hash).filter(|e| e.loc() == loc) {
+            Some(e) => {
+                e.update_flags(|old| (old & !mask) | (flags & mask));
+                true
+            }
+            None => false,
+        }
+    }
+
     fn with_entry(&self, hash: u64, f: impl FnOnce(&Entry)) -> bool {
         let hash = stored(hash);
         let stripe = self.stripe(hash).read();
@@ -234,6 +258,7 @@ impl Index {
 
     /// Sets `hash`'s flags to `flags` where `mask` has bits (no-op if absent).
     /// Returns whether the entry exists.
+    #[cfg(test)]
     pub(crate) fn set_flags(&self, hash: u64, mask: u8, flags: u8) -> bool {
         self.with_entry(hash, |e| {
             e.update_flags(|old| (old & !mask) | (flags & mask));

@@ -50,6 +50,7 @@ pub(super) fn config(dir: &std::path::Path, segments: u64) -> DiskConfig {
         direct: std::env::var_os("LARDER_DIRECT").is_some(),
         read_path: test_read_path(),
         max_maps: DEFAULT_MAX_MAPS,
+        removals: None,
     }
 }
 

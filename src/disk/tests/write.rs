@@ -70,7 +70,7 @@ fn overwrites_and_removes_never_bring_back_an_older_value() {
     for version in 0..3000u32 {
         let key = rng.random_range(0..100u32);
         if rng.random_bool(0.2) {
-            tier.remove(&k(key), h(key)).unwrap();
+            let _ = tier.remove(&k(key), h(key));
             model.remove(&key);
         } else {
             let v = value(key, version, rng.random_range(8..200));
@@ -168,7 +168,7 @@ fn a_read_token_goes_stale_when_the_key_changes() {
     tier.put(b"k", b"v2", 0).unwrap();
     assert!(!tier.is_current(hash_key(b"k"), token), "overwritten");
     let (_, _, token) = tier.get_current(b"k", hash_key(b"k"), 0).unwrap();
-    tier.remove(b"k", hash_key(b"k")).unwrap();
+    let _ = tier.remove(b"k", hash_key(b"k"));
     assert!(!tier.is_current(hash_key(b"k"), token), "removed");
     assert!(tier.get(b"k", 0).is_none());
 }
@@ -235,8 +235,17 @@ fn fill_until_frozen(sh: &DiskState, segment: u32, next: &mut u32) {
             expires_at: 0,
             seq: 0,
         };
-        sh.append(&k(*next), h(*next), header, &v, 0, None, Stream::Main)
-            .unwrap();
+        sh.append(
+            &k(*next),
+            h(*next),
+            header,
+            &v,
+            0,
+            None,
+            Stream::Main,
+            &mut None,
+        )
+        .unwrap();
         *next += 1;
     }
 }
