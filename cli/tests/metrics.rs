@@ -104,6 +104,7 @@ fn the_prometheus_endpoint_serves_the_documented_metrics_with_their_values() {
         f64::from(16u32 << 20)
     );
     assert_eq!(get("larder_disk_failed"), 0.0);
+    assert_eq!(get("larder_removals_pending"), 0.0, "no listener");
     assert_eq!(get("larder_disk_corrupt_records_total"), 0.0);
     assert_eq!(get("larder_misses_total"), 0.0, "nothing was looked up");
     assert!(get("larder_disk_segments") >= 1.0);

@@ -27,6 +27,7 @@
 //! | `larder_disk_queued_segments` | gauge | | sealed segments waiting for the flusher (the write queue's depth) |
 //! | `larder_disk_segments` | gauge | | segment files held |
 //! | `larder_disk_failed` | gauge | | 1 once the disk tier failed (it stopped writing), else 0 |
+//! | `larder_removals_pending` | gauge | | removals queued for the removal listener, not yet delivered |
 //! | `larder_latency_seconds` | gauge | `op` = `get`, `insert`, `remove`, `disk_read`, `load`; `quantile` = `0.5`, `0.99`, `0.999` | sampled latencies ([`LatencyStats`](crate::LatencyStats)) |
 //!
 //! The disk metrics appear only with a disk tier.
@@ -59,6 +60,7 @@ fn publish(s: &Stats) {
     gauge!("larder_entries", "tier" => "memory").set(s.memory.entries as f64);
     gauge!("larder_weight", "tier" => "memory").set(s.memory.weight as f64);
     gauge!("larder_capacity", "tier" => "memory").set(s.memory.capacity as f64);
+    gauge!("larder_removals_pending").set(s.removals_pending as f64);
     let l = &s.latency;
     for (op, p) in [
         ("get", l.get),
