@@ -441,6 +441,8 @@ impl CacheBuilder {
         capacity: u64,
         removals: Option<&Arc<Notifier>>,
     ) -> Result<Lower, BuildError> {
+        // A cache of this directory dropped a moment ago closes first.
+        crate::closing::wait_for(dir);
         let d = &self.disk_settings;
         let io = d.io.clone().unwrap_or_else(|| default_backend().0);
         // A directory reopened keeps the segment size it was made with.

@@ -68,7 +68,7 @@ pub struct Cache {
 
 struct Inner {
     /// Shared with the warm refill's thread, which holds no handle to the
-    /// cache: so dropping the last handle runs `Drop` on the dropping thread,
+    /// cache: so dropping the last handle runs `Drop`, which stops and
     /// which stops and waits for the refill before the directory is released.
     tiers: Arc<Tiers>,
     flights: Flights,
@@ -85,9 +85,20 @@ struct Inner {
 }
 
 impl Drop for Inner {
-    /// A best-effort [`Cache::close`]: errors cannot be reported here.
+    /// A best-effort [`Cache::close`] (errors are logged: they cannot be
+    /// returned here), on a thread of its own when it may take time (a disk
+    /// tier or a listener), so the dropping thread is not held for it;
+    /// opening the directory again waits for it, and so does the process's
+    /// exit (`crate::closing`).
     fn drop(&mut self) {
-        let _ = self.tiers.close();
+        if self.tiers.close_begun() {
+            return;
+        }
+        if self.tiers.lower().is_none() && !self.tiers.has_listener() {
+            let _ = self.tiers.close(); // closing the shards: nothing to wait for
+            return;
+        }
+        crate::closing::close_behind(Arc::clone(&self.tiers));
     }
 }
 
@@ -153,7 +164,13 @@ impl Cache {
     /// directory is cleanly closed (every segment sealed, the checkpoint
     /// current) and released: a cache may open it again at once. Closing
     /// again returns what the first close returned. Dropping the last handle
-    /// closes as a best effort, without a way to report an error.
+    /// closes as a best effort, on a thread of its own (the dropping thread
+    /// is not held; an error is logged, as it cannot be returned): opening
+    /// the directory again in this process waits for that close, and so
+    /// does the process's exit (up to a minute), so a cache dropped at the
+    /// end of `main` leaves a cleanly closed directory. Another process
+    /// opening it meanwhile finds it in use: call `close` to know when it
+    /// is released.
     ///
     /// # Errors
     /// * [`Error::NotPersisted`]: under `WriteBehind`, inserts the disk tier

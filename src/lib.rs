@@ -108,6 +108,7 @@
 mod api;
 mod builder;
 mod cache;
+mod closing;
 mod disk;
 mod error;
 mod format;
@@ -159,6 +160,7 @@ pub use tiers::WritePolicy;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn verify_dir(dir: impl AsRef<std::path::Path>) -> Result<VerifyReport, Error> {
+    closing::wait_for(dir.as_ref()); // a dropped cache's close, still under way
     disk::verify::verify(dir.as_ref())
         .map_err(|reason| Error::Disk(disk::DiskError::Unreadable(reason)))
 }

@@ -322,7 +322,7 @@ fn damage_on_reopen_is_detected_and_never_returns_a_wrong_or_stale_value() {
             segment_share += share;
             lost_share += lost as f64 / last.len() as f64;
         }
-        drop(cache);
+        let _ = cache.close(); // before the directory is removed and copied again
     }
     let n = f64::from(segment_damages.max(1));
     eprintln!(

@@ -439,7 +439,7 @@ fn run_crash_loop(power_loss: bool) {
             .iter()
             .map(|(&k, &v)| (k, (v, deadline_of(&state, &log, k, v))))
             .collect();
-        drop(cache);
+        let _ = cache.close(); // closed before the next child opens the directory
         if violations.len() + retention.missing.len() > 20 {
             break;
         }

@@ -317,3 +317,55 @@ fn close_racing_writers_leaves_a_clean_directory_or_fails() {
         cache.close().unwrap();
     }
 }
+
+/// The child of the exit test: fills a cache whose flusher is slow to
+/// write on its own, drops it, and lets the process exit at once.
+#[test]
+fn child_that_drops_its_cache_and_exits() {
+    let Some(dir) = std::env::var_os("LARDER_EXIT_CHILD_DIR") else {
+        return; // run by the parent only
+    };
+    let cache = Cache::builder()
+        .memory_capacity(64 << 20)
+        .disk(PathBuf::from(dir), 256 << 20)
+        .segment_size(16 << 20)
+        .flush_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for key in 0..8_000u32 {
+        cache.insert(&k(key), vec![key as u8; 4096]).unwrap();
+    }
+    drop(cache); // closed behind; the process exits next
+}
+
+/// A program that drops its cache at the end of `main` (the close runs on
+/// a thread of its own) still leaves a cleanly closed directory: the exit
+/// waits for the close.
+#[test]
+fn a_cache_dropped_just_before_the_process_exits_is_closed_cleanly() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("cache");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_that_drops_its_cache_and_exits",
+            "--test-threads=1",
+        ])
+        .env("LARDER_EXIT_CHILD_DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache = Cache::builder()
+        .memory_capacity(64 << 20)
+        .disk(&dir, 256 << 20)
+        .build()
+        .unwrap();
+    let recovery = cache.stats().disk.unwrap().recovery;
+    assert_eq!(recovery.checkpoint, CheckpointStatus::Used, "{recovery:?}");
+    for key in 0..8_000u32 {
+        assert_eq!(cache.get(&k(key)).unwrap(), vec![key as u8; 4096]);
+    }
+    cache.close().unwrap();
+}

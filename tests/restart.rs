@@ -138,16 +138,11 @@ fn a_damaged_or_stale_checkpoint_is_ignored_and_reported() {
     assert_eq!(cache.get(b"later").as_deref(), Some(&b"x"[..]));
     // Garbage in place of the checkpoint, and none at all.
     std::fs::write(&checkpoint, b"not a checkpoint").unwrap();
-    drop(cache); // writes a new one over the garbage
-    assert_eq!(
-        open(dir.path(), 100, WritePolicy::WriteBehind)
-            .stats()
-            .disk
-            .unwrap()
-            .recovery
-            .checkpoint,
-        CheckpointStatus::Used
-    );
+    drop(cache); // writes a new one over the garbage (the open waits for it)
+    let cache = open(dir.path(), 100, WritePolicy::WriteBehind);
+    let r = cache.stats().disk.unwrap().recovery;
+    assert_eq!(r.checkpoint, CheckpointStatus::Used);
+    cache.close().unwrap(); // before the files are touched
     std::fs::remove_file(&checkpoint).unwrap();
     let cache = open(dir.path(), 100, WritePolicy::WriteBehind);
     assert_eq!(

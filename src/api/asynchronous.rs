@@ -136,8 +136,8 @@ impl Cache {
 
     /// [`close`](Self::close) on a thread of its own, for async code: a
     /// close writes memory's unwritten entries, seals the log and writes a
-    /// checkpoint. Call it before the last handle is dropped in async code:
-    /// dropping the last handle closes on the dropping thread.
+    /// checkpoint. Dropping the last handle closes on a thread of its own
+    /// too, without a way to learn the outcome: this is the way to await it.
     pub fn close_async(self) -> OffThread<Result<(), Error>> {
         off_thread("larder-close", move || self.close())
     }

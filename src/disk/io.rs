@@ -142,6 +142,15 @@ fn write_vectored(
 
 /// The backend to use: io_uring when built with the `io-uring` feature and the
 /// kernel accepts it, positional I/O otherwise. The note says why, on a fallback.
+/// Has `f` run when the process exits (`atexit`); whether it was taken.
+pub(crate) fn at_exit(f: extern "C" fn()) -> bool {
+    // SAFETY: `atexit` stores a pointer to a function of the C ABI that takes
+    // nothing and returns nothing, which `f`'s type guarantees; a function
+    // item lives for the whole process, so the pointer stays valid until the
+    // exit calls it.
+    unsafe { libc::atexit(f) == 0 }
+}
+
 pub(crate) fn default_backend() -> (Arc<dyn Io>, Option<String>) {
     #[cfg(feature = "io-uring")]
     {

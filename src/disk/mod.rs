@@ -254,6 +254,11 @@ impl DiskTier {
         })
     }
 
+    /// The tier's directory, as it was given.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.shared.config.dir
+    }
+
     /// Writes `checkpoint` atomically.
     pub(crate) fn write_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), DiskError> {
         dir::write_atomic(

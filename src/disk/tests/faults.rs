@@ -590,3 +590,46 @@ fn health_reports_a_full_disk_and_memory_serves_on() {
         assert_eq!(cache.get(&k(i)), Some(v(i)), "memory serves {i}");
     }
 }
+
+/// Dropping the last handle does not hold the dropping thread for the
+/// close (a stalled device here: a close inline would wait as long as the
+/// stall); opening the directory again waits for that close, and finds it
+/// clean.
+#[test]
+fn dropping_the_last_handle_leaves_the_close_to_a_thread_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let open = |io: Arc<dyn Io>| {
+        crate::Cache::builder()
+            .memory_capacity(1 << 20)
+            .disk(dir.path(), 16 * SEG)
+            .segment_size(SEG)
+            .disk_io(io)
+            .build()
+            .unwrap()
+    };
+    let cache = open(io.clone());
+    for i in 0..200u32 {
+        cache.insert(&i.to_le_bytes(), value(i, 0, 300)).unwrap();
+    }
+    io.stall(true);
+    let (done, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(cache);
+        let _ = done.send(());
+    });
+    let returned = dropped.recv_timeout(Duration::from_secs(10));
+    io.stall(false);
+    assert!(returned.is_ok(), "the drop waited for a stalled close");
+    let cache = open(test_io());
+    let recovery = cache.stats().disk.unwrap().recovery;
+    assert_eq!(
+        recovery.checkpoint,
+        crate::CheckpointStatus::Used,
+        "{recovery:?}"
+    );
+    for i in 0..200u32 {
+        assert_eq!(cache.get(&i.to_le_bytes()).unwrap(), value(i, 0, 300));
+    }
+    cache.close().unwrap();
+}
