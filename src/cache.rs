@@ -319,7 +319,7 @@ impl Cache {
     }
 
     /// Validates an entry and computes its weight, before any lock is taken.
-    fn check_entry(&self, key: &[u8], value: &Bytes) -> Result<u32, Error> {
+    pub(crate) fn check_entry(&self, key: &[u8], value: &Bytes) -> Result<u32, Error> {
         check_key(key)?;
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::ValueTooLong {

@@ -1,6 +1,11 @@
-//! The patterns services build on a cache. For now: single-flight loading
-//! (cache-aside with stampede protection) and negative caching of what a
-//! loader found absent.
+//! The patterns services build on a cache: single-flight loading
+//! (cache-aside with stampede protection), negative caching of what a
+//! loader found absent, and a cache in front of a backing store
+//! (`store.rs`: cache-aside loads, write-through writes; `sqlite.rs`: an
+//! SQLite table as the store, feature `sqlite`).
 
 pub(crate) mod absent;
 pub(crate) mod single_flight;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+pub(crate) mod store;

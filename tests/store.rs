@@ -1,0 +1,264 @@
+//! A cache in front of a real SQLite file (`SqliteStore`): cache-aside
+//! loads, negative caching, write-through, and their ordering under races.
+
+use larder::{Bytes, Cache, SqliteError, SqliteStore, Store, StoreCache, StoreError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The SQLite store, counting its queries, and failing writes on demand.
+struct Counted {
+    inner: SqliteStore,
+    loads: AtomicU64,
+    fail_writes: AtomicBool,
+    /// Each load waits this long (ms): a slow database.
+    slow_ms: AtomicU64,
+    /// If set, the next load says when it has read, and waits (up to a
+    /// second) to be let go before it returns.
+    gate: std::sync::Mutex<Option<Gate>>,
+}
+
+struct Gate {
+    read: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+}
+
+impl Counted {
+    fn open(dir: &std::path::Path) -> Self {
+        Counted {
+            inner: SqliteStore::open(dir.join("app.db"), "items").unwrap(),
+            loads: AtomicU64::new(0),
+            fail_writes: AtomicBool::new(false),
+            slow_ms: AtomicU64::new(0),
+            gate: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn refused(&self) -> Result<(), SqliteError> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(SqliteError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("injected: database or disk is full".into()),
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Store for Counted {
+    type Error = SqliteError;
+    fn load(&self, key: &[u8]) -> Result<Option<Bytes>, SqliteError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let found = self.inner.load(key);
+        // Slow after the read: what was read ages before it is cached.
+        std::thread::sleep(Duration::from_millis(self.slow_ms.load(Ordering::SeqCst)));
+        if let Some(gate) = self.gate.lock().unwrap().take() {
+            gate.read.send(()).unwrap();
+            let _ = gate.go.recv_timeout(Duration::from_secs(1));
+        }
+        found
+    }
+    fn store(&self, key: &[u8], value: &[u8]) -> Result<(), SqliteError> {
+        self.refused()?;
+        self.inner.store(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), SqliteError> {
+        self.refused()?;
+        self.inner.delete(key)
+    }
+}
+
+fn cache(absent_ttl: Option<Duration>) -> Cache {
+    let mut b = Cache::builder().memory_capacity(4 << 20);
+    if let Some(t) = absent_ttl {
+        b = b.absent_ttl(t);
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn misses_load_from_the_database_once_and_absent_keys_are_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Counted::open(dir.path());
+    store.inner.store(b"p:1", b"tea").unwrap();
+    let items = StoreCache::new(cache(Some(Duration::from_secs(60))), store);
+    assert_eq!(items.get(b"p:1").unwrap().as_deref(), Some(&b"tea"[..]));
+    assert_eq!(items.get(b"p:1").unwrap().as_deref(), Some(&b"tea"[..]));
+    assert_eq!(items.get(b"p:404").unwrap(), None);
+    assert_eq!(items.get(b"p:404").unwrap(), None);
+    assert_eq!(
+        items.store().loads.load(Ordering::SeqCst),
+        2,
+        "one query per key"
+    );
+    // A write through the cache makes the absent key present at once.
+    items.put(b"p:404", "found").unwrap();
+    assert_eq!(items.get(b"p:404").unwrap().as_deref(), Some(&b"found"[..]));
+    assert_eq!(items.store().loads.load(Ordering::SeqCst), 2);
+}
+
+/// 1,000 concurrent gets of a key the cache does not hold (a slow query):
+/// one store query.
+#[test]
+fn a_thousand_concurrent_misses_make_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Counted::open(dir.path());
+    store.inner.store(b"hot", b"value").unwrap();
+    store.slow_ms.store(50, Ordering::SeqCst);
+    let items = StoreCache::new(cache(None), store);
+    let barrier = std::sync::Barrier::new(1_000);
+    std::thread::scope(|s| {
+        for _ in 0..1_000 {
+            s.spawn(|| {
+                barrier.wait();
+                assert_eq!(items.get(b"hot").unwrap().as_deref(), Some(&b"value"[..]));
+            });
+        }
+    });
+    assert_eq!(items.store().loads.load(Ordering::SeqCst), 1);
+}
+
+/// Write-through: a store that fails leaves the cache as it was, and the
+/// caller gets the store's error; when it works, both hold the value.
+#[test]
+fn a_failing_store_leaves_the_cache_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let items = StoreCache::new(cache(None), Counted::open(dir.path()));
+    items.put(b"k", "v1").unwrap();
+    assert_eq!(
+        items.store().inner.load(b"k").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    items.store().fail_writes.store(true, Ordering::SeqCst);
+    let err = items.put(b"k", "v2").unwrap_err();
+    assert!(matches!(err, StoreError::Store(_)), "{err:?}");
+    assert!(err.to_string().contains("full"), "{err}");
+    assert_eq!(
+        items.cache().get(b"k").as_deref(),
+        Some(&b"v1"[..]),
+        "unchanged"
+    );
+    assert!(matches!(items.delete(b"k"), Err(StoreError::Store(_))));
+    assert_eq!(
+        items.cache().get(b"k").as_deref(),
+        Some(&b"v1"[..]),
+        "unchanged"
+    );
+    items.put(b"new", "x").unwrap_err();
+    assert!(
+        items.cache().get(b"new").is_none(),
+        "nothing cached the store refused"
+    );
+    items.store().fail_writes.store(false, Ordering::SeqCst);
+    items.delete(b"k").unwrap();
+    assert!(items.cache().get(b"k").is_none());
+    assert_eq!(items.store().inner.load(b"k").unwrap(), None);
+    // A value the cache refuses is refused before the store is written.
+    let err = items.put(b"", "v").unwrap_err();
+    assert!(
+        matches!(err, StoreError::Cache(larder::Error::EmptyKey)),
+        "{err:?}"
+    );
+}
+
+/// A load that read the old value, and a write of a new one while the
+/// load still holds what it read: the write waits for the load, so the
+/// cache ends with the new value (without the per-key order, the load
+/// cached the old one after the write).
+#[test]
+fn a_write_during_a_load_of_the_old_value_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Counted::open(dir.path());
+    store.inner.store(b"k", b"old").unwrap();
+    let (read_tx, read) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *store.gate.lock().unwrap() = Some(Gate {
+        read: read_tx,
+        go: go_rx,
+    });
+    let items = StoreCache::new(cache(None), store);
+    std::thread::scope(|s| {
+        s.spawn(|| items.get(b"k").unwrap());
+        read.recv().unwrap(); // the load has read "old" and waits
+        let writer = s.spawn(|| items.put(b"k", "new").unwrap());
+        std::thread::sleep(Duration::from_millis(50)); // the write's chance to overtake
+        go.send(()).unwrap();
+        writer.join().unwrap();
+    });
+    assert_eq!(items.cache().get(b"k").as_deref(), Some(&b"new"[..]));
+    assert_eq!(
+        items.store().inner.load(b"k").unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+}
+
+/// Writes and loads of the same keys racing from many threads, the cache
+/// small enough to evict: afterwards every key the cache holds has the
+/// value the database has (a load never caches a value older than a
+/// write it raced with).
+#[test]
+fn racing_writes_and_loads_never_leave_an_older_value_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Counted::open(dir.path());
+    store.slow_ms.store(1, Ordering::SeqCst); // a wide window between read and cache
+    let items = StoreCache::new(
+        Cache::builder()
+            .memory_capacity(40)
+            .unit_weight()
+            .build()
+            .unwrap(),
+        store,
+    );
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let items = &items;
+            s.spawn(move || {
+                for i in 0..1_500u64 {
+                    let key = format!("k{}", (i * 7 + t) % 60);
+                    match (i + t) % 5 {
+                        0 | 1 => items.put(key.as_bytes(), format!("{t}:{i}")).unwrap(),
+                        2 => items.delete(key.as_bytes()).unwrap(),
+                        _ => {
+                            items.get(key.as_bytes()).unwrap();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for k in 0..60 {
+        let key = format!("k{k}");
+        if let Some(cached) = items.cache().get(key.as_bytes()) {
+            let stored = items.store().inner.load(key.as_bytes()).unwrap();
+            assert_eq!(Some(cached), stored, "{key}");
+        }
+    }
+}
+
+#[test]
+fn batches_and_many_loads_use_one_transaction_and_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("app.db"), "items").unwrap();
+    store
+        .store_batch(&[(b"a", Some(b"1")), (b"b", Some(b"2")), (b"a", None)])
+        .unwrap();
+    let keys: Vec<Vec<u8>> = (0..1_200u32)
+        .map(|i| format!("k{i}").into_bytes())
+        .collect();
+    let batch: Vec<(&[u8], Option<&[u8]>)> = keys.iter().map(|k| (&k[..], Some(&k[..]))).collect();
+    store.store_batch(&batch).unwrap();
+    let mut wanted: Vec<&[u8]> = vec![b"a", b"b"];
+    wanted.extend(keys.iter().map(|k| &k[..]));
+    let got = store.load_many(&wanted).unwrap();
+    assert_eq!(got[0], None);
+    assert_eq!(got[1].as_deref(), Some(&b"2"[..]));
+    for (k, v) in keys.iter().zip(&got[2..]) {
+        assert_eq!(v.as_deref(), Some(&k[..]));
+    }
+    assert!(matches!(
+        SqliteStore::open(dir.path().join("x.db"), "items; DROP TABLE items"),
+        Err(SqliteError::TableName(_))
+    ));
+    // The rows are in the file: a second connection reads them.
+    let again = SqliteStore::open(dir.path().join("app.db"), "items").unwrap();
+    assert_eq!(again.load(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+}
