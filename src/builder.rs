@@ -92,6 +92,7 @@ pub struct CacheBuilder {
     expire_after: Option<Arc<ExpireFn>>,
     absent_ttl: Option<Duration>,
     removal_listener: Option<Arc<ListenerFn>>,
+    hot_keys: bool,
 }
 
 /// The disk tier's settings a caller set (defaults apply at `build()`).
@@ -156,6 +157,7 @@ impl Default for CacheBuilder {
             expire_after: None,
             absent_ttl: None,
             removal_listener: None,
+            hot_keys: false,
         }
     }
 }
@@ -383,6 +385,16 @@ impl CacheBuilder {
         self
     }
 
+    /// Tracks the most requested keys of the recent past (one `get` in 16
+    /// per thread sampled into a count-min sketch, the 64 best estimated
+    /// keys kept, every count halved each 32,768 samples; about 256 KiB;
+    /// [`hot_keys(k)`](crate::Cache::hot_keys) reads it). Off by default:
+    /// then `get` pays one branch.
+    pub fn track_hot_keys(mut self) -> Self {
+        self.hot_keys = true;
+        self
+    }
+
     /// Negative caching: a key [`optionally_get_with`](crate::Cache::optionally_get_with)'s
     /// loader found absent is remembered for `ttl`, and calls meanwhile return
     /// `None` without loading (default: not remembered). Markers are kept in
@@ -537,6 +549,7 @@ impl CacheBuilder {
                 expire_after: self.expire_after,
             },
             self.absent_ttl,
+            self.hot_keys,
         ))
     }
 }

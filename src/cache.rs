@@ -9,6 +9,7 @@ use crate::key::{MAX_VALUE_LEN, check_key, hash_key};
 use crate::latency::sampled;
 use crate::listener::RemovalCause;
 use crate::patterns::absent::Absent;
+use crate::patterns::hot_keys::{self, HotKeys};
 use crate::patterns::single_flight::{Flights, Follower, Leader, Outcome, Role};
 use crate::stats::{CheckpointStatus, Stats, TierStats};
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -82,6 +83,8 @@ struct Inner {
     absent: Option<(Absent, Duration)>,
     /// What the previous `health()` saw.
     health: HealthWatch,
+    /// Hot-key detection, if it is on (`CacheBuilder::track_hot_keys`).
+    hot: Option<HotKeys>,
 }
 
 impl Drop for Inner {
@@ -116,7 +119,12 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    pub(crate) fn from_tiers(tiers: Tiers, expiry: Expiry, absent_ttl: Option<Duration>) -> Self {
+    pub(crate) fn from_tiers(
+        tiers: Tiers,
+        expiry: Expiry,
+        absent_ttl: Option<Duration>,
+        hot_keys: bool,
+    ) -> Self {
         let flights = Flights::new(tiers.memory().shard_count());
         let absent = absent_ttl.map(|ttl| {
             (
@@ -135,8 +143,14 @@ impl Cache {
                 expiry,
                 absent,
                 health: HealthWatch::default(),
+                hot: hot_keys.then(HotKeys::default),
             }),
         }
+    }
+
+    /// Hot-key detection, if on.
+    pub(crate) fn hot(&self) -> Option<&HotKeys> {
+        self.inner.hot.as_ref()
     }
 
     /// The tiers, for the API layers (`crate::api`).
@@ -189,17 +203,23 @@ impl Cache {
     /// found, and a closed cache finds nothing.
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        if sampled() {
-            return self.get_timed(key);
+        let hash = hash_key(key);
+        if let Some(hot) = &self.inner.hot
+            && hot_keys::sampled()
+        {
+            hot.record(hash, key);
         }
-        self.inner.tiers.get(hash_key(key), key)
+        if sampled() {
+            return self.get_timed(hash, key);
+        }
+        self.inner.tiers.get(hash, key)
     }
 
     /// A `get` whose time goes into `stats().latency`.
     #[inline(never)]
-    fn get_timed(&self, key: &[u8]) -> Option<Bytes> {
+    fn get_timed(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let start = Instant::now();
-        let found = self.inner.tiers.get(hash_key(key), key);
+        let found = self.inner.tiers.get(hash, key);
         self.inner.tiers.latency().get.since(start);
         found
     }
@@ -679,6 +699,7 @@ impl Cache {
             disk,
             latency: tiers.latency().snapshot(),
             removals_pending: tiers.reports_pending(),
+            hot_keys: self.hot_keys(10),
         }
     }
 

@@ -52,6 +52,10 @@ pub struct Stats {
     /// Removals queued for the removal listener and not yet delivered (0
     /// without a listener): how far behind a slow listener is.
     pub removals_pending: u64,
+    /// The ten most requested keys of the recent window, with their
+    /// estimated requests, if the cache tracks hot keys
+    /// ([`Cache::hot_keys`](crate::Cache::hot_keys)); else empty.
+    pub hot_keys: Vec<(bytes::Bytes, u64)>,
 }
 
 /// Counters and health of the disk tier (L2).

@@ -95,6 +95,26 @@ fn typed() {
     println!();
 }
 
+/// Hot-key detection on against off, same keys and values, paired rounds.
+fn hot_keys() {
+    let rounds = rounds();
+    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    println!("## Hot-key detection (Mops/s, median of {rounds} alternating rounds)\n");
+    println!("| cell | larder | larder, hot keys tracked | tracked / not | range |");
+    println!("|---|---|---|---|---|");
+    for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
+        for threads in [1u64, 2] {
+            let streams = streams(threads, OPS_PER_THREAD, get_percent);
+            let (m, ratio, lo, hi) = paired(&["larder-hot", "larder"], &streams, &value, rounds);
+            println!(
+                "| {workload} {threads}T | {:.2} | {:.2} | **{ratio:.3}x** | {lo:.3}..{hi:.3} |",
+                m[1], m[0]
+            );
+        }
+    }
+    println!();
+}
+
 fn throughput() {
     let rounds = rounds();
     let value = Bytes::from(vec![7u8; VALUE_LEN]);
@@ -217,6 +237,7 @@ fn main() {
         Some("hit-ratio") => hit_ratio(),
         Some("memory") => memory(),
         Some("typed") => typed(),
+        Some("hot-keys") => hot_keys(),
         _ => {
             throughput();
             hit_ratio();

@@ -77,7 +77,9 @@ pub(crate) fn run(args: Args) -> CliResult {
             args.keys, args.zipf
         )
     })?;
-    let mut builder = Cache::builder().memory_capacity(args.memory_mib.saturating_mul(1 << 20));
+    let mut builder = Cache::builder()
+        .memory_capacity(args.memory_mib.saturating_mul(1 << 20))
+        .track_hot_keys();
     let mut temp = None;
     if args.disk_mib > 0 {
         let dir = match &args.disk_dir {
@@ -293,6 +295,19 @@ fn print_summary(cache: &Cache, elapsed: Duration, requests: u64, latencies: &[u
             ),
         ),
         ("L1 hits", s.memory.hits.to_string()),
+        (
+            "hot keys",
+            // The demo's keys are u64 ranks of its Zipf stream, little-endian.
+            s.hot_keys
+                .iter()
+                .take(5)
+                .map(|(k, n)| match <[u8; 8]>::try_from(&k[..]) {
+                    Ok(b) => format!("{} (~{n})", u64::from_le_bytes(b)),
+                    Err(_) => format!("{k:?} (~{n})"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("L1 evictions", s.memory.evictions.to_string()),
     ];
     let mut rows = rows.to_vec();

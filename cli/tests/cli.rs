@@ -183,6 +183,7 @@ fn demo_prints_a_summary() {
         "latency p99",
         "L1 memory",
         "L1 hits",
+        "hot keys",
         "L2 hits",
         "L2 disk",
         "L2 writes",

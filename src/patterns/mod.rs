@@ -2,9 +2,11 @@
 //! (cache-aside with stampede protection), negative caching of what a
 //! loader found absent, and a cache in front of a backing store
 //! (`store.rs`: cache-aside loads, write-through writes; `sqlite.rs`: an
-//! SQLite table as the store, feature `sqlite`).
+//! SQLite table as the store, feature `sqlite`), and hot-key detection
+//! (`hot_keys.rs`).
 
 pub(crate) mod absent;
+pub(crate) mod hot_keys;
 pub(crate) mod single_flight;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;

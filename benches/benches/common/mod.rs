@@ -87,6 +87,14 @@ pub fn build(name: &str, capacity: u64) -> Box<dyn Peer> {
                 .build()
                 .expect("valid configuration"),
         ),
+        "larder-hot" => Box::new(
+            larder::Cache::builder()
+                .memory_capacity(capacity)
+                .unit_weight()
+                .track_hot_keys()
+                .build()
+                .expect("valid configuration"),
+        ),
         "larder-copy" => Box::new(CoreCopying(
             larder::Cache::builder()
                 .memory_capacity(capacity)
