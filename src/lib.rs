@@ -140,6 +140,7 @@ pub use listener::{Removal, RemovalCause};
 #[cfg(feature = "sqlite")]
 pub use patterns::sqlite::{SqliteError, SqliteStore};
 pub use patterns::store::{STRIPES as STORE_STRIPES, Store, StoreCache, StoreError};
+pub use patterns::warm::{WARM_BATCH, WarmProgress};
 pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
 pub use tiers::WritePolicy;
 

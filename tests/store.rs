@@ -262,3 +262,69 @@ fn batches_and_many_loads_use_one_transaction_and_one_query() {
     let again = SqliteStore::open(dir.path().join("app.db"), "items").unwrap();
     assert_eq!(again.load(b"b").unwrap().as_deref(), Some(&b"2"[..]));
 }
+
+/// Warming 100,000 keys from the database into a cache that is serving a
+/// hot set: progress is reported up to the end, and the hot set's hit
+/// ratio does not move (the warmed keys enter cold, and leave first).
+#[test]
+fn warming_reports_progress_and_leaves_the_hot_set_hit_ratio_alone() {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Zipf};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("app.db"), "items").unwrap();
+    let key = |i: u64| format!("item:{i:07}").into_bytes();
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..150_000u64)
+        .map(|i| (key(i), i.to_le_bytes().to_vec()))
+        .collect();
+    let batch: Vec<(&[u8], Option<&[u8]>)> =
+        rows.iter().map(|(k, v)| (&k[..], Some(&v[..]))).collect();
+    store.store_batch(&batch).unwrap();
+    let items = StoreCache::new(
+        Cache::builder()
+            .memory_capacity(20_000)
+            .unit_weight()
+            .shards(4)
+            .build()
+            .unwrap(),
+        store,
+    );
+    // The hot set: Zipf(0.99) over the first 50,000 rows.
+    let zipf = Zipf::new(50_000.0, 0.99).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut run = |n: usize| {
+        let before = items.cache().stats();
+        for _ in 0..n {
+            let k = key(zipf.sample(&mut rng) as u64 - 1);
+            items.get(&k).unwrap().unwrap();
+        }
+        let after = items.cache().stats();
+        let hits = (after.hits - before.hits) as f64;
+        hits / (hits + (after.misses - before.misses) as f64)
+    };
+    run(300_000); // warm
+    let before = run(200_000);
+    // Warm 100,000 keys the hot set never asks for.
+    let cold: Vec<Vec<u8>> = (50_000..150_000u64).map(key).collect();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let done = items
+        .warm(&cold, 2, |p| seen.lock().unwrap().push(p.done))
+        .unwrap();
+    assert_eq!(done.done, 100_000);
+    assert_eq!(done.inserted + done.skipped, 100_000, "{done:?}");
+    assert!(done.inserted > 90_000, "{done:?}");
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        seen.len() >= 100_000 / larder::WARM_BATCH,
+        "progress after each batch"
+    );
+    assert_eq!(seen.iter().max(), Some(&100_000));
+    // Right after the warm-up (the first 20,000 requests: a flushed hot
+    // set would show here), and over longer.
+    let first = run(20_000);
+    let after = run(200_000);
+    eprintln!(
+        "hot set hit ratio {before:.4} before warming, {first:.4} just after, {after:.4} after"
+    );
+    assert!((first - before).abs() <= 0.01, "{before} → {first}");
+    assert!((after - before).abs() <= 0.01, "{before} → {after}");
+}

@@ -3,7 +3,7 @@
 //! loader found absent, and a cache in front of a backing store
 //! (`store.rs`: cache-aside loads, write-through writes; `sqlite.rs`: an
 //! SQLite table as the store, feature `sqlite`), and hot-key detection
-//! (`hot_keys.rs`).
+//! (`hot_keys.rs`), and warming through the store (`warm.rs`).
 
 pub(crate) mod absent;
 pub(crate) mod hot_keys;
@@ -11,3 +11,4 @@ pub(crate) mod single_flight;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 pub(crate) mod store;
+pub(crate) mod warm;

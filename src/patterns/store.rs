@@ -119,7 +119,9 @@ pub const STRIPES: usize = 4096;
 pub struct StoreCache<S: Store> {
     cache: Cache,
     store: Arc<S>,
-    stripes: Arc<[Mutex<()>]>,
+    /// Per stripe: the order lock, and a count of the writes made under it
+    /// (a warm-up caches what it read only if no write came since).
+    stripes: Arc<[Mutex<u64>]>,
 }
 
 impl<S: Store> Clone for StoreCache<S> {
@@ -138,7 +140,7 @@ impl<S: Store> StoreCache<S> {
         StoreCache {
             cache,
             store: Arc::new(store),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
         }
     }
 
@@ -153,7 +155,7 @@ impl<S: Store> StoreCache<S> {
         &self.store
     }
 
-    fn stripe(&self, key: &[u8]) -> &Mutex<()> {
+    pub(crate) fn stripe(&self, key: &[u8]) -> &Mutex<u64> {
         let hash = crate::key::hash_key(key);
         &self.stripes[(hash >> 20) as usize % STRIPES]
     }
@@ -176,7 +178,8 @@ impl<S: Store> StoreCache<S> {
     pub fn put(&self, key: &[u8], value: impl Into<Bytes>) -> Result<(), StoreError<S::Error>> {
         let value = value.into();
         self.cache.check_entry(key, &value)?; // refused before the store is written
-        let _order = self.stripe(key).lock();
+        let mut order = self.stripe(key).lock();
+        *order += 1;
         self.store
             .store(key, &value)
             .map_err(|e| StoreError::Store(Arc::new(e)))?;
@@ -191,7 +194,8 @@ impl<S: Store> StoreCache<S> {
     /// Deletes `key` from the store, then from the cache. If the store
     /// fails, the cache is unchanged.
     pub fn delete(&self, key: &[u8]) -> Result<(), StoreError<S::Error>> {
-        let _order = self.stripe(key).lock();
+        let mut order = self.stripe(key).lock();
+        *order += 1;
         self.store
             .delete(key)
             .map_err(|e| StoreError::Store(Arc::new(e)))?;
