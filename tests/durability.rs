@@ -369,3 +369,36 @@ fn a_cache_dropped_just_before_the_process_exits_is_closed_cleanly() {
     }
     cache.close().unwrap();
 }
+
+/// A cache closed before anything was written to its disk tier (a service
+/// started and stopped at once; the close-while-writing test met it when
+/// its writers had not started yet) leaves a cleanly closed directory, and
+/// its next open uses the checkpoint. (The close had no sequence number to
+/// record: the directory read as crashed, its checkpoint as stale.)
+#[test]
+fn a_cache_closed_before_any_write_is_closed_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Cache::builder()
+            .memory_capacity(1 << 20)
+            .disk(dir.path(), 64 * SEGMENT)
+            .segment_size(SEGMENT)
+            .build()
+            .unwrap()
+    };
+    open().close().unwrap();
+    let report = larder::verify_dir(dir.path()).unwrap();
+    assert!(report.is_clean() && report.closed_cleanly, "{report:?}");
+    assert_eq!(report.checkpoint, "valid", "{report:?}");
+    let cache = open();
+    assert_eq!(
+        cache.stats().disk.unwrap().recovery.checkpoint,
+        CheckpointStatus::Used
+    );
+    cache.insert(b"k", "v").unwrap();
+    cache.close().unwrap();
+    let cache = open();
+    assert_eq!(cache.get(b"k").as_deref(), Some(&b"v"[..]));
+    cache.close().unwrap();
+    assert!(larder::verify_dir(dir.path()).unwrap().closed_cleanly);
+}

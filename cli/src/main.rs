@@ -1,11 +1,13 @@
 //! The `larder` command-line tool: `demo` shows the engine at work, `replay`
 //! measures the policy on a trace, `verify` checks a disk tier's directory,
-//! `stats` reports (or serves as Prometheus metrics) a directory's statistics.
+//! `stats` reports (or serves as Prometheus metrics) a directory's statistics,
+//! `warm` loads a key list from an SQLite table into a directory.
 
 mod demo;
 mod replay;
 mod stats;
 mod verify;
+mod warm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +31,9 @@ enum Command {
     /// Open a disk tier's directory and print its statistics, or serve them
     /// as Prometheus metrics over HTTP (`--metrics-addr`).
     Stats(stats::Args),
+    /// Load the keys listed in a file from an SQLite table into a disk
+    /// tier's directory (with a progress bar), so the next open is warm.
+    Warm(warm::Args),
 }
 
 /// Errors the tool reports to a person: a message, exit status 1.
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Warm(args) => warm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,9 @@ impl Flusher {
                     Request::Wake => {}
                 }
             }
+            if !seals.is_empty() {
+                let _ = self.shared.mark_if_empty(); // a failure shows in the flush
+            }
             let last_seq = (!seals.is_empty()).then(|| self.freeze_active());
             // Sealing for a close: no reclaim, whose re-appends would move the
             // log past the state the checkpoint is about to describe.

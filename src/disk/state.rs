@@ -282,6 +282,21 @@ impl DiskState {
         Ok((offset, froze || crossed))
     }
 
+    /// Before a close seals a log nothing was ever appended to: a mark, so
+    /// that the close has a last sequence number to record (0 means "not
+    /// closed" in the segment list) and the directory reads as closed
+    /// cleanly, its checkpoint as current.
+    pub(super) fn mark_if_empty(&self) -> Result<(), DiskError> {
+        {
+            let mut log = self.log.lock();
+            if log.next_seq != 1 {
+                return Ok(());
+            }
+            log.marked_seq = 0;
+        }
+        self.mark()
+    }
+
     /// Appends a mark (format.md §1.2) to the stream last appended to, if
     /// anything was appended since the last mark: where every stream stands
     /// now. Recovery that finds it, and each stream's records up to where it
