@@ -148,6 +148,11 @@ impl Cache {
         }
     }
 
+    /// The cache-wide time to live, if one was set.
+    pub(crate) fn time_to_live(&self) -> Option<Duration> {
+        self.inner.expiry.time_to_live
+    }
+
     /// Hot-key detection, if on.
     pub(crate) fn hot(&self) -> Option<&HotKeys> {
         self.inner.hot.as_ref()

@@ -137,6 +137,7 @@ pub use health::{Health, HealthIssue};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
 pub use latency::{LatencyStats, Percentiles, SAMPLE as LATENCY_SAMPLE};
 pub use listener::{Removal, RemovalCause};
+pub use patterns::refresh::{REFRESH_QUEUE, RefreshStats};
 #[cfg(feature = "sqlite")]
 pub use patterns::sqlite::{SqliteError, SqliteStore};
 pub use patterns::store::{STRIPES as STORE_STRIPES, Store, StoreCache, StoreError};

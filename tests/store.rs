@@ -328,3 +328,118 @@ fn warming_reports_progress_and_leaves_the_hot_set_hit_ratio_alone() {
     assert!((first - before).abs() <= 0.01, "{before} → {first}");
     assert!((after - before).abs() <= 0.01, "{before} → {after}");
 }
+
+/// A store that counts the loads running at once, and fails loads on demand.
+struct Watched {
+    inner: SqliteStore,
+    loads: AtomicU64,
+    running: AtomicU64,
+    most_at_once: AtomicU64,
+    fail_loads: AtomicBool,
+}
+
+impl Store for Watched {
+    type Error = SqliteError;
+    fn load(&self, key: &[u8]) -> Result<Option<Bytes>, SqliteError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_micros(500));
+        let found = if self.fail_loads.load(Ordering::SeqCst) {
+            Err(SqliteError::TableName(
+                "injected: the database is down".into(),
+            ))
+        } else {
+            self.inner.load(key)
+        };
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        found
+    }
+    fn store(&self, key: &[u8], value: &[u8]) -> Result<(), SqliteError> {
+        self.inner.store(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> Result<(), SqliteError> {
+        self.inner.delete(key)
+    }
+}
+
+fn refreshing(dir: &std::path::Path, clock: &larder::ManualClock) -> StoreCache<Watched> {
+    let inner = SqliteStore::open(dir.join("app.db"), "items").unwrap();
+    inner.store(b"hot", b"v0").unwrap();
+    let store = Watched {
+        inner,
+        loads: AtomicU64::new(0),
+        running: AtomicU64::new(0),
+        most_at_once: AtomicU64::new(0),
+        fail_loads: AtomicBool::new(false),
+    };
+    let cache = Cache::builder()
+        .memory_capacity(1 << 20)
+        .clock(clock.clone())
+        .time_to_live(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    StoreCache::new(cache, store).refresh_after(Duration::from_millis(500), 2)
+}
+
+/// A key read steadily (a read every 1 ms of the cache's clock, a TTL of
+/// 1 s, refreshed once it is 500 ms old): after the first load no read
+/// misses, the refreshes land before the expiry, one at a time, and a
+/// value changed in the database shows up by the next refresh.
+#[test]
+fn refresh_ahead_keeps_a_steadily_read_key_from_ever_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = larder::ManualClock::new();
+    let items = refreshing(dir.path(), &clock);
+    assert_eq!(items.get(b"hot").unwrap().as_deref(), Some(&b"v0"[..]));
+    let mut misses = 0;
+    for i in 0..4_000u32 {
+        if i == 2_000 {
+            items.store().inner.store(b"hot", b"v1").unwrap(); // behind the cache
+        }
+        clock.advance(Duration::from_millis(1));
+        if !items.cache().contains(b"hot") {
+            misses += 1;
+        }
+        items.get(b"hot").unwrap().unwrap();
+        std::thread::sleep(Duration::from_micros(100)); // the workers' real time
+    }
+    assert_eq!(misses, 0, "a read found the key expired");
+    let stats = items.refresh_stats();
+    assert!(stats.refreshed >= 6, "{stats:?}"); // 4 s of reads, every 0.5 s
+    assert_eq!(stats.failed + stats.dropped, 0, "{stats:?}");
+    assert_eq!(
+        items.store().most_at_once.load(Ordering::SeqCst),
+        1,
+        "one refresh at a time"
+    );
+    assert_eq!(items.get(b"hot").unwrap().as_deref(), Some(&b"v1"[..]));
+}
+
+/// A refresh that fails leaves the old value to be served until its time
+/// to live ends (stale-if-error), counted; then a read misses and loads.
+#[test]
+fn a_failed_refresh_serves_the_old_value_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = larder::ManualClock::new();
+    let items = refreshing(dir.path(), &clock);
+    items.get(b"hot").unwrap();
+    items.store().fail_loads.store(true, Ordering::SeqCst);
+    clock.advance(Duration::from_millis(600)); // past the refresh age
+    assert_eq!(items.get(b"hot").unwrap().as_deref(), Some(&b"v0"[..]));
+    let start = std::time::Instant::now();
+    while items.refresh_stats().failed == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no refresh ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    clock.advance(Duration::from_millis(300)); // still before the expiry
+    assert_eq!(
+        items.get(b"hot").unwrap().as_deref(),
+        Some(&b"v0"[..]),
+        "stale-if-error"
+    );
+    clock.advance(Duration::from_millis(200)); // expired
+    assert!(matches!(items.get(b"hot"), Err(StoreError::Store(_))));
+    items.store().fail_loads.store(false, Ordering::SeqCst);
+    assert_eq!(items.get(b"hot").unwrap().as_deref(), Some(&b"v0"[..]));
+}

@@ -182,6 +182,16 @@ impl MemoryTier {
             .peek(hash, &Probe::new(key), || self.clock.now())
     }
 
+    /// The time `key`'s memory entry has left: `None` if memory holds no
+    /// live entry of it, `Some(None)` if it does not expire.
+    pub(crate) fn time_left(&self, hash: u64, key: &[u8]) -> Option<Option<std::time::Duration>> {
+        let now = self.clock.now();
+        let deadline = self
+            .read(hash)
+            .deadline_of(hash, &Probe::new(key), || now)?;
+        Some((deadline != 0).then(|| std::time::Duration::from_nanos(deadline.saturating_sub(now))))
+    }
+
     pub(crate) fn contains(&self, hash: u64, key: &[u8]) -> bool {
         self.read(hash)
             .contains(hash, &Probe::new(key), || self.clock.now())

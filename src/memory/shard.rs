@@ -257,6 +257,24 @@ impl Shard {
         Some(self.policy.resident(idx).payload.value.clone())
     }
 
+    /// The deadline of `key`'s live entry (0: none), without counting as an
+    /// access.
+    pub(crate) fn deadline_of(
+        &self,
+        hash: u64,
+        key: &Probe,
+        now: impl FnOnce() -> u64,
+    ) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        let idx = self
+            .find(hash, key)
+            .filter(|&idx| !self.is_expired(idx, now))?;
+        let timed = self.policy.resident(idx).flags & HAS_DEADLINE != 0;
+        Some(if timed { self.policy.deadline(idx) } else { 0 })
+    }
+
     /// Whether `key` is resident and live, without counting as an access.
     pub(crate) fn contains(&self, hash: u64, key: &Probe, now: impl FnOnce() -> u64) -> bool {
         !self.closed

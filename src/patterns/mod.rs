@@ -3,10 +3,12 @@
 //! loader found absent, and a cache in front of a backing store
 //! (`store.rs`: cache-aside loads, write-through writes; `sqlite.rs`: an
 //! SQLite table as the store, feature `sqlite`), and hot-key detection
-//! (`hot_keys.rs`), and warming through the store (`warm.rs`).
+//! (`hot_keys.rs`), warming through the store (`warm.rs`), and
+//! refresh-ahead (`refresh.rs`).
 
 pub(crate) mod absent;
 pub(crate) mod hot_keys;
+pub(crate) mod refresh;
 pub(crate) mod single_flight;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;

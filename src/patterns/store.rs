@@ -120,8 +120,12 @@ pub struct StoreCache<S: Store> {
     cache: Cache,
     store: Arc<S>,
     /// Per stripe: the order lock, and a count of the writes made under it
-    /// (a warm-up caches what it read only if no write came since).
+    /// (a warm-up or a refresh caches what it read only if no write came
+    /// since).
     stripes: Arc<[Mutex<u64>]>,
+    /// Refresh-ahead, if on (the workers hold copies without it, so that
+    /// the last handle's drop stops them).
+    refresh: Option<Arc<super::refresh::Refresh>>,
 }
 
 impl<S: Store> Clone for StoreCache<S> {
@@ -130,6 +134,7 @@ impl<S: Store> Clone for StoreCache<S> {
             cache: self.cache.clone(),
             store: Arc::clone(&self.store),
             stripes: Arc::clone(&self.stripes),
+            refresh: self.refresh.clone(),
         }
     }
 }
@@ -141,7 +146,25 @@ impl<S: Store> StoreCache<S> {
             cache,
             store: Arc::new(store),
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            refresh: None,
         }
+    }
+
+    /// A copy for a background worker: without the refresh-ahead state.
+    pub(crate) fn detached(&self) -> Self {
+        StoreCache {
+            refresh: None,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn set_refresh(&mut self, refresh: super::refresh::Refresh) {
+        self.refresh = Some(Arc::new(refresh));
+    }
+
+    /// What refresh-ahead has done ([`refresh_after`](Self::refresh_after)).
+    pub fn refresh_stats(&self) -> super::refresh::RefreshStats {
+        self.refresh.as_ref().map(|r| r.stats()).unwrap_or_default()
     }
 
     /// The cache (reads through it are plain cache reads; writes through it
@@ -164,6 +187,9 @@ impl<S: Store> StoreCache<S> {
     /// cached). `None` if the store has none.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError<S::Error>> {
         if let Some(v) = self.cache.get(key) {
+            if let Some(refresh) = &self.refresh {
+                refresh.after_hit(&self.cache, key);
+            }
             return Ok(Some(v));
         }
         let _order = self.stripe(key).lock();
