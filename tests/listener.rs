@@ -170,9 +170,11 @@ fn randomized(seed: u64, policy: WritePolicy, ops: usize) {
     let mut last_op = Instant::now();
     for _ in 0..ops {
         // The manual clock runs ahead of the wall clock (the disk's reclaim
-        // judges expiry by the wall clock), a second and more, so that
-        // reclaim never calls an entry expired the model thinks live.
-        let step = Duration::from_millis(rng.random_range(1..4)) + last_op.elapsed();
+        // judges expiry by the wall clock, and each open maps one to the
+        // other anew), by a margin set at each open and growing with every
+        // operation, so that reclaim never calls an entry expired the model
+        // thinks live.
+        let step = Duration::from_millis(rng.random_range(1..4)) + 2 * last_op.elapsed();
         last_op = Instant::now();
         run.clock.advance(step);
         clock_ns += step.as_nanos() as u64;
@@ -274,6 +276,9 @@ fn randomized(seed: u64, policy: WritePolicy, ops: usize) {
                 let end = Instant::now();
                 m.hear(run.heard.take(), now, end, &|_, _| false);
                 cache = run.open();
+                let lead = Duration::from_millis(250); // the new open's margin
+                run.clock.advance(lead);
+                clock_ns += lead.as_nanos() as u64;
             }
             _ => {
                 let _ = cache.sync();
@@ -288,7 +293,8 @@ fn randomized(seed: u64, policy: WritePolicy, ops: usize) {
     // Whatever is left leaves now: every write is then reported, once.
     drop(cache);
     let cache = run.open();
-    let now = clock_ns;
+    run.clock.advance(Duration::from_millis(250)); // the open's margin
+    let now = clock_ns + 250_000_000;
     cache.invalidate_all();
     let end = Instant::now();
     cache.close().unwrap();

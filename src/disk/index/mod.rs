@@ -317,15 +317,11 @@ impl Index {
     }
 
     /// The hash of every key with a record in stripe `stripe` (of
-    /// [`STRIPES`]), under its read lock.
+    /// [`STRIPES`]), under its read lock, those reserved for a demotion
+    /// ([`PENDING`]) included: a walk waits for their records rather than
+    /// miss a key on its way from memory to disk.
     pub(crate) fn hashes_of(&self, stripe: usize, out: &mut Vec<u64>) {
-        out.extend(
-            self.stripes[stripe]
-                .read()
-                .iter()
-                .filter(|e| e.loc() != PENDING)
-                .map(|e| e.hash),
-        );
+        out.extend(self.stripes[stripe].read().iter().map(|e| e.hash));
     }
 
     /// Keys with a record whose [`IN_MEMORY`] flag is clear: those the
