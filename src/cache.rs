@@ -94,7 +94,8 @@ impl Drop for Inner {
     /// opening the directory again waits for it, and so does the process's
     /// exit (`crate::closing`).
     fn drop(&mut self) {
-        if self.tiers.close_begun() {
+        if self.tiers.is_closed() {
+            // `close` has begun
             return;
         }
         if self.tiers.lower().is_none() && !self.tiers.has_listener() {

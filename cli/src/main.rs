@@ -4,6 +4,7 @@
 //! `warm` loads a key list from an SQLite table into a directory.
 
 mod demo;
+mod disk_args;
 mod replay;
 mod stats;
 mod verify;

@@ -4,25 +4,14 @@
 //! facade and `metrics-exporter-prometheus`) until `--for-secs` has passed.
 
 use crate::CliResult;
-use larder::Cache;
+use crate::disk_args::DiskArgs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The disk tier's directory.
-    #[arg(long)]
-    disk_dir: PathBuf,
-    /// The disk tier's capacity in MiB (as it was created with).
-    #[arg(long, default_value_t = 256)]
-    disk_mib: u64,
-    /// Segment size in MiB (as the directory was created with).
-    #[arg(long, default_value_t = 16)]
-    segment_mib: u64,
-    /// Memory capacity in MiB.
-    #[arg(long, default_value_t = 32)]
-    memory_mib: u64,
+    #[command(flatten)]
+    disk: DiskArgs,
     /// Serve the metrics at this address (`/metrics`, Prometheus text format).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -33,14 +22,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    if !args.disk_dir.is_dir() {
-        return Err(format!("{}: no such directory", args.disk_dir.display()).into());
+    let dir = &args.disk.disk_dir;
+    if !dir.is_dir() {
+        return Err(format!("{}: no such directory", dir.display()).into());
     }
-    let cache = Cache::builder()
-        .memory_capacity(args.memory_mib << 20)
-        .disk(&args.disk_dir, args.disk_mib << 20)
-        .segment_size(args.segment_mib << 20)
-        .build()?;
+    let cache = args.disk.builder().build()?;
     let Some(addr) = args.metrics_addr else {
         println!("{:#?}", cache.stats());
         cache.close()?;

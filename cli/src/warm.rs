@@ -4,8 +4,9 @@
 //! opens the directory next starts warm.
 
 use crate::CliResult;
+use crate::disk_args::DiskArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use larder::{Cache, SqliteStore, StoreCache};
+use larder::{SqliteStore, StoreCache};
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
@@ -20,18 +21,8 @@ pub struct Args {
     /// Its table (`key BLOB PRIMARY KEY, value BLOB`).
     #[arg(long, default_value = "cache")]
     table: String,
-    /// The disk tier's directory (created if missing).
-    #[arg(long)]
-    disk_dir: PathBuf,
-    /// The disk tier's capacity in MiB.
-    #[arg(long, default_value_t = 256)]
-    disk_mib: u64,
-    /// Segment size in MiB (for a new directory).
-    #[arg(long, default_value_t = 16)]
-    segment_mib: u64,
-    /// Memory capacity in MiB.
-    #[arg(long, default_value_t = 32)]
-    memory_mib: u64,
+    #[command(flatten)]
+    disk: DiskArgs,
     /// Threads loading from the database.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -52,11 +43,7 @@ pub fn run(args: Args) -> CliResult {
         return Err(format!("{}: no such database file", args.sqlite.display()).into());
     }
     let store = SqliteStore::open(&args.sqlite, &args.table)?;
-    let cache = Cache::builder()
-        .memory_capacity(args.memory_mib << 20)
-        .disk(&args.disk_dir, args.disk_mib << 20)
-        .segment_size(args.segment_mib << 20)
-        .build()?;
+    let cache = args.disk.builder().build()?;
     let items = StoreCache::new(cache, store);
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(keys.len() as u64)

@@ -55,8 +55,12 @@ impl Refresh {
         if self.ttl.saturating_sub(left) < self.after {
             return;
         }
-        if !self.pending.lock().insert(key.to_vec()) {
-            return; // queued or loading already
+        {
+            let mut pending = self.pending.lock();
+            if pending.contains(key) {
+                return; // queued or loading already: no allocation on this hit
+            }
+            pending.insert(key.to_vec());
         }
         if self.queue.try_send(key.to_vec()).is_err() {
             self.pending.lock().remove(key);

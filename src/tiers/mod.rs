@@ -95,11 +95,6 @@ impl Tiers {
         self.listener.is_some()
     }
 
-    /// Whether `close` has been called (it may still be running).
-    pub(crate) fn close_begun(&self) -> bool {
-        self.is_closed()
-    }
-
     /// Waits for the listener to have heard of every removal made so far.
     pub(crate) fn wait_reported(&self) {
         if let Some(n) = &self.listener {
