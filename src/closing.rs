@@ -25,16 +25,32 @@ pub(crate) fn dir_key(dir: &Path) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
-/// Closes `tiers` on a thread of its own (inline if no thread can be
-/// started).
-pub(crate) fn close_behind(tiers: Arc<Tiers>) {
-    let dir = dir_of(&tiers);
+fn hook_exit() {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         if !crate::disk::io::at_exit(wait_at_exit) {
             log::warn!("cannot hook the process's exit: a cache dropped at exit may not close");
         }
     });
+}
+
+/// Notes that a close of `dir` (another directory than a cache's, such as
+/// a journal's) has begun on a thread of its own; [`end`] notes its end.
+pub(crate) fn begin(dir: &Path) {
+    hook_exit();
+    UNDER_WAY.lock().push(Some(dir_key(dir)));
+}
+
+/// Notes the end of a close [`begin`] noted.
+pub(crate) fn end(dir: &Path) {
+    ended(&Some(dir_key(dir)));
+}
+
+/// Closes `tiers` on a thread of its own (inline if no thread can be
+/// started).
+pub(crate) fn close_behind(tiers: Arc<Tiers>) {
+    let dir = dir_of(&tiers);
+    hook_exit();
     UNDER_WAY.lock().push(dir.clone());
     let closing = Arc::clone(&tiers);
     let spawned = std::thread::Builder::new()

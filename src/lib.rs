@@ -137,11 +137,14 @@ pub use health::{Health, HealthIssue};
 pub use key::{MAX_KEY_LEN, MAX_VALUE_LEN, hash_key};
 pub use latency::{LatencyStats, Percentiles, SAMPLE as LATENCY_SAMPLE};
 pub use listener::{Removal, RemovalCause};
+pub use patterns::events::{EVENT_DELETE, EVENT_PUT, Event, Invalidation};
 pub use patterns::refresh::{REFRESH_QUEUE, RefreshStats};
 #[cfg(feature = "sqlite")]
 pub use patterns::sqlite::{SqliteError, SqliteStore};
 pub use patterns::store::{STRIPES as STORE_STRIPES, Store, StoreCache, StoreError};
+pub use patterns::tags::Tagger;
 pub use patterns::warm::{WARM_BATCH, WarmProgress};
+pub use patterns::write_behind::{Acknowledge, WriteBehind, WriteBehindStats};
 pub use stats::{CheckpointStatus, DiskTierStats, RecoveryStats, Stats, TierStats};
 pub use tiers::WritePolicy;
 

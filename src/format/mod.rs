@@ -11,6 +11,7 @@
 //! targets reach the decoders through `larder::fuzzing`.
 
 pub(crate) mod checkpoint;
+pub(crate) mod journal;
 pub(crate) mod keys;
 pub(crate) mod list;
 pub(crate) mod manifest;

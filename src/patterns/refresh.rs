@@ -131,14 +131,15 @@ impl<S: Store> StoreCache<S> {
     /// stripe's lock if no write came since it began.
     fn refresh(&self, key: &[u8], counts: &[AtomicU64; 3]) {
         let writes = *self.stripe(key).lock();
-        let loaded = self.store().load(key);
+        let epoch = self.epoch();
+        let loaded = self.load(key);
         let order = self.stripe(key).lock();
         if *order != writes {
             return; // a write came: its value stands
         }
         match loaded {
             Ok(Some(value)) => {
-                if self.cache().insert(key, value).is_ok() {
+                if self.cache_value(key, value, Some(epoch)).is_ok() {
                     counts[0].fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -121,6 +121,7 @@ impl<S: Store> StoreCache<S> {
             return Ok(counts);
         }
         let before: Vec<u64> = wanted.iter().map(|k| *self.stripe(k).lock()).collect();
+        let epoch = self.epoch();
         let values = self
             .store()
             .load_many(&wanted)
@@ -131,11 +132,11 @@ impl<S: Store> StoreCache<S> {
                 continue;
             };
             let order = self.stripe(key).lock();
-            if *order != writes || self.cache().contains(key) {
+            if *order != writes || self.cache().contains(key) || self.is_queued(key) {
                 counts[1] += 1;
                 continue;
             }
-            self.cache().insert(key, value)?;
+            self.cache_value(key, value, Some(epoch))?;
             counts[0] += 1;
             drop(order);
         }
