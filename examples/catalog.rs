@@ -1,16 +1,20 @@
-//! A product catalog in front of a real SQLite file: typed values
-//! (`TypedCache` with the postcard codec), cache-aside with single-flight
-//! loads, unknown ids remembered as absent for a while, an update that
-//! writes the database and then drops the cached copy, and a restart that
-//! comes back warm from the disk tier.
+//! A product catalog in front of a real SQLite file, through a
+//! `StoreCache`: cache-aside reads (one query per key however many callers
+//! miss at once, unknown ids remembered as absent), write-through price
+//! updates, every entry tagged by its category, an event rule that drops a
+//! category's listing when one of its products changes, a whole category
+//! invalidated at once (in memory and on disk) after a batch job rewrote it
+//! in the database, and a restart that comes back warm with the
+//! invalidation still in force.
 //!
-//! `cargo run --example catalog --features serde` (the test command runs it too).
+//! `cargo run --example catalog` (the test command runs it too).
 
-use larder::{Cache, CheckpointStatus, LoadError, Postcard, TypedCache};
+use larder::{Bytes, Cache, CheckpointStatus, EVENT_PUT, Event, Invalidation, Store, StoreCache};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -21,9 +25,14 @@ struct Product {
     cents: i64,
 }
 
-/// The database: one connection behind a mutex, as a small service has.
+const CATEGORIES: [&str; 3] = ["tea", "coffee", "cups"];
+
+/// The database: a `product` table. As a [`Store`] it answers two kinds of
+/// keys: `product:<id>` (a row) and `listing:<category>` (the ids in a
+/// category, a query), both encoded with postcard.
 struct Db {
     conn: Mutex<Connection>,
+    queries: AtomicU64,
 }
 
 impl Db {
@@ -36,6 +45,7 @@ impl Db {
         )?;
         Ok(Db {
             conn: Mutex::new(conn),
+            queries: AtomicU64::new(0),
         })
     }
 
@@ -48,7 +58,7 @@ impl Db {
                 params![
                     id,
                     format!("product {id}"),
-                    ["tea", "coffee", "cups"][id as usize % 3],
+                    CATEGORIES[id as usize % 3],
                     id * 125
                 ],
             )?;
@@ -56,39 +66,130 @@ impl Db {
         tx.commit()
     }
 
-    fn product(&self, id: i64) -> rusqlite::Result<Option<Product>> {
+    /// A batch job that reprices a whole category behind the cache's back.
+    fn reprice(&self, category: &str, percent: i64) -> rusqlite::Result<usize> {
+        self.conn.lock().unwrap().execute(
+            "UPDATE product SET cents = cents * (100 + ?2) / 100 WHERE category = ?1",
+            params![category, percent],
+        )
+    }
+}
+
+#[derive(Debug)]
+enum DbError {
+    Sql(rusqlite::Error),
+    Codec(postcard::Error),
+    BadKey,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Sql(e) => write!(f, "{e}"),
+            DbError::Codec(e) => write!(f, "{e}"),
+            DbError::BadKey => write!(f, "not a catalog key"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+fn product_id(key: &[u8]) -> Option<i64> {
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix("product:")?
+        .parse()
+        .ok()
+}
+
+impl Store for Db {
+    type Error = DbError;
+
+    fn load(&self, key: &[u8]) -> Result<Option<Bytes>, DbError> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let conn = self.conn.lock().unwrap();
+        if let Some(id) = product_id(key) {
+            let row = conn
+                .query_row(
+                    "SELECT id, name, category, cents FROM product WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok(Product {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                            category: r.get(2)?,
+                            cents: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(DbError::Sql)?;
+            return row
+                .map(|p| {
+                    postcard::to_stdvec(&p)
+                        .map(Bytes::from)
+                        .map_err(DbError::Codec)
+                })
+                .transpose();
+        }
+        let category = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.strip_prefix("listing:"))
+            .ok_or(DbError::BadKey)?;
+        let mut q = conn
+            .prepare_cached("SELECT id FROM product WHERE category = ?1 ORDER BY id")
+            .map_err(DbError::Sql)?;
+        let ids: Vec<i64> = q
+            .query_map([category], |r| r.get(0))
+            .map_err(DbError::Sql)?
+            .collect::<Result<_, _>>()
+            .map_err(DbError::Sql)?;
+        Ok(Some(
+            postcard::to_stdvec(&ids).map_err(DbError::Codec)?.into(),
+        ))
+    }
+
+    fn store(&self, key: &[u8], value: &[u8]) -> Result<(), DbError> {
+        product_id(key).ok_or(DbError::BadKey)?;
+        let p: Product = postcard::from_bytes(value).map_err(DbError::Codec)?;
         self.conn
             .lock()
             .unwrap()
-            .query_row(
-                "SELECT id, name, category, cents FROM product WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(Product {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        category: r.get(2)?,
-                        cents: r.get(3)?,
-                    })
-                },
+            .execute(
+                "INSERT OR REPLACE INTO product VALUES (?1, ?2, ?3, ?4)",
+                params![p.id, p.name, p.category, p.cents],
             )
-            .optional()
+            .map_err(DbError::Sql)?;
+        Ok(())
     }
 
-    fn set_price(&self, id: i64, cents: i64) -> rusqlite::Result<()> {
-        let conn = self.conn.lock().unwrap();
-        conn.execute(
-            "UPDATE product SET cents = ?2 WHERE id = ?1",
-            params![id, cents],
-        )?;
+    fn delete(&self, key: &[u8]) -> Result<(), DbError> {
+        let id = product_id(key).ok_or(DbError::BadKey)?;
+        self.conn
+            .lock()
+            .unwrap()
+            .execute("DELETE FROM product WHERE id = ?1", [id])
+            .map_err(DbError::Sql)?;
         Ok(())
     }
 }
 
-/// The catalog service: the database behind a typed, two-tier cache.
+/// Every entry's tag: its category.
+fn tag_by_category(key: &[u8], value: &[u8]) -> Vec<String> {
+    if let Some(category) = std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| k.strip_prefix("listing:"))
+    {
+        return vec![category.to_string()];
+    }
+    postcard::from_bytes::<Product>(value)
+        .map(|p| vec![p.category])
+        .unwrap_or_default()
+}
+
+/// The catalog service.
 struct Catalog {
-    db: Db,
-    cache: TypedCache<i64, Product, Postcard>,
+    products: StoreCache<Db>,
 }
 
 impl Catalog {
@@ -100,39 +201,59 @@ impl Catalog {
             .time_to_live(Duration::from_secs(3600))
             .absent_ttl(Duration::from_secs(30))
             .build()?;
-        Ok(Catalog {
-            db: Db::open(&dir.join("catalog.sqlite"))?,
-            cache: TypedCache::new(cache),
-        })
+        let products = StoreCache::new(cache, Db::open(&dir.join("catalog.sqlite"))?)
+            .tags(dir.join("tags"), tag_by_category)?;
+        // A product written through the cache drops its category's listing.
+        products.on_event(EVENT_PUT, |e: &Event| {
+            e.keys
+                .iter()
+                .filter_map(|k| product_id(k))
+                .map(|id| Invalidation::key(format!("listing:{}", CATEGORIES[id as usize % 3])))
+                .collect()
+        });
+        Ok(Catalog { products })
     }
 
-    /// Cache-aside: a miss queries SQLite once, however many callers miss at
-    /// once; an id the database does not have is remembered as absent.
-    fn product(&self, id: i64) -> Result<Option<Product>, LoadError<rusqlite::Error>> {
-        self.cache
-            .try_optionally_get_with(&id, || self.db.product(id))
+    fn product(&self, id: i64) -> Result<Option<Product>, Box<dyn std::error::Error>> {
+        let found = self.products.get(format!("product:{id}").as_bytes())?;
+        Ok(found.map(|b| postcard::from_bytes(&b)).transpose()?)
     }
 
-    /// The database first, then the cache forgets its copy: the next read
-    /// loads the new price.
-    fn set_price(&self, id: i64, cents: i64) -> rusqlite::Result<()> {
-        self.db.set_price(id, cents)?;
-        self.cache.remove(&id);
+    fn listing(&self, category: &str) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+        let found = self
+            .products
+            .get(format!("listing:{category}").as_bytes())?;
+        Ok(found
+            .map(|b| postcard::from_bytes(&b))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Write-through: the database, then the cache (and the event rule).
+    fn save(&self, p: &Product) -> Result<(), Box<dyn std::error::Error>> {
+        self.products.put(
+            format!("product:{}", p.id).as_bytes(),
+            postcard::to_stdvec(p)?,
+        )?;
         Ok(())
+    }
+
+    fn queries(&self) -> u64 {
+        self.products.store().queries.load(Ordering::Relaxed)
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let catalog = Catalog::open(dir.path())?;
-    catalog.db.seed(5_000)?;
+    catalog.products.store().seed(3_000)?;
 
-    // Browse: a skewed stream of product views, with some unknown ids.
-    let views: Vec<i64> = (0..40_000u64)
+    // Browse: a skewed stream of product views, some of unknown ids.
+    let views: Vec<i64> = (0..30_000u64)
         .map(|i| {
             let x = ((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 10_000) as i64;
             if x < 9_000 {
-                1 + x * x % 5_000
+                1 + x * x % 3_000
             } else {
                 100_000 + x
             }
@@ -142,43 +263,108 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &id in &views {
         shown += usize::from(catalog.product(id)?.is_some());
     }
-    let stats = catalog.cache.cache().stats();
+    let stats = catalog.products.cache().stats();
     println!(
         "{} views, {shown} products shown, {} database queries, hit ratio {:.3}",
         views.len(),
-        stats.loads,
+        catalog.queries(),
         stats.hit_ratio()
     );
     assert!(
-        stats.loads < views.len() as u64 / 2,
+        catalog.queries() < views.len() as u64 / 2,
         "the cache answers most views"
     );
 
-    // An update reaches readers at once.
-    let before = catalog.product(42)?.expect("product 42 exists");
-    catalog.set_price(42, before.cents + 100)?;
-    assert_eq!(catalog.product(42)?.unwrap().cents, before.cents + 100);
-    assert_eq!(catalog.product(999_999)?, None);
+    // 64 threads miss the same product at once: one query.
+    let before = catalog.queries();
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| catalog.product(2_999).unwrap().unwrap());
+        }
+    });
+    assert_eq!(catalog.queries() - before, 1);
 
-    // A restart: the cache comes back warm from disk.
-    catalog.cache.cache().clone().close()?;
+    // A price update through the cache: the database, the cache, and the
+    // tea listing is dropped by the event rule.
+    let tea = catalog.listing("tea")?;
+    let mut p = catalog.product(3)?.expect("product 3 exists"); // 3 % 3 == 0: tea
+    assert_eq!(p.category, "tea");
+    p.cents += 100;
+    catalog.save(&p)?;
+    assert!(
+        catalog.products.cached(b"listing:tea").is_none(),
+        "the rule dropped it"
+    );
+    assert_eq!(catalog.listing("tea")?, tea);
+    assert_eq!(catalog.product(3)?.unwrap().cents, p.cents);
+
+    // A batch job reprices all coffee in the database; one call makes every
+    // cached coffee entry (products and listing, in memory and on disk)
+    // unreachable, and the next reads load the new prices.
+    let old = catalog.product(1)?.unwrap(); // coffee
+    let repriced = catalog.products.store().reprice("coffee", 10)?;
+    catalog.products.invalidate_tag("coffee")?;
+    let coffee_cached = (1..=3_000)
+        .filter(|id| id % 3 == 1)
+        .filter(|id| {
+            catalog
+                .products
+                .cached(format!("product:{id}").as_bytes())
+                .is_some()
+        })
+        .count();
+    assert_eq!(coffee_cached, 0);
+    assert_eq!(catalog.product(1)?.unwrap().cents, old.cents * 110 / 100);
+    println!("repriced {repriced} coffee products: one invalidation, none of them cached any more");
+
+    // A restart: warm, and the invalidation holds.
+    let cups_cached_before = (1..=3_000)
+        .filter(|id| id % 3 == 2)
+        .filter(|id| {
+            catalog
+                .products
+                .cached(format!("product:{id}").as_bytes())
+                .is_some()
+        })
+        .count();
+    catalog.products.cache().clone().close()?;
     drop(catalog);
     let catalog = Catalog::open(dir.path())?;
-    let disk = catalog.cache.cache().stats().disk.expect("a disk tier");
+    let disk = catalog.products.cache().stats().disk.expect("a disk tier");
     assert_eq!(disk.recovery.checkpoint, CheckpointStatus::Used);
-    let loads_before = catalog.cache.cache().stats().loads;
+    let cups_cached = (1..=3_000)
+        .filter(|id| id % 3 == 2)
+        .filter(|id| {
+            catalog
+                .products
+                .cached(format!("product:{id}").as_bytes())
+                .is_some()
+        })
+        .count();
+    assert!(
+        cups_cached * 10 >= cups_cached_before * 9,
+        "warm: {cups_cached} of {cups_cached_before}"
+    );
+    for id in (2..=3_000).filter(|id| id % 3 == 1) {
+        if let Some(b) = catalog.products.cached(format!("product:{id}").as_bytes()) {
+            let p: Product = postcard::from_bytes(&b)?;
+            assert_eq!(
+                p.cents,
+                id * 125 * 110 / 100,
+                "no stale coffee price after the restart"
+            );
+        }
+    }
+    let queries = catalog.queries();
     for &id in views.iter().take(2_000) {
         catalog.product(id)?;
     }
-    let after = catalog.cache.cache().stats();
     println!(
-        "after a restart: {} of 2000 views queried the database, hit ratio {:.3}",
-        after.loads - loads_before,
-        after.hit_ratio()
+        "after a restart: {cups_cached} of {cups_cached_before} cups products still cached, {} of 2000 views queried the database",
+        catalog.queries() - queries
     );
-    assert_eq!(catalog.product(42)?.unwrap().cents, before.cents + 100);
-    assert!(after.loads - loads_before < 400, "warm after the restart");
-    catalog.cache.cache().clone().close()?;
+    assert_eq!(catalog.product(3)?.unwrap().cents, p.cents);
+    catalog.products.cache().clone().close()?;
     Ok(())
 }
 

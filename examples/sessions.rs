@@ -1,18 +1,21 @@
 //! A session store used from tokio that survives a restart: typed sessions
-//! on a two-tier cache, opened and closed off the executor
-//! (`build_async`, `close_async`), each session with its own lifetime, user
-//! profiles loaded once however many requests miss at once
-//! (`get_with_async`), and a restart after which the live sessions are
-//! still there and the expired ones are not.
+//! on a two-tier cache with a time to idle (a session nobody uses for a
+//! while is gone; one in use lives on), opened and closed off the executor
+//! (`build_async`, `close_async`); user profiles read from a real SQLite
+//! file through a `StoreCache` (one query per user however many requests
+//! miss at once); and a restart after which the sessions in use are still
+//! there and the idle ones are not.
 //!
-//! `cargo run --example sessions --features serde` (the test command runs it too).
+//! `cargo run --example sessions --features serde,sqlite` (the test command runs it too).
 
-use larder::{Cache, CheckpointStatus, Postcard, TypedCache};
+use larder::{Cache, CheckpointStatus, Postcard, SqliteStore, Store, StoreCache, TypedCache};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a session lives unused (30 minutes in a real service).
+const IDLE: Duration = Duration::from_millis(1_500);
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Session {
@@ -21,63 +24,52 @@ struct Session {
     cart: Vec<u64>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-struct Profile {
-    user: u64,
-    display_name: String,
-}
-
 #[derive(Clone)]
-struct Store {
+struct Service {
     sessions: TypedCache<String, Session, Postcard>,
-    profiles: TypedCache<u64, Profile, Postcard>,
-    /// Calls to the (simulated) user service.
-    profile_loads: Arc<AtomicU64>,
+    /// `user:<id>` → display name, from the `profiles` table.
+    profiles: Arc<StoreCache<SqliteStore>>,
 }
 
-impl Store {
-    async fn open(dir: &Path) -> Result<Store, larder::BuildError> {
-        let cache = Cache::builder()
+impl Service {
+    async fn open(dir: &Path) -> Result<Service, Box<dyn std::error::Error>> {
+        let sessions = Cache::builder()
             .memory_capacity(1 << 20)
-            .disk(dir, 32 << 20)
+            .disk(dir.join("sessions"), 32 << 20)
             .segment_size(1 << 20)
+            .time_to_idle(IDLE)
             .build_async()
             .await?;
-        Ok(Store {
-            sessions: TypedCache::new(cache.clone()),
-            profiles: TypedCache::new(cache),
-            profile_loads: Arc::new(AtomicU64::new(0)),
+        let profiles = Cache::builder().memory_capacity(1 << 20).build()?;
+        let db = SqliteStore::open(dir.join("users.sqlite"), "profiles")?;
+        Ok(Service {
+            sessions: TypedCache::new(sessions),
+            profiles: Arc::new(StoreCache::new(profiles, db)),
         })
     }
 
-    fn login(&self, id: &str, user: u64, lifetime: Duration) -> Result<(), larder::Error> {
+    fn login(&self, id: &str, user: u64) -> Result<(), larder::Error> {
         let session = Session {
             user,
             csrf: format!("csrf-{user}-{id}"),
             cart: vec![],
         };
-        self.sessions.insert_with_ttl(id, &session, lifetime)
+        self.sessions.insert(id, &session)
     }
 
-    /// A request: its session, and its user's profile from the user service
-    /// on a miss (one call per user, however many requests miss at once).
-    async fn request(&self, id: &str) -> Result<Option<Profile>, larder::Error> {
+    /// A request: its session (reading it restarts its idle time), and its
+    /// user's display name from SQLite on a miss, off the executor.
+    async fn request(
+        &self,
+        id: &str,
+    ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
         let Some(session) = self.sessions.get(id) else {
             return Ok(None);
         };
-        let loads = Arc::clone(&self.profile_loads);
-        let profile = self
-            .profiles
-            .get_with_async(&session.user, async move {
-                loads.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await; // the user service
-                Profile {
-                    user: session.user,
-                    display_name: format!("user {}", session.user),
-                }
-            })
-            .await?;
-        Ok(Some(profile))
+        let profiles = Arc::clone(&self.profiles);
+        let key = format!("user:{}", session.user);
+        let name = tokio::task::spawn_blocking(move || profiles.get(key.as_bytes())).await??;
+        Ok(name.map(|n| String::from_utf8_lossy(&n).into_owned()))
     }
 
     async fn close(self) -> Result<(), larder::Error> {
@@ -85,59 +77,79 @@ impl Store {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path()).await?;
-    for s in 0..2_000u64 {
-        store.login(&format!("s{s}"), s % 500, Duration::from_secs(1800))?;
+    let service = Service::open(dir.path()).await.map_err(|e| e.to_string())?;
+    for user in 0..500u64 {
+        service.profiles.store().store(
+            format!("user:{user}").as_bytes(),
+            format!("user {user}").as_bytes(),
+        )?;
     }
-    // Sessions that end soon (a "public computer" login).
-    for s in 0..50u64 {
-        store.login(&format!("short{s}"), s, Duration::from_millis(200))?;
+    for s in 0..2_000u64 {
+        service.login(&format!("s{s}"), s % 500)?;
     }
 
-    // 64 concurrent requests per user for a few users: one profile load each.
+    // 64 concurrent requests per user for 10 users: one query each.
     let tasks: Vec<_> = (0..640u64)
         .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move { store.request(&format!("s{}", i % 10)).await })
+            let service = service.clone();
+            tokio::spawn(async move {
+                service
+                    .request(&format!("s{}", i % 10))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
         })
         .collect();
     for t in tasks {
         assert!(t.await??.is_some());
     }
-    let loads = store.profile_loads.load(Ordering::Relaxed);
-    println!("640 concurrent requests over 10 users: {loads} profile loads");
-    assert_eq!(loads, 10);
+    let queries = service.profiles.cache().stats().loads;
+    println!("640 concurrent requests over 10 users: {queries} profile queries");
+    assert_eq!(queries, 10);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(store.request("short1").await?.is_none(), "expired");
-    store.close().await?;
-
-    // The restart: sessions are still there, warm.
-    let store = Store::open(dir.path()).await?;
-    let recovery = store.sessions.cache().stats().disk.unwrap().recovery;
-    assert_eq!(recovery.checkpoint, CheckpointStatus::Used);
-    let mut live = 0;
-    for s in 0..2_000u64 {
-        let session = store.sessions.get(format!("s{s}").as_str());
-        assert_eq!(session.map(|x| x.user), Some(s % 500), "session s{s}");
-        live += 1;
+    // Sessions s0..s99 stay in use; the rest go idle.
+    let start = Instant::now();
+    while start.elapsed() < IDLE * 2 {
+        for s in 0..100u64 {
+            assert!(
+                service.request(&format!("s{s}")).await?.is_some(),
+                "s{s} is in use"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for s in 0..50u64 {
-        assert!(store.sessions.get(format!("short{s}").as_str()).is_none());
-    }
-    assert!(store.request("s3").await?.is_some());
+    let idle_left = (100..2_000u64)
+        .filter(|s| service.sessions.get(format!("s{s}").as_str()).is_some())
+        .count();
     println!(
-        "after a restart: {live} sessions live, the 50 expired ones gone, hit ratio {:.3}",
-        store.sessions.cache().stats().hit_ratio()
+        "after {:?}: 100 sessions in use live on, {idle_left} idle ones left",
+        IDLE * 2
     );
-    store.close().await?;
+    assert_eq!(idle_left, 0);
+    service.close().await?;
+
+    // The restart: the sessions in use are still there, warm.
+    let service = Service::open(dir.path()).await.map_err(|e| e.to_string())?;
+    let recovery = service.sessions.cache().stats().disk.unwrap().recovery;
+    assert_eq!(recovery.checkpoint, CheckpointStatus::Used);
+    for s in 0..100u64 {
+        let session = service.sessions.get(format!("s{s}").as_str());
+        assert_eq!(session.map(|x| x.user), Some(s % 500), "session s{s}");
+    }
+    assert!(service.sessions.get("s1500").is_none());
+    assert_eq!(service.request("s3").await?.as_deref(), Some("user 3"));
+    println!(
+        "after a restart: 100 sessions live, the idle ones gone, hit ratio {:.3}",
+        service.sessions.cache().stats().hit_ratio()
+    );
+    service.close().await?;
     Ok(())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     run().await
 }
 
