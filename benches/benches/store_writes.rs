@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench -p larder-benches --bench store_writes
 //! STORE_WRITES_ROUNDS=5 STORE_WRITES_N=50000 cargo bench -p larder-benches --bench store_writes
+//! STORE_WRITES_ONLY=write-through cargo bench ...   # one mode (for strace, perf)
 //! ```
 //!
 //! Each round, each mode writes the same stream: `STORE_WRITES_N` writes
@@ -151,7 +152,20 @@ fn main() {
                 .collect()
         })
         .collect();
-    let modes = ["write-through", "behind-written", "behind-synced"];
+    let probe = SqliteStore::open(dir.path().join("app.db"), "counters").unwrap();
+    let sync: i64 = probe
+        .with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
+        .unwrap();
+    let mode: String = probe
+        .with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+        .unwrap();
+    println!("SQLite: journal_mode={mode}, synchronous={sync} (1 NORMAL, 2 FULL)");
+    drop(probe);
+    let only = std::env::var("STORE_WRITES_ONLY").ok();
+    let modes: Vec<&str> = ["write-through", "behind-written", "behind-synced"]
+        .into_iter()
+        .filter(|m| only.as_deref().is_none_or(|o| o == *m))
+        .collect();
     let mut results: Vec<Vec<Figures>> = modes.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for (i, mode) in modes.iter().enumerate() {

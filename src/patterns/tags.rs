@@ -65,7 +65,7 @@ impl Tags {
                 format!("{:?}{}tags", std::time::Instant::now(), std::process::id()).as_bytes(),
             )
         };
-        let mut opened = Journal::open(dir, JOURNAL_TAGS, "tags", fresh_id())?;
+        let mut opened = Journal::open(dir, JOURNAL_TAGS, "tags", fresh_id(), 0)?;
         let mut damage = opened.damage.len() as u64;
         let mut generations = HashMap::new();
         for payload in &opened.records {
@@ -93,7 +93,7 @@ impl Tags {
                     std::fs::rename(&path, &to)?;
                 }
             }
-            opened = Journal::open(dir, JOURNAL_TAGS, "tags", fresh_id())?;
+            opened = Journal::open(dir, JOURNAL_TAGS, "tags", fresh_id(), 0)?;
             generations.clear();
         }
         let mut journal = opened.journal;

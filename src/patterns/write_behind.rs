@@ -76,7 +76,7 @@ impl WriteBehind {
     /// defaults: a delay of 1 s, batches of 500, 100,000 keys queued at
     /// most (then a write waits up to 10 s for room, and is refused past
     /// that), acknowledged once written to the OS,
-    /// retries from 100 ms to 10 s, journal files of 16 MiB.
+    /// retries from 100 ms to 10 s, journal files of 4 MiB.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         WriteBehind {
             dir: dir.into(),
@@ -87,7 +87,7 @@ impl WriteBehind {
             acknowledge: Acknowledge::Written,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
-            file_size: 16 << 20,
+            file_size: 4 << 20,
         }
     }
 
@@ -124,7 +124,9 @@ impl WriteBehind {
         self
     }
 
-    /// Bytes of a journal file before the next is started (at least 4 KiB).
+    /// Bytes of a journal file before the next is started (at least 4
+    /// KiB). Each file is written with zeros to this size when it is
+    /// created (so a sync of an append changes no metadata).
     pub fn journal_file_size(mut self, bytes: u64) -> Self {
         self.file_size = bytes.max(4096);
         self
@@ -263,7 +265,13 @@ impl Behind {
     fn open(config: WriteBehind) -> std::io::Result<(Behind, Vec<Vec<u8>>)> {
         let id =
             crate::key::hash_key(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes());
-        let opened = Journal::open(&config.dir, JOURNAL_WRITE_BEHIND, "wb", id)?;
+        let opened = Journal::open(
+            &config.dir,
+            JOURNAL_WRITE_BEHIND,
+            "wb",
+            id,
+            config.file_size,
+        )?;
         let mut damage = opened.damage.len() as u64;
         let mut latest: HashMap<Vec<u8>, (u64, Option<Bytes>)> = HashMap::new();
         let mut max_seq = 0;
