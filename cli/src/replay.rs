@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// How sealed segments are read: through memory maps or with pread.
     #[arg(long, value_enum, default_value_t = Reads::Mmap, requires = "disk_dir")]
     read_path: Reads,
+    /// Track hot keys (a sampled count-min sketch, the library's
+    /// `track_hot_keys`) and report the N most requested (at most 64).
+    #[arg(long, value_name = "N")]
+    hot_keys: Option<usize>,
 }
 
 /// `--read-path`'s values.
@@ -86,6 +90,9 @@ pub(crate) fn run(args: Args) -> CliResult {
         .unit_weight();
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
+    }
+    if args.hot_keys.is_some() {
+        builder = builder.track_hot_keys();
     }
     if let (Some(dir), Some(capacity)) = (&args.disk_dir, args.disk_capacity) {
         builder = builder
@@ -130,6 +137,7 @@ pub(crate) fn run(args: Args) -> CliResult {
     let misses = requests - hits;
     cache.sync()?;
     let stats = cache.stats();
+    let hot = args.hot_keys.map(|k| cache.hot_keys(k));
     cache.close()?;
     let disk = stats.disk.clone();
     let mut report = serde_json::json!({
@@ -177,6 +185,12 @@ pub(crate) fn run(args: Args) -> CliResult {
             "maps": d.maps,
             "faulted_segments": d.faulted_segments,
         });
+    }
+    if let Some(hot) = hot {
+        report["hot_keys"] = hot
+            .iter()
+            .map(|(key, estimate)| serde_json::json!({"key": String::from_utf8_lossy(key), "requests": estimate}))
+            .collect();
     }
     if args.json {
         println!("{report}");

@@ -78,6 +78,47 @@ fn replay_reports_json() {
     assert!(v["elapsed_s"].as_f64().unwrap() >= 0.0);
 }
 
+#[test]
+fn replay_reports_the_hot_keys() {
+    // Key 7 in every other request, 3 in one of ten, the rest spread.
+    let text: String = (0..40_000u32)
+        .map(|i| match i % 10 {
+            0 | 2 | 4 | 6 | 8 => "7\n".to_string(),
+            1 => "3\n".to_string(),
+            _ => format!("{}\n", 100 + i),
+        })
+        .collect();
+    let t = trace_file(&text);
+    let out = larder(&[
+        "replay",
+        "--trace",
+        t.as_str(),
+        "--capacity",
+        "1000",
+        "--json",
+        "--hot-keys",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hot = v["hot_keys"].as_array().unwrap();
+    assert_eq!(hot.len(), 2, "{v}");
+    assert_eq!(hot[0]["key"], "7");
+    assert_eq!(hot[1]["key"], "3");
+    assert!(hot[0]["requests"].as_u64().unwrap() > hot[1]["requests"].as_u64().unwrap());
+    // Without the flag, nothing is tracked or reported.
+    let out = larder(&[
+        "replay",
+        "--trace",
+        t.as_str(),
+        "--capacity",
+        "1000",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("hot_keys").is_none());
+}
+
 /// A tiered replay with direct writes: every hit right, the flag reported,
 /// and a reopen of the same directory finds what the first run wrote.
 #[test]

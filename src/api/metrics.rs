@@ -89,3 +89,103 @@ fn publish(s: &Stats) {
     gauge!("larder_disk_segments").set(d.segments as f64);
     gauge!("larder_disk_failed").set(if d.failure.is_some() { 1.0 } else { 0.0 });
 }
+
+impl<S: crate::Store> crate::StoreCache<S> {
+    /// Publishes the cache's metrics ([`Cache::publish_metrics`]) and, with
+    /// write-behind on, its queue's:
+    ///
+    /// | name | kind | what |
+    /// |---|---|---|
+    /// | `larder_write_behind_queued` | gauge | keys queued (each its latest write) |
+    /// | `larder_write_behind_oldest_seconds` | gauge | how long the oldest queued entry has waited |
+    /// | `larder_write_behind_stored_total` | counter | writes applied to the store |
+    /// | `larder_write_behind_batches_total` | counter | batches applied |
+    /// | `larder_write_behind_coalesced_total` | counter | writes superseded in the queue |
+    /// | `larder_write_behind_failures_total` | counter | batches that failed (each retried) |
+    /// | `larder_write_behind_refused_total` | counter | writes refused: the queue was full |
+    /// | `larder_write_behind_waited_total` | counter | writes that waited for room |
+    pub fn publish_metrics(&self) {
+        self.cache().publish_metrics();
+        if self.behind().is_none() {
+            return;
+        }
+        let w = self.write_behind_stats();
+        gauge!("larder_write_behind_queued").set(w.queued as f64);
+        gauge!("larder_write_behind_oldest_seconds").set(w.oldest_age.as_secs_f64());
+        counter!("larder_write_behind_stored_total").absolute(w.stored);
+        counter!("larder_write_behind_batches_total").absolute(w.batches);
+        counter!("larder_write_behind_coalesced_total").absolute(w.coalesced);
+        counter!("larder_write_behind_failures_total").absolute(w.failures);
+        counter!("larder_write_behind_refused_total").absolute(w.refused);
+        counter!("larder_write_behind_waited_total").absolute(w.waited);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Bytes, Cache, Store, StoreCache, WriteBehind};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Table(Mutex<HashMap<Vec<u8>, Bytes>>);
+
+    impl Store for Table {
+        type Error = std::io::Error;
+        fn load(&self, key: &[u8]) -> std::io::Result<Option<Bytes>> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        fn store(&self, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(key.to_vec(), Bytes::copy_from_slice(value));
+            Ok(())
+        }
+        fn delete(&self, key: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_behind_publishes_its_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let sc = StoreCache::new(
+            Cache::builder().memory_capacity(1 << 20).build().unwrap(),
+            Table::default(),
+        )
+        .write_behind(WriteBehind::new(dir.path()).delay(std::time::Duration::from_secs(60)))
+        .unwrap();
+        for v in 0..3 {
+            sc.put(b"a", format!("{v}")).unwrap();
+        }
+        sc.put(b"b", "1").unwrap();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || sc.publish_metrics());
+        let values: HashMap<String, DebugValue> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key.key().name().to_string(), value))
+            .collect();
+        let gauge = |name: &str| match values.get(name) {
+            Some(DebugValue::Gauge(g)) => g.into_inner(),
+            other => panic!("{name}: {other:?}"),
+        };
+        let count = |name: &str| match values.get(name) {
+            Some(DebugValue::Counter(c)) => *c,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(gauge("larder_write_behind_queued"), 2.0);
+        assert!(gauge("larder_write_behind_oldest_seconds") >= 0.0);
+        assert_eq!(count("larder_write_behind_coalesced_total"), 2);
+        assert_eq!(count("larder_write_behind_stored_total"), 0);
+        assert!(
+            values.contains_key("larder_hits_total"),
+            "the cache's own metrics too"
+        );
+    }
+}

@@ -1,8 +1,11 @@
 //! Hot-key detection: the most requested keys of the recent past, from a
 //! sample of the lookups, in bounded memory.
 //!
-//! One `get` in [`SAMPLE`] per thread is recorded (a thread-local count and
-//! a branch on every `get`; nothing at all when detection is off). A
+//! One `get` in [`SAMPLE`] per thread is recorded, on average (a
+//! thread-local count and a branch on every `get`; nothing at all when
+//! detection is off). The gaps between samples are random (uniform in
+//! 1..2×`SAMPLE`), so a periodic request pattern cannot alias with the
+//! sampler: a thread that alternates two keys has both sampled. A
 //! recorded key's hash counts in a count-min sketch ([`ROWS`] rows of
 //! [`WIDTH`] counters): its estimate is the least of its counters, never
 //! under its true count. Beside the sketch, the [`TOP`] keys with the
@@ -36,11 +39,26 @@ pub const SKETCHES: usize = 4;
 
 thread_local! {
     static UNTIL_SAMPLE: Cell<u32> = const { Cell::new(1) };
+    /// The generator of the gaps (xorshift32; never zero).
+    static GAP_STATE: Cell<u32> = const { Cell::new(0x9E37_79B9) };
     /// The sketch this thread records into.
     static SKETCH: usize = {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SKETCHES
     };
+}
+
+/// A random gap, uniform in `1..2 * SAMPLE` (mean `SAMPLE`).
+#[cold]
+fn next_gap() -> u32 {
+    GAP_STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        s.set(x);
+        1 + x % (2 * SAMPLE - 1)
+    })
 }
 
 /// Whether this `get` is one to record.
@@ -49,7 +67,7 @@ pub(crate) fn sampled() -> bool {
     UNTIL_SAMPLE.with(|n| {
         let left = n.get() - 1;
         if left == 0 {
-            n.set(SAMPLE);
+            n.set(next_gap());
             true
         } else {
             n.set(left);
