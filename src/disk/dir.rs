@@ -87,23 +87,32 @@ pub(crate) fn probe_direct(io: &dyn Io, dir: &Path) -> std::io::Result<()> {
     written
 }
 
-/// Takes the directory's advisory lock: one cache per directory at a time.
-pub(crate) fn lock_directory(dir: &Path) -> Result<std::fs::File, DiskError> {
-    let path = dir.join("LOCK");
+/// Opens `path` (created if missing) and takes its advisory lock; `None`
+/// if another open file holds it. Errors say which step failed.
+pub(crate) fn try_lock_file(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let context = |what: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+    };
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|source| DiskError::Io {
-            context: format!("cannot open {}", path.display()),
-            source: std::sync::Arc::new(source),
-        })?;
+        .open(path)
+        .map_err(|e| context("open", e))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(DiskError::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(source)) => Err(DiskError::Io {
-            context: format!("cannot lock {}", path.display()),
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(context("lock", e)),
+    }
+}
+
+/// Takes the directory's advisory lock: one cache per directory at a time.
+pub(crate) fn lock_directory(dir: &Path) -> Result<std::fs::File, DiskError> {
+    match try_lock_file(&dir.join("LOCK")) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(DiskError::Locked(dir.to_path_buf())),
+        Err(source) => Err(DiskError::Io {
+            context: format!("cannot lock {}", dir.display()),
             source: std::sync::Arc::new(source),
         }),
     }

@@ -44,7 +44,7 @@
 mod analysis;
 mod compression;
 mod config;
-mod dir;
+pub(crate) mod dir;
 mod flusher;
 mod ghosts;
 mod image;

@@ -248,26 +248,15 @@ impl Journal {
 }
 
 fn lock(dir: &Path) -> std::io::Result<File> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_context(format!("cannot open {}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+    crate::disk::dir::try_lock_file(&dir.join("LOCK"))?.ok_or_else(|| {
+        std::io::Error::new(
             std::io::ErrorKind::WouldBlock,
             format!(
                 "{} is in use by another process (its LOCK file is locked)",
                 dir.display()
             ),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(io_context(format!("cannot lock {}", path.display()))(e))
-        }
-    }
+        )
+    })
 }
 
 /// Creates file `n` with its header and `prealloc` bytes of zeros, synced,
