@@ -267,6 +267,32 @@ impl Cache {
         self.inner.tiers.wait_reported();
     }
 
+    /// How long `key`'s entry has left to live: `None` if it is not cached
+    /// (or expired), `Some(None)` if it does not expire. A key only the disk
+    /// holds is read (an access: promoted into memory, where its time left
+    /// is read); one too heavy for memory reports `Some(None)`.
+    ///
+    /// ```
+    /// use larder::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+    /// cache.insert_with_ttl(b"k", "v", Duration::from_secs(60))?;
+    /// let left = cache.time_to_expiry(b"k").flatten().unwrap();
+    /// assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+    /// cache.insert(b"forever", "v")?;
+    /// assert_eq!(cache.time_to_expiry(b"forever"), Some(None));
+    /// assert_eq!(cache.time_to_expiry(b"absent"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn time_to_expiry(&self, key: &[u8]) -> Option<Option<std::time::Duration>> {
+        if let Some(left) = self.time_left(key) {
+            return Some(left);
+        }
+        self.get(key)?;
+        Some(self.time_left(key).flatten())
+    }
+
     /// Whether `key` is cached and not expired, in either tier. Unlike
     /// [`get`](Self::get) this is not an access: it neither counts as a hit
     /// or miss, nor marks the entry, nor promotes it. A key only the disk

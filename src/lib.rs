@@ -180,6 +180,10 @@ pub use time::ManualClock;
 pub mod fuzzing {
     pub use crate::format::FormatError;
     pub use crate::format::checkpoint::{Checkpoint, MemoryEntry};
+    pub use crate::format::journal::{
+        JournalHeader, WriteRecord, decode_envelope, decode_record as decode_journal_record,
+        decode_tag, encode_record as encode_journal_record,
+    };
     pub use crate::format::keys::Keys;
     pub use crate::format::list::{Listed, SegmentList, StreamState};
     pub use crate::format::manifest::{HASH_XXH3_64, Manifest};

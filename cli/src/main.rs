@@ -1,11 +1,13 @@
 //! The `larder` command-line tool: `demo` shows the engine at work, `replay`
 //! measures the policy on a trace, `verify` checks a disk tier's directory,
 //! `stats` reports (or serves as Prometheus metrics) a directory's statistics,
-//! `warm` loads a key list from an SQLite table into a directory.
+//! `warm` loads a key list from an SQLite table into a directory, `serve`
+//! speaks the Redis protocol.
 
 mod demo;
 mod disk_args;
 mod replay;
+mod serve;
 mod stats;
 mod verify;
 mod warm;
@@ -35,6 +37,9 @@ enum Command {
     /// Load the keys listed in a file from an SQLite table into a disk
     /// tier's directory (with a progress bar), so the next open is warm.
     Warm(warm::Args),
+    /// Serve the cache over the Redis protocol (RESP2 and RESP3) until
+    /// SIGTERM or SIGINT, then close it cleanly (the next start is warm).
+    Serve(serve::Args),
 }
 
 /// Errors the tool reports to a person: a message, exit status 1.
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Warm(args) => warm::run(args),
     };
     match result {

@@ -1,0 +1,74 @@
+//! `larder serve`: the cache over the Redis protocol (`larder-server`), so
+//! unmodified Redis clients, and a proxy such as twemproxy, use it.
+
+use crate::CliResult;
+use bytes::Bytes;
+use larder::Cache;
+use larder_server::{Limits, ServeConfig, Shared};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    listen: SocketAddr,
+    /// Memory capacity in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: u64,
+    /// A disk tier in this directory (reopened warm after a clean stop).
+    #[arg(long, requires = "disk_mib")]
+    disk_dir: Option<PathBuf>,
+    /// The disk tier's capacity in MiB.
+    #[arg(long, requires = "disk_dir")]
+    disk_mib: Option<u64>,
+    /// Segment size in MiB.
+    #[arg(long, default_value_t = 16, requires = "disk_dir")]
+    segment_mib: u64,
+    /// Clients must `AUTH` with this password first.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Connections at once, at most.
+    #[arg(long, default_value_t = 10_000)]
+    max_clients: usize,
+    /// Close a connection idle this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    /// Bytes of one argument of a request, at most.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_bulk_len: usize,
+    /// Arguments of one request, at most.
+    #[arg(long, default_value_t = 1 << 16)]
+    max_args: usize,
+}
+
+pub fn run(args: Args) -> CliResult {
+    if args.memory_mib == 0 {
+        return Err("--memory-mib must be at least 1".into());
+    }
+    if args.max_clients == 0 || args.max_bulk_len == 0 || args.max_args == 0 {
+        return Err("--max-clients, --max-bulk-len and --max-args must be at least 1".into());
+    }
+    let mut builder = Cache::builder().memory_capacity(args.memory_mib << 20);
+    if let (Some(dir), Some(mib)) = (&args.disk_dir, args.disk_mib) {
+        builder = builder
+            .disk(dir, mib << 20)
+            .segment_size(args.segment_mib << 20);
+    }
+    let cache = builder.build()?;
+    let password = args.requirepass.map(Bytes::from);
+    let shared = Shared::new(cache, password, args.listen.port());
+    let config = ServeConfig {
+        max_clients: args.max_clients,
+        idle_timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
+        limits: Limits {
+            max_bulk: args.max_bulk_len,
+            max_args: args.max_args,
+            ..Limits::default()
+        },
+    };
+    larder_server::run(args.listen, shared, config, |addr| {
+        println!("larder serving on {addr}");
+    })
+}

@@ -1,0 +1,192 @@
+//! `larder serve` as a process: it says where it listens, answers RESP,
+//! refuses bad flags, closes its cache cleanly on SIGTERM (the next start
+//! is warm), and serves unmodified Redis tools (`redis-cli`,
+//! `redis-benchmark`) when they are installed: `.ci/run` installs them and
+//! sets `LARDER_REQUIRE_REDIS_TOOLS=1`, which makes their absence a failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Serving {
+    child: Child,
+    addr: String,
+}
+
+impl Serving {
+    fn start(extra: &[&str]) -> Serving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--memory-mib", "16"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run larder serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(line.starts_with("larder serving on "), "{line:?}");
+        Serving { child, addr }
+    }
+
+    fn call(&self, request: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        s.write_all(b"QUIT\r\n").unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        out.truncate(out.len().saturating_sub(5)); // QUIT's +OK
+        out
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
+}
+
+#[test]
+fn it_serves_and_a_sigterm_closes_the_cache_so_the_next_start_is_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let disk = ["--disk-dir", d, "--disk-mib", "64", "--segment-mib", "1"];
+    let server = Serving::start(&disk);
+    let mut batch = Vec::new();
+    for i in 0..500 {
+        batch.extend_from_slice(format!("SET key:{i} value-{i}\r\n").as_bytes());
+    }
+    let replies = server.call(&batch);
+    assert_eq!(replies, b"+OK\r\n".repeat(500));
+    assert!(server.stop().success(), "a clean exit on SIGTERM");
+
+    let server = Serving::start(&disk);
+    let mut gets = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..500 {
+        gets.extend_from_slice(format!("GET key:{i}\r\n").as_bytes());
+        let v = format!("value-{i}");
+        expected.extend_from_slice(format!("${}\r\n{v}\r\n", v.len()).as_bytes());
+    }
+    let got = String::from_utf8(server.call(&gets)).unwrap();
+    assert_eq!(got, String::from_utf8(expected).unwrap(), "every key back");
+    let info = String::from_utf8(server.call(b"INFO persistence\r\n")).unwrap();
+    assert!(info.contains("larder_disk_tier:1"), "{info}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    for (args, needle) in [
+        (
+            &["serve", "--listen", "nowhere"][..],
+            "invalid socket address",
+        ),
+        (&["serve", "--memory-mib", "0"][..], "--memory-mib"),
+        (&["serve", "--max-clients", "0"][..], "--max-clients"),
+        (&["serve", "--disk-dir", "/tmp/x"][..], "--disk-mib"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_larder"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["serve", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot listen"),
+        "{out:?}"
+    );
+}
+
+/// The path of `tool`, or `None` (a failure if CI said they are installed).
+fn tool(name: &str) -> Option<String> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("LARDER_REQUIRE_REDIS_TOOLS").is_none(),
+            "{name} is not installed, and LARDER_REQUIRE_REDIS_TOOLS is set"
+        );
+        eprintln!("skipped: {name} is not installed (Debian's redis-tools)");
+    }
+    found
+}
+
+#[test]
+fn redis_cli_and_redis_benchmark_work_unmodified() {
+    let (Some(cli), Some(bench)) = (tool("redis-cli"), tool("redis-benchmark")) else {
+        return;
+    };
+    let server = Serving::start(&[]);
+    let (host, port) = server.addr.rsplit_once(':').unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        let out = Command::new(tool)
+            .args(["-h", host, "-p", port])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tool} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&cli, &["SET", "greeting", "hello"]).trim(), "OK");
+    assert_eq!(run(&cli, &["GET", "greeting"]).trim(), "hello");
+    assert_eq!(run(&cli, &["INCRBY", "n", "5"]).trim(), "5");
+    assert!(run(&cli, &["INFO"]).contains("redis_version:"));
+    assert_eq!(
+        run(&cli, &["--no-raw", "-3", "GET", "nope"]).trim(),
+        "(nil)"
+    );
+    assert_eq!(run(&cli, &["--no-raw", "GET", "nope"]).trim(), "(nil)");
+    for pipeline in ["1", "16"] {
+        let out = run(
+            &bench,
+            &[
+                "-t",
+                "ping,set,get,incr,mset",
+                "-n",
+                "2000",
+                "-c",
+                "10",
+                "-P",
+                pipeline,
+                "-q",
+            ],
+        );
+        for test in ["PING_INLINE", "PING_MBULK", "SET", "GET", "INCR", "MSET"] {
+            assert!(
+                // "MSET (10 keys): 86956.52 requests per second, ...".
+                out.contains(&format!("{test}: ")) || out.contains(&format!("{test} (")),
+                "-P {pipeline}: no {test} line in {out}"
+            );
+        }
+        assert!(
+            !out.to_lowercase().contains("error")
+                && out.matches("requests per second").count() == 6,
+            "-P {pipeline}: {out}"
+        );
+    }
+    assert!(server.stop().success());
+}

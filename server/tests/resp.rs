@@ -1,0 +1,334 @@
+//! The server end to end over TCP, in process: commands and their replies
+//! in RESP2 and RESP3, pipelining, transactions, AUTH, and bad input (the
+//! server answers with an error, closes that connection, serves others).
+
+use larder::Cache;
+use larder_server::{Limits, ServeConfig, Shared};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Server {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(password: Option<&str>, config: ServeConfig) -> Server {
+        let cache = Cache::builder().memory_capacity(8 << 20).build().unwrap();
+        let shared = Arc::new(Shared::new(
+            cache,
+            password.map(|p| bytes::Bytes::from(p.to_string())),
+            0,
+        ));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                larder_server::serve(listener, shared, config, stop_rx, Duration::from_secs(2))
+                    .await;
+            });
+        });
+        Server {
+            addr: addr_rx.recv().unwrap(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self) -> Client {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.w.write_all(&out).unwrap();
+    }
+
+    /// One reply, as text: `+OK`, `:1`, `$3 abc`, `nil`, `*2 [...]`, `%1 {...}`.
+    fn reply(&mut self) -> String {
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        let line = line.trim_end_matches("\r\n").to_string();
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        match kind {
+            "$" if rest == "-1" => "nil".into(),
+            "$" | "=" => {
+                let n: usize = rest.parse().unwrap();
+                let mut b = vec![0; n + 2];
+                self.r.read_exact(&mut b).unwrap();
+                format!("${} {}", n, String::from_utf8_lossy(&b[..n]))
+            }
+            "*" | "%" if rest == "-1" => "nil".into(),
+            "*" | "%" => {
+                let n: usize = rest.parse().unwrap();
+                let items = if kind == "%" { n * 2 } else { n };
+                let parts: Vec<String> = (0..items).map(|_| self.reply()).collect();
+                format!("{kind}{n} [{}]", parts.join(", "))
+            }
+            "_" => "nil".into(),
+            _ => line,
+        }
+    }
+
+    fn call(&mut self, args: &[&str]) -> String {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.send(&a);
+        self.reply()
+    }
+
+    /// Whether the server closed the connection.
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+    }
+}
+
+#[test]
+fn string_commands_answer_as_redis_does() {
+    let server = Server::start(None, ServeConfig::default());
+    let mut c = server.connect();
+    assert_eq!(c.call(&["PING"]), "+PONG");
+    assert_eq!(c.call(&["ping", "hi"]), "$2 hi");
+    assert_eq!(c.call(&["SET", "k", "v"]), "+OK");
+    assert_eq!(c.call(&["GET", "k"]), "$1 v");
+    assert_eq!(c.call(&["GET", "nope"]), "nil");
+    assert_eq!(c.call(&["SET", "k", "w", "NX"]), "nil");
+    assert_eq!(c.call(&["SET", "k", "w", "XX", "GET"]), "$1 v");
+    assert_eq!(c.call(&["INCR", "n"]), ":1");
+    assert_eq!(c.call(&["INCRBY", "n", "41"]), ":42");
+    assert_eq!(c.call(&["DECRBY", "n", "2"]), ":40");
+    assert_eq!(
+        c.call(&["INCR", "k"]),
+        "-ERR value is not an integer or out of range"
+    );
+    assert_eq!(c.call(&["SET", "big", "9223372036854775807"]), "+OK");
+    assert_eq!(
+        c.call(&["INCR", "big"]),
+        "-ERR increment or decrement would overflow"
+    );
+    assert_eq!(c.call(&["APPEND", "k", "xyz"]), ":4");
+    assert_eq!(c.call(&["STRLEN", "k"]), ":4");
+    assert_eq!(c.call(&["MSET", "a", "1", "b", "2"]), "+OK");
+    assert_eq!(c.call(&["MGET", "a", "nope", "b"]), "*3 [$1 1, nil, $1 2]");
+    assert_eq!(c.call(&["EXISTS", "a", "b", "nope"]), ":2");
+    assert_eq!(c.call(&["DEL", "a", "nope"]), ":1");
+    assert_eq!(c.call(&["TYPE", "b"]), "+string");
+    assert_eq!(c.call(&["TYPE", "a"]), "+none");
+    assert_eq!(c.call(&["TTL", "b"]), ":-1");
+    assert_eq!(c.call(&["TTL", "a"]), ":-2");
+    assert_eq!(c.call(&["SET", "t", "v", "EX", "100"]), "+OK");
+    assert_eq!(c.call(&["TTL", "t"]), ":100");
+    assert_eq!(c.call(&["SET", "t", "w", "KEEPTTL"]), "+OK");
+    let pttl: i64 = c.call(&["PTTL", "t"])[1..].parse().unwrap();
+    assert!((95_000..=100_000).contains(&pttl), "{pttl}");
+    assert_eq!(c.call(&["PERSIST", "t"]), ":1");
+    assert_eq!(c.call(&["TTL", "t"]), ":-1");
+    assert_eq!(c.call(&["EXPIRE", "t", "50"]), ":1");
+    assert_eq!(c.call(&["TTL", "t"]), ":50");
+    assert_eq!(
+        c.call(&["SET", "t", "v", "PX", "0"]),
+        "-ERR invalid expire time in 'set' command"
+    );
+    assert_eq!(
+        c.call(&["SET", "t", "v", "EX", "x"]),
+        "-ERR value is not an integer or out of range"
+    );
+    assert_eq!(c.call(&["SET", "t", "v", "NX", "XX"]), "-ERR syntax error");
+    assert_eq!(c.call(&["SETNX", "t", "v"]), ":0");
+    assert_eq!(c.call(&["GETDEL", "t"]), "$1 w");
+    assert_eq!(c.call(&["GETSET", "t", "1"]), "nil");
+    assert_eq!(
+        c.call(&["GET"]),
+        "-ERR wrong number of arguments for 'get' command"
+    );
+    assert_eq!(
+        c.call(&["NOSUCH", "x"]),
+        "-ERR unknown command 'NOSUCH', with args beginning with: 'x'"
+    );
+    assert_eq!(c.call(&["SELECT", "0"]), "+OK");
+    assert_eq!(c.call(&["SELECT", "1"]), "-ERR DB index is out of range");
+    assert_eq!(c.call(&["DBSIZE"]), ":5");
+    assert_eq!(c.call(&["FLUSHDB"]), "+OK");
+    assert_eq!(c.call(&["DBSIZE"]), ":0");
+    assert!(c.call(&["INFO", "keyspace"]).contains("# Keyspace"));
+    assert_eq!(c.call(&["CLIENT", "SETNAME", "me"]), "+OK");
+    assert_eq!(c.call(&["CLIENT", "GETNAME"]), "$2 me");
+    assert_eq!(c.call(&["QUIT"]), "+OK");
+    assert!(c.closed());
+}
+
+#[test]
+fn hello_3_speaks_resp3_and_pipelines_answer_in_order() {
+    let server = Server::start(None, ServeConfig::default());
+    let mut c = server.connect();
+    let hello = c.call(&["HELLO", "3"]);
+    assert!(hello.starts_with("%7 [$6 server, $5 redis"), "{hello}");
+    assert_eq!(c.call(&["GET", "nope"]), "nil");
+    // A RESP3 null is "_\r\n" on the wire.
+    let mut c = server.connect();
+    c.call(&["HELLO", "3"]);
+    c.send(&[b"GET", b"nope"]);
+    let mut line = String::new();
+    c.r.read_line(&mut line).unwrap();
+    assert_eq!(line, "_\r\n");
+
+    // 200 requests in one write, inline and RESP mixed: 200 replies, in order.
+    let mut c = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        batch.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n$2\r\nk{}\r\n$1\r\n{}\r\n",
+                i % 10,
+                i % 10
+            )
+            .as_bytes(),
+        );
+        batch.extend_from_slice(format!("GET k{}\r\n", i % 10).as_bytes());
+    }
+    c.w.write_all(&batch).unwrap();
+    for i in 0..100 {
+        assert_eq!(c.reply(), "+OK");
+        assert_eq!(c.reply(), format!("$1 {}", i % 10));
+    }
+}
+
+#[test]
+fn transactions_queue_and_apply() {
+    let server = Server::start(None, ServeConfig::default());
+    let mut c = server.connect();
+    assert_eq!(c.call(&["MULTI"]), "+OK");
+    assert_eq!(c.call(&["SET", "a", "1"]), "+QUEUED");
+    assert_eq!(c.call(&["INCR", "a"]), "+QUEUED");
+    assert_eq!(c.call(&["EXEC"]), "*2 [+OK, :2]");
+    assert_eq!(c.call(&["MULTI"]), "+OK");
+    assert!(c.call(&["NOSUCH"]).starts_with("-ERR unknown command"));
+    assert_eq!(
+        c.call(&["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors."
+    );
+    assert_eq!(c.call(&["DISCARD"]), "-ERR DISCARD without MULTI");
+    assert_eq!(c.call(&["GET", "a"]), "$1 2");
+}
+
+#[test]
+fn auth_is_required_when_a_password_is_set() {
+    let server = Server::start(Some("s3cret"), ServeConfig::default());
+    let mut c = server.connect();
+    assert_eq!(c.call(&["GET", "k"]), "-NOAUTH Authentication required.");
+    assert!(c.call(&["AUTH", "wrong"]).starts_with("-WRONGPASS"));
+    assert_eq!(c.call(&["AUTH", "s3cret"]), "+OK");
+    assert_eq!(c.call(&["GET", "k"]), "nil");
+    let mut c = server.connect();
+    assert!(
+        c.call(&["HELLO", "3", "AUTH", "default", "s3cret"])
+            .starts_with("%7")
+    );
+    assert_eq!(c.call(&["PING"]), "+PONG");
+}
+
+#[test]
+fn bad_input_gets_an_error_and_the_server_serves_others() {
+    let limits = Limits {
+        max_bulk: 1 << 20,
+        max_args: 1000,
+        max_inline: 1 << 10,
+    };
+    let server = Server::start(
+        None,
+        ServeConfig {
+            limits,
+            ..ServeConfig::default()
+        },
+    );
+    let mut healthy = server.connect();
+    assert_eq!(healthy.call(&["SET", "k", "v"]), "+OK");
+    let cases: [&[u8]; 6] = [
+        b"*1\r\n$99999999999\r\n", // a bulk over the limit: refused before its bytes arrive
+        b"*100000\r\n",            // too many arguments
+        b"*1\r\n$3\r\nGETxx\r\n",  // not terminated
+        b"*1\r\n:3\r\n",           // not a bulk string
+        b"*-x\r\n",                // not a length
+        b"SET \"unbalanced\r\n",   // inline, bad quotes
+    ];
+    for case in cases {
+        let mut c = server.connect();
+        c.w.write_all(case).unwrap();
+        let reply = c.reply();
+        assert!(
+            reply.starts_with("-ERR Protocol error"),
+            "{case:?}: {reply}"
+        );
+        assert!(c.closed(), "{case:?}: the connection is closed");
+    }
+    // An inline line over the limit, and garbage without a newline.
+    let mut c = server.connect();
+    c.w.write_all(&[b'x'; 4096]).unwrap();
+    assert_eq!(c.reply(), "-ERR Protocol error: too big inline request");
+    // A truncated frame, then the client goes away.
+    let mut c = server.connect();
+    c.w.write_all(b"*2\r\n$3\r\nGET\r\n$10\r\nab").unwrap();
+    drop(c);
+    // 200 idle connections do not stop anyone.
+    let idle: Vec<Client> = (0..200).map(|_| server.connect()).collect();
+    assert_eq!(healthy.call(&["GET", "k"]), "$1 v");
+    drop(idle);
+}
+
+#[test]
+fn a_client_over_the_limit_is_told_and_closed() {
+    let server = Server::start(
+        None,
+        ServeConfig {
+            max_clients: 2,
+            ..ServeConfig::default()
+        },
+    );
+    let mut a = server.connect();
+    let mut b = server.connect();
+    assert_eq!(a.call(&["PING"]), "+PONG");
+    assert_eq!(b.call(&["PING"]), "+PONG");
+    let mut c = server.connect();
+    assert_eq!(c.reply(), "-ERR max number of clients reached");
+    assert!(c.closed());
+    drop(a);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut d = server.connect();
+    assert_eq!(d.call(&["PING"]), "+PONG");
+}
