@@ -213,7 +213,14 @@ fn a_full_queue_refuses_or_waits_and_counts_it() {
         fail.store(false, Ordering::SeqCst);
     });
     let start = std::time::Instant::now();
-    wb.put(b"b", "1").unwrap(); // waits until the store heals and "a" is stored
+    // Waits until the store heals and "a" is stored.
+    if let Err(e) = wb.put(b"b", "1") {
+        panic!(
+            "{e} after {:?}: {:?}",
+            start.elapsed(),
+            wb.write_behind_stats()
+        );
+    }
     assert!(start.elapsed() >= Duration::from_millis(90));
     healer.join().unwrap();
     assert_eq!(wb.write_behind_stats().waited, 1);
