@@ -116,6 +116,32 @@ fn writes_are_coalesced_per_key_and_stored_in_batches() {
 }
 
 #[test]
+fn a_write_into_an_empty_queue_is_stored_after_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path());
+    let rows = Arc::clone(&db.rows);
+    let wb = StoreCache::new(cache(), db)
+        .write_behind(WriteBehind::new(dir.path().join("wb")).delay(Duration::from_millis(10)))
+        .unwrap();
+    for round in 0..3u32 {
+        // The flusher is asleep on the empty queue by now.
+        std::thread::sleep(Duration::from_millis(100));
+        wb.put(format!("k{round}").as_bytes(), "v").unwrap();
+        let start = std::time::Instant::now();
+        while rows.load(Ordering::SeqCst) <= u64::from(round)
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            rows.load(Ordering::SeqCst),
+            u64::from(round) + 1,
+            "round {round}: not stored after the delay"
+        );
+    }
+}
+
+#[test]
 fn a_queued_write_is_read_from_the_queue_not_from_the_older_store() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path());

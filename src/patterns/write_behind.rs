@@ -450,7 +450,11 @@ impl Behind {
                         since: Instant::now(),
                     },
                 );
-                if queue.by_key.len() >= self.config.batch_size {
+                // The flusher waits without a deadline on an empty queue;
+                // once it holds entries, it waits for the oldest's delay,
+                // which a newer entry never brings forward.
+                let len = queue.by_key.len();
+                if len == 1 || len >= self.config.batch_size {
                     self.changed.notify_all();
                 }
             }
