@@ -267,7 +267,7 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
         "SET" => set(shared, &args[1..]),
         "SETEX" | "PSETEX" => {
             let unit = if name == "SETEX" { "EX" } else { "PX" };
-            set(
+            let reply = set(
                 shared,
                 &[
                     args[1].clone(),
@@ -275,8 +275,8 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
                     Bytes::from(unit),
                     args[2].clone(),
                 ],
-            )
-            .ok_or_name(&name)
+            );
+            named_for(reply, &name)
         }
         "SETNX" => match set(
             shared,
@@ -404,20 +404,14 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
     }
 }
 
-trait OkOrName {
-    fn ok_or_name(self, name: &str) -> Reply;
-}
-
-impl OkOrName for Reply {
-    /// `SETEX`'s errors name `setex`, not `set`.
-    fn ok_or_name(self, name: &str) -> Reply {
-        match self {
-            Reply::Error(e) if e.contains("invalid expire time") => Reply::err(format!(
-                "invalid expire time in '{}' command",
-                name.to_lowercase()
-            )),
-            other => other,
-        }
+/// `SETEX`'s and `PSETEX`'s errors name their command, not `set`.
+fn named_for(reply: Reply, name: &str) -> Reply {
+    match reply {
+        Reply::Error(e) if e.contains("invalid expire time") => Reply::err(format!(
+            "invalid expire time in '{}' command",
+            name.to_lowercase()
+        )),
+        other => other,
     }
 }
 

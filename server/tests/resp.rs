@@ -171,6 +171,14 @@ fn string_commands_answer_as_redis_does() {
     );
     assert_eq!(c.call(&["SET", "t", "v", "NX", "XX"]), "-ERR syntax error");
     assert_eq!(c.call(&["SETNX", "t", "v"]), ":0");
+    assert_eq!(
+        c.call(&["SETEX", "t", "0", "v"]),
+        "-ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(
+        c.call(&["PSETEX", "t", "-5", "v"]),
+        "-ERR invalid expire time in 'psetex' command"
+    );
     assert_eq!(c.call(&["GETDEL", "t"]), "$1 w");
     assert_eq!(c.call(&["GETSET", "t", "1"]), "nil");
     assert_eq!(
