@@ -18,11 +18,11 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     memory_mib: u64,
     /// A disk tier in this directory (reopened warm after a clean stop).
-    #[arg(long, requires = "disk_mib")]
+    #[arg(long)]
     disk_dir: Option<PathBuf>,
     /// The disk tier's capacity in MiB.
-    #[arg(long, requires = "disk_dir")]
-    disk_mib: Option<u64>,
+    #[arg(long, default_value_t = 1024, requires = "disk_dir")]
+    disk_mib: u64,
     /// Segment size in MiB.
     #[arg(long, default_value_t = 16, requires = "disk_dir")]
     segment_mib: u64,
@@ -50,10 +50,13 @@ pub fn run(args: Args) -> CliResult {
     if args.max_clients == 0 || args.max_bulk_len == 0 || args.max_args == 0 {
         return Err("--max-clients, --max-bulk-len and --max-args must be at least 1".into());
     }
-    let mut builder = Cache::builder().memory_capacity(args.memory_mib << 20);
-    if let (Some(dir), Some(mib)) = (&args.disk_dir, args.disk_mib) {
+    // Hot-key detection answers `OBJECT FREQ` (and so `redis-cli --hotkeys`).
+    let mut builder = Cache::builder()
+        .memory_capacity(args.memory_mib << 20)
+        .track_hot_keys();
+    if let Some(dir) = &args.disk_dir {
         builder = builder
-            .disk(dir, mib << 20)
+            .disk(dir, args.disk_mib << 20)
             .segment_size(args.segment_mib << 20);
     }
     let cache = builder.build()?;

@@ -92,7 +92,7 @@ fn bad_flags_are_clear_errors() {
         ),
         (&["serve", "--memory-mib", "0"][..], "--memory-mib"),
         (&["serve", "--max-clients", "0"][..], "--max-clients"),
-        (&["serve", "--disk-dir", "/tmp/x"][..], "--disk-mib"),
+        (&["serve", "--disk-mib", "64"][..], "--disk-dir"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_larder"))
             .args(args)

@@ -6,9 +6,12 @@
 //! (one of [`STRIPES`]) across both, so concurrent clients see each such
 //! command whole. Errors use Redis's words where clients parse them.
 
+use crate::connection;
+use crate::keyspace;
 use crate::resp::Reply;
 use bytes::Bytes;
 use larder::Cache;
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +26,10 @@ pub struct Shared {
     stripes: Vec<Mutex<()>>,
     next_client: AtomicU64,
     pub(crate) clients: AtomicU64,
+    /// The walks of the `SCAN`s under way.
+    pub(crate) scans: crate::scans::Scans,
+    /// Connections accepted since the start.
+    pub(crate) connections: AtomicU64,
     pub(crate) commands: AtomicU64,
     started: std::time::Instant,
     pub(crate) port: u16,
@@ -37,6 +44,8 @@ impl Shared {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             next_client: AtomicU64::new(1),
             clients: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            scans: Default::default(),
             commands: AtomicU64::new(0),
             started: std::time::Instant::now(),
             port,
@@ -48,7 +57,7 @@ impl Shared {
         self.started.elapsed()
     }
 
-    fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
         let i = (larder::hash_key(key) >> 32) as usize % STRIPES;
         self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -58,9 +67,9 @@ impl Shared {
 pub struct Session {
     /// The protocol version replies are written in (2 or 3).
     pub proto: u8,
-    authed: bool,
-    name: Option<Bytes>,
-    id: u64,
+    pub(crate) authed: bool,
+    pub(crate) name: Option<Bytes>,
+    pub(crate) id: u64,
     /// Commands queued by `MULTI`, and whether one was refused.
     multi: Option<(Vec<Vec<Bytes>>, bool)>,
     /// Set by `QUIT`: close after the reply.
@@ -82,14 +91,14 @@ impl Session {
 }
 
 const WRONG_ARGS: &str = "wrong number of arguments for";
-const NOT_INTEGER: &str = "value is not an integer or out of range";
-const SYNTAX: &str = "syntax error";
+pub(crate) const NOT_INTEGER: &str = "value is not an integer or out of range";
+pub(crate) const SYNTAX: &str = "syntax error";
 
 fn wrong_args(name: &str) -> Reply {
     Reply::err(format!("{WRONG_ARGS} '{}' command", name.to_lowercase()))
 }
 
-fn int_arg(b: &[u8]) -> Option<i64> {
+pub(crate) fn int_arg(b: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(b).ok()?;
     if s.is_empty()
         || s.starts_with('+')
@@ -100,7 +109,7 @@ fn int_arg(b: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -156,7 +165,7 @@ pub fn execute(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply 
 
 /// Whether `name` is a command this server runs.
 fn known(name: &str) -> bool {
-    COMMANDS.iter().any(|(n, _)| *n == name)
+    find(name).is_some()
 }
 
 fn unknown(args: &[Bytes]) -> Reply {
@@ -172,60 +181,113 @@ fn unknown(args: &[Bytes]) -> Reply {
     ))
 }
 
-/// The commands and their arity (Redis's: negative is "at least").
-pub const COMMANDS: &[(&str, i32)] = &[
-    ("PING", -1),
-    ("ECHO", 2),
-    ("QUIT", -1),
-    ("HELLO", -1),
-    ("AUTH", -2),
-    ("SELECT", 2),
-    ("CLIENT", -2),
-    ("COMMAND", -1),
-    ("CONFIG", -2),
-    ("INFO", -1),
-    ("DBSIZE", 1),
-    ("TIME", 1),
-    ("FLUSHDB", -1),
-    ("FLUSHALL", -1),
-    ("GET", 2),
-    ("SET", -3),
-    ("SETEX", 4),
-    ("PSETEX", 4),
-    ("SETNX", 3),
-    ("GETSET", 3),
-    ("GETDEL", 2),
-    ("MGET", -2),
-    ("MSET", -3),
-    ("DEL", -2),
-    ("UNLINK", -2),
-    ("EXISTS", -2),
-    ("INCR", 2),
-    ("DECR", 2),
-    ("INCRBY", 3),
-    ("DECRBY", 3),
-    ("APPEND", 3),
-    ("STRLEN", 2),
-    ("TYPE", 2),
-    ("TTL", 2),
-    ("PTTL", 2),
-    ("EXPIRE", -3),
-    ("PEXPIRE", -3),
-    ("PERSIST", 2),
-    ("MULTI", 1),
-    ("EXEC", 1),
-    ("DISCARD", 1),
+/// A command: its name, its arity (Redis's: negative is "at least"), and
+/// where its keys are (Redis's first key, last key (negative: from the
+/// end) and step; 0, 0, 0: none).
+pub struct Spec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub keys: (i32, i32, i32),
+}
+
+const fn spec(name: &'static str, arity: i32, keys: (i32, i32, i32)) -> Spec {
+    Spec { name, arity, keys }
+}
+
+const NONE: (i32, i32, i32) = (0, 0, 0);
+const ONE: (i32, i32, i32) = (1, 1, 1);
+const ALL: (i32, i32, i32) = (1, -1, 1);
+
+/// The commands this server runs.
+pub const COMMANDS: &[Spec] = &[
+    spec("PING", -1, NONE),
+    spec("ECHO", 2, NONE),
+    spec("QUIT", -1, NONE),
+    spec("HELLO", -1, NONE),
+    spec("AUTH", -2, NONE),
+    spec("SELECT", 2, NONE),
+    spec("CLIENT", -2, NONE),
+    spec("COMMAND", -1, NONE),
+    spec("CONFIG", -2, NONE),
+    spec("INFO", -1, NONE),
+    spec("DBSIZE", 1, NONE),
+    spec("TIME", 1, NONE),
+    spec("FLUSHDB", -1, NONE),
+    spec("FLUSHALL", -1, NONE),
+    spec("GET", 2, ONE),
+    spec("SET", -3, ONE),
+    spec("SETEX", 4, ONE),
+    spec("PSETEX", 4, ONE),
+    spec("SETNX", 3, ONE),
+    spec("GETSET", 3, ONE),
+    spec("GETDEL", 2, ONE),
+    spec("GETEX", -2, ONE),
+    spec("MGET", -2, ALL),
+    spec("MSET", -3, (1, -1, 2)),
+    spec("DEL", -2, ALL),
+    spec("UNLINK", -2, ALL),
+    spec("EXISTS", -2, ALL),
+    spec("TOUCH", -2, ALL),
+    spec("INCR", 2, ONE),
+    spec("DECR", 2, ONE),
+    spec("INCRBY", 3, ONE),
+    spec("DECRBY", 3, ONE),
+    spec("APPEND", 3, ONE),
+    spec("STRLEN", 2, ONE),
+    spec("TYPE", 2, ONE),
+    spec("TTL", 2, ONE),
+    spec("PTTL", 2, ONE),
+    spec("EXPIRE", -3, ONE),
+    spec("PEXPIRE", -3, ONE),
+    spec("EXPIREAT", -3, ONE),
+    spec("PEXPIREAT", -3, ONE),
+    spec("PERSIST", 2, ONE),
+    spec("SCAN", -2, NONE),
+    spec("OBJECT", -2, (2, 2, 1)),
+    spec("MEMORY", -2, (2, 2, 1)),
+    spec("MULTI", 1, NONE),
+    spec("EXEC", 1, NONE),
+    spec("DISCARD", 1, NONE),
+    spec("LARDER.INVALIDATE", 3, NONE),
 ];
+
+fn find(name: &str) -> Option<&'static Spec> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// `args` with every key [`escape`](keyspace::escape)d (borrowed when no
+/// key needs it, as nearly always).
+fn escaped<'a>(spec: &Spec, args: &'a [Bytes]) -> Cow<'a, [Bytes]> {
+    let (first, last, step) = spec.keys;
+    if step == 0 || args.len() <= first as usize {
+        return Cow::Borrowed(args);
+    }
+    let last = if last < 0 {
+        args.len() as i32 + last
+    } else {
+        last.min(args.len() as i32 - 1)
+    };
+    let at = (first..=last).step_by(step as usize).map(|i| i as usize);
+    if !at.clone().any(|i| keyspace::needs_escape(&args[i])) {
+        return Cow::Borrowed(args);
+    }
+    let mut out = args.to_vec();
+    for i in at {
+        out[i] = keyspace::escape(&args[i]);
+    }
+    Cow::Owned(out)
+}
 
 fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-    let Some(&(_, arity)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
+    let Some(spec) = find(&name) else {
         return unknown(args);
     };
-    let n = args.len() as i32;
+    let (n, arity) = (args.len() as i32, spec.arity);
     if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
         return wrong_args(&name);
     }
+    let args = &escaped(spec, args)[..];
     let cache = &shared.cache;
     match name.as_str() {
         "PING" => match args.len() {
@@ -238,16 +300,16 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
             session.quit = true;
             Reply::Simple("OK")
         }
-        "AUTH" => auth(shared, session, &args[1..]),
-        "HELLO" => hello(shared, session, &args[1..]),
+        "AUTH" => connection::auth(shared, session, &args[1..]),
+        "HELLO" => connection::hello(shared, session, &args[1..]),
         "SELECT" => match int_arg(&args[1]) {
             Some(0) => Reply::Simple("OK"),
             Some(_) => Reply::err("DB index is out of range"),
             None => Reply::err(NOT_INTEGER),
         },
-        "CLIENT" => client(session, &args[1..]),
-        "COMMAND" => command(&args[1..]),
-        "CONFIG" => config(&args[1..]),
+        "CLIENT" => connection::client(session, &args[1..]),
+        "COMMAND" => connection::command(&args[1..]),
+        "CONFIG" => connection::config(&args[1..]),
         "INFO" => Reply::Verbatim(crate::info::info(shared, &args[1..])),
         "DBSIZE" => Reply::Int(cache.entry_count() as i64),
         "TIME" => {
@@ -346,60 +408,17 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
         } else {
             "none"
         }),
-        "TTL" | "PTTL" => match cache.get(&args[1]) {
-            None => Reply::Int(-2),
-            Some(_) => match remaining(cache, &args[1]) {
-                None => Reply::Int(-1),
-                Some(left) if name == "TTL" => Reply::Int(((left.as_millis() + 500) / 1000) as i64),
-                Some(left) => Reply::Int(left.as_millis() as i64),
-            },
-        },
-        "EXPIRE" | "PEXPIRE" => {
-            let Some(n) = int_arg(&args[2]) else {
-                return Reply::err(NOT_INTEGER);
-            };
-            if args.len() > 3 {
-                return Reply::err("EXPIRE options (NX, XX, GT, LT) are not supported");
-            }
-            let _lock = shared.lock(&args[1]);
-            let Some(value) = cache.get(&args[1]) else {
-                return Reply::Int(0);
-            };
-            let ms = if name == "EXPIRE" {
-                n.checked_mul(1000)
-            } else {
-                Some(n)
-            };
-            match ms {
-                None => Reply::err(format!(
-                    "invalid expire time in '{}' command",
-                    name.to_lowercase()
-                )),
-                Some(ms) if ms <= 0 => {
-                    cache.remove(&args[1]);
-                    Reply::Int(1)
-                }
-                Some(ms) => match store(
-                    cache,
-                    &args[1],
-                    value,
-                    Some(Duration::from_millis(ms as u64)),
-                ) {
-                    Ok(()) => Reply::Int(1),
-                    Err(e) => e,
-                },
-            }
+        "TTL" | "PTTL" => keyspace::ttl(shared, &args[1], name == "PTTL"),
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => {
+            keyspace::expire(shared, &name, &args[1..])
         }
-        "PERSIST" => {
-            let _lock = shared.lock(&args[1]);
-            match (cache.get(&args[1]), remaining(cache, &args[1])) {
-                (Some(value), Some(_)) => match store(cache, &args[1], value, None) {
-                    Ok(()) => Reply::Int(1),
-                    Err(e) => e,
-                },
-                _ => Reply::Int(0),
-            }
-        }
+        "PERSIST" => keyspace::persist(shared, &args[1]),
+        "GETEX" => keyspace::getex(shared, &args[1..]),
+        "TOUCH" => keyspace::touch(shared, &args[1..]),
+        "SCAN" => keyspace::scan(shared, &args[1..]),
+        "OBJECT" => keyspace::object(shared, &args[1..]),
+        "MEMORY" => keyspace::memory(shared, &args[1..]),
+        "LARDER.INVALIDATE" => keyspace::invalidate(shared, &args[1..]),
         _ => unknown(args),
     }
 }
@@ -415,17 +434,22 @@ fn named_for(reply: Reply, name: &str) -> Reply {
     }
 }
 
-fn bulk_or_nil(v: Option<Bytes>) -> Reply {
+pub(crate) fn bulk_or_nil(v: Option<Bytes>) -> Reply {
     v.map_or(Reply::Nil, Reply::Bulk)
 }
 
 /// The time `key` has left to live, if it expires.
-fn remaining(cache: &Cache, key: &[u8]) -> Option<Duration> {
+pub(crate) fn remaining(cache: &Cache, key: &[u8]) -> Option<Duration> {
     cache.time_to_expiry(key).flatten()
 }
 
 /// Stores `value` with `ttl` (none: no expiry).
-fn store(cache: &Cache, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<(), Reply> {
+pub(crate) fn store(
+    cache: &Cache,
+    key: &[u8],
+    value: Bytes,
+    ttl: Option<Duration>,
+) -> Result<(), Reply> {
     let r = match ttl {
         Some(ttl) => cache.insert_with_ttl(key, value, ttl),
         None => cache.insert(key, value),
@@ -528,161 +552,4 @@ fn set(shared: &Shared, args: &[Bytes]) -> Reply {
     } else {
         Reply::Simple("OK")
     }
-}
-
-fn auth(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
-    let password = match args {
-        [p] => p,
-        [user, p] if &user[..] == b"default" => p,
-        [_, _] => {
-            return Reply::Error(
-                "WRONGPASS invalid username-password pair or user is disabled.".into(),
-            );
-        }
-        _ => return Reply::err(SYNTAX),
-    };
-    match &shared.password {
-        None => Reply::err(
-            "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        ),
-        Some(p) if p == password => {
-            session.authed = true;
-            Reply::Simple("OK")
-        }
-        Some(_) => {
-            Reply::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
-        }
-    }
-}
-
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
-fn hello(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
-    let mut proto = session.proto;
-    let mut i = 0;
-    if let Some(v) = args.first() {
-        match int_arg(v) {
-            Some(v @ (2 | 3)) => proto = v as u8,
-            Some(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
-            None => return Reply::err("Protocol version is not an integer or out of range"),
-        }
-        i = 1;
-    }
-    while i < args.len() {
-        let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
-        match (opt.as_str(), args.get(i + 1), args.get(i + 2)) {
-            ("AUTH", Some(user), Some(pass)) => {
-                if let Reply::Error(e) = auth(shared, session, &[user.clone(), pass.clone()]) {
-                    return Reply::Error(e);
-                }
-                i += 3;
-            }
-            ("SETNAME", Some(name), _) => {
-                session.name = Some(name.clone());
-                i += 2;
-            }
-            _ => return Reply::err(format!("Syntax error in HELLO option '{opt}'")),
-        }
-    }
-    if !session.authed {
-        return Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
-    }
-    session.proto = proto;
-    Reply::Map(vec![
-        (Reply::text("server"), Reply::text("redis")),
-        (
-            Reply::text("version"),
-            Reply::text(crate::info::REDIS_VERSION),
-        ),
-        (Reply::text("proto"), Reply::Int(i64::from(proto))),
-        (Reply::text("id"), Reply::Int(session.id as i64)),
-        (Reply::text("mode"), Reply::text("standalone")),
-        (Reply::text("role"), Reply::text("master")),
-        (Reply::text("modules"), Reply::Array(vec![])),
-    ])
-}
-
-fn client(session: &mut Session, args: &[Bytes]) -> Reply {
-    let sub = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-    match (sub.as_str(), args.len()) {
-        ("SETNAME", 2) => {
-            if args[1].iter().any(|b| *b == b' ' || *b == b'\n') {
-                return Reply::err(
-                    "Client names cannot contain spaces, newlines or special characters.",
-                );
-            }
-            session.name = Some(args[1].clone());
-            Reply::Simple("OK")
-        }
-        ("GETNAME", 1) => bulk_or_nil(session.name.clone()),
-        ("ID", 1) => Reply::Int(session.id as i64),
-        ("SETINFO", 3) => Reply::Simple("OK"),
-        _ => Reply::err(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(&args[0])
-        )),
-    }
-}
-
-fn command(args: &[Bytes]) -> Reply {
-    let sub = args
-        .first()
-        .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
-    let entry = |(name, arity): &(&str, i32)| {
-        Reply::Array(vec![
-            Reply::text(name.to_lowercase()),
-            Reply::Int(i64::from(*arity)),
-            Reply::Array(vec![]),
-            Reply::Int(if *arity == 1 || name.starts_with('M') {
-                0
-            } else {
-                1
-            }),
-            Reply::Int(if *arity == 1 { 0 } else { 1 }),
-            Reply::Int(1),
-        ])
-    };
-    match sub.as_deref() {
-        None => Reply::Array(COMMANDS.iter().map(entry).collect()),
-        Some("COUNT") => Reply::Int(COMMANDS.len() as i64),
-        // redis-cli asks for the docs at start; an empty map is a valid answer.
-        Some("DOCS") => Reply::Map(vec![]),
-        Some("INFO") => Reply::Array(
-            args[1..]
-                .iter()
-                .map(|a| {
-                    let name = String::from_utf8_lossy(a).to_ascii_uppercase();
-                    COMMANDS
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map_or(Reply::Nil, entry)
-                })
-                .collect(),
-        ),
-        Some(other) => Reply::err(format!("unknown subcommand '{other}'. Try COMMAND HELP.")),
-    }
-}
-
-/// `CONFIG GET` answers what `redis-benchmark` and clients ask; `CONFIG
-/// SET` is refused.
-fn config(args: &[Bytes]) -> Reply {
-    let sub = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
-    if sub != "GET" || args.len() < 2 {
-        return Reply::err(format!("unknown subcommand '{sub}'. Try CONFIG HELP."));
-    }
-    let known = [
-        ("save", ""),
-        ("appendonly", "no"),
-        ("databases", "1"),
-        ("maxmemory", "0"),
-    ];
-    let mut pairs = Vec::new();
-    for pattern in &args[1..] {
-        let p = String::from_utf8_lossy(pattern).to_lowercase();
-        for (k, v) in known {
-            if p == "*" || p == k {
-                pairs.push((Reply::text(k), Reply::text(v)));
-            }
-        }
-    }
-    Reply::Map(pairs)
 }

@@ -64,8 +64,9 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> String {
         let disk_hits = stats.disk.as_ref().map_or(0, |d| d.hits);
         let _ = write!(
             out,
-            "# Stats\r\ntotal_commands_processed:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\
              evicted_keys:{}\r\nexpired_keys:{}\r\nlarder_memory_hits:{}\r\nlarder_disk_hits:{}\r\n\r\n",
+            shared.connections.load(Ordering::Relaxed),
             shared.commands.load(Ordering::Relaxed),
             stats.memory.hits + disk_hits,
             stats.misses,

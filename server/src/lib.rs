@@ -4,8 +4,11 @@
 //! * [`resp`]: the request parser (RESP arrays and inline commands, with
 //!   limits checked before anything is buffered) and the replies (RESP2 and
 //!   RESP3);
-//! * [`commands`]: Redis's string and connection commands over a
-//!   [`larder::Cache`];
+//! * [`commands`]: the command table and Redis's string commands over a
+//!   [`larder::Cache`]; `connection` (`AUTH`, `HELLO`, `CLIENT`, `COMMAND`,
+//!   `CONFIG`) and `keyspace` (expiry, `SCAN`, `OBJECT`, `MEMORY`,
+//!   `LARDER.INVALIDATE`, and the escaping of the empty key) beside it;
+//! * [`scans`]: the walks `SCAN`'s cursors name;
 //! * [`info`]: the `INFO` text;
 //! * [`net`]: the tokio listener, one task per connection, pipelining in
 //!   order, and the shutdown that closes the cache.
@@ -13,9 +16,13 @@
 #![deny(unsafe_code)]
 
 pub mod commands;
+mod connection;
+mod glob;
 pub mod info;
+mod keyspace;
 pub mod net;
 pub mod resp;
+pub mod scans;
 
 pub use commands::Shared;
 pub use net::{ServeConfig, run, serve};

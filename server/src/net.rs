@@ -58,6 +58,7 @@ pub async fn serve(
                 continue;
             }
         };
+        shared.connections.fetch_add(1, Ordering::Relaxed);
         let clients = shared.clients.fetch_add(1, Ordering::SeqCst) + 1;
         if clients as usize > config.max_clients {
             shared.clients.fetch_sub(1, Ordering::SeqCst);

@@ -2,122 +2,12 @@
 //! in RESP2 and RESP3, pipelining, transactions, AUTH, and bad input (the
 //! server answers with an error, closes that connection, serves others).
 
-use larder::Cache;
-use larder_server::{Limits, ServeConfig, Shared};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use larder_server::{Limits, ServeConfig};
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(password: Option<&str>, config: ServeConfig) -> Server {
-        let cache = Cache::builder().memory_capacity(8 << 20).build().unwrap();
-        let shared = Arc::new(Shared::new(
-            cache,
-            password.map(|p| bytes::Bytes::from(p.to_string())),
-            0,
-        ));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                larder_server::serve(listener, shared, config, stop_rx, Duration::from_secs(2))
-                    .await;
-            });
-        });
-        Server {
-            addr: addr_rx.recv().unwrap(),
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> Client {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Client {
-            w: s.try_clone().unwrap(),
-            r: BufReader::new(s),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Client {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.w.write_all(&out).unwrap();
-    }
-
-    /// One reply, as text: `+OK`, `:1`, `$3 abc`, `nil`, `*2 [...]`, `%1 {...}`.
-    fn reply(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let line = line.trim_end_matches("\r\n").to_string();
-        let (kind, rest) = line.split_at(1.min(line.len()));
-        match kind {
-            "$" if rest == "-1" => "nil".into(),
-            "$" | "=" => {
-                let n: usize = rest.parse().unwrap();
-                let mut b = vec![0; n + 2];
-                self.r.read_exact(&mut b).unwrap();
-                format!("${} {}", n, String::from_utf8_lossy(&b[..n]))
-            }
-            "*" | "%" if rest == "-1" => "nil".into(),
-            "*" | "%" => {
-                let n: usize = rest.parse().unwrap();
-                let items = if kind == "%" { n * 2 } else { n };
-                let parts: Vec<String> = (0..items).map(|_| self.reply()).collect();
-                format!("{kind}{n} [{}]", parts.join(", "))
-            }
-            "_" => "nil".into(),
-            _ => line,
-        }
-    }
-
-    fn call(&mut self, args: &[&str]) -> String {
-        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-        self.send(&a);
-        self.reply()
-    }
-
-    /// Whether the server closed the connection.
-    fn closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.r.read(&mut b), Ok(0))
-    }
-}
+mod support;
+use support::{Client, Server};
 
 #[test]
 fn string_commands_answer_as_redis_does() {

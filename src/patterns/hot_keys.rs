@@ -124,6 +124,14 @@ impl Sketch {
         }
     }
 
+    /// The sampled requests of `hash` (the least of its counters).
+    fn estimate(&self, hash: u64) -> u32 {
+        (0..ROWS)
+            .map(|row| self.counts[row * WIDTH + ((hash >> (row * 16)) as usize & (WIDTH - 1))])
+            .min()
+            .unwrap_or(0)
+    }
+
     /// A key whose estimate may place it among the top.
     #[cold]
     fn offer(&mut self, hash: u64, key: &[u8], estimate: u32) {
@@ -227,7 +235,39 @@ impl HotKeys {
     }
 }
 
+impl HotKeys {
+    /// The estimated requests of `hash`, summed over the sketches.
+    pub(crate) fn estimate(&self, hash: u64) -> u64 {
+        let sampled: u64 = self
+            .sketches
+            .iter()
+            .map(|s| u64::from(s.lock().estimate(hash)))
+            .sum();
+        sampled * u64::from(SAMPLE)
+    }
+}
+
 impl crate::Cache {
+    /// The estimated requests of `key` in the window of
+    /// [`hot_keys`](Self::hot_keys) (sampled requests × 16, never under the
+    /// sampled count, for any key, not only the top ones), or `None` unless
+    /// the cache was built with
+    /// [`track_hot_keys`](crate::CacheBuilder::track_hot_keys). A key never
+    /// requested may be estimated above 0 when it shares counters with
+    /// busy keys.
+    ///
+    /// ```
+    /// let cache = larder::Cache::builder().memory_capacity(1 << 20).track_hot_keys().build()?;
+    /// for _ in 0..10_000 {
+    ///     cache.get(b"hot");
+    /// }
+    /// assert!(cache.hot_key_estimate(b"hot").unwrap() >= 8_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hot_key_estimate(&self, key: &[u8]) -> Option<u64> {
+        self.hot().map(|h| h.estimate(crate::key::hash_key(key)))
+    }
+
     /// The `k` most requested keys of the recent past (each count is
     /// halved every 32,768 samples, one `get` in 16 sampled: a window of
     /// about a million `get`s), most requested first, each with an estimate
