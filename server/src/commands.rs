@@ -129,9 +129,14 @@ pub fn execute(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply 
         match name.as_str() {
             "EXEC" | "DISCARD" | "MULTI" | "QUIT" => {}
             _ => {
-                if !known(&name) {
+                // Redis checks the name and the arity as it queues.
+                let Some(spec) = find(&name) else {
                     *refused = true;
                     return unknown(args);
+                };
+                if !arity_ok(spec, args.len()) {
+                    *refused = true;
+                    return wrong_args(&name);
                 }
                 queued.push(args.to_vec());
                 return Reply::Simple("QUEUED");
@@ -163,21 +168,34 @@ pub fn execute(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply 
     }
 }
 
-/// Whether `name` is a command this server runs.
-fn known(name: &str) -> bool {
-    find(name).is_some()
+/// Whether `n` arguments (the name included) suit `spec`'s arity.
+fn arity_ok(spec: &Spec, n: usize) -> bool {
+    let (n, arity) = (n as i32, spec.arity);
+    (arity > 0 && n == arity) || (arity < 0 && n >= -arity)
 }
 
 fn unknown(args: &[Bytes]) -> Reply {
-    let rest: Vec<String> = args[1..]
-        .iter()
-        .take(8)
-        .map(|a| format!("'{}'", String::from_utf8_lossy(a)))
-        .collect();
+    // As Redis writes it: each argument quoted and followed by a space,
+    // until 128 bytes are written (the last one cut to fit).
+    let mut rest = String::new();
+    for a in &args[1..] {
+        if rest.len() >= 128 {
+            break;
+        }
+        let a = String::from_utf8_lossy(a);
+        let room = 128 - rest.len();
+        let cut: String = a
+            .char_indices()
+            .take_while(|(i, _)| *i < room)
+            .map(|(_, c)| c)
+            .collect();
+        rest.push('\'');
+        rest.push_str(&cut);
+        rest.push_str("' ");
+    }
     Reply::err(format!(
-        "unknown command '{}', with args beginning with: {}",
+        "unknown command '{}', with args beginning with: {rest}",
         String::from_utf8_lossy(&args[0]),
-        rest.join(" ")
     ))
 }
 
@@ -283,8 +301,7 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
     let Some(spec) = find(&name) else {
         return unknown(args);
     };
-    let (n, arity) = (args.len() as i32, spec.arity);
-    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
+    if !arity_ok(spec, args.len()) {
         return wrong_args(&name);
     }
     let args = &escaped(spec, args)[..];
@@ -485,7 +502,9 @@ fn set(shared: &Shared, args: &[Bytes]) -> Reply {
     let cache = &shared.cache;
     let (key, value) = (&args[0], args[1].clone());
     let (mut nx, mut xx, mut get, mut keep) = (false, false, false, false);
-    let mut expiry: Option<i64> = None; // a deadline, in ms since the epoch
+    // The expiry option and its number, checked once every option is read
+    // (as Redis does: a syntax error comes before a bad number).
+    let mut expiry: Option<(String, &Bytes)> = None;
     let mut i = 2;
     while i < args.len() {
         let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
@@ -494,30 +513,38 @@ fn set(shared: &Shared, args: &[Bytes]) -> Reply {
             "XX" if !nx => xx = true,
             "GET" => get = true,
             "KEEPTTL" if expiry.is_none() => keep = true,
-            "EX" | "PX" | "EXAT" | "PXAT" if expiry.is_none() && !keep => {
-                let Some(n) = args.get(i + 1).and_then(|a| int_arg(a)) else {
-                    return Reply::err(if args.get(i + 1).is_some() {
-                        NOT_INTEGER
-                    } else {
-                        SYNTAX
-                    });
-                };
-                let deadline = match opt.as_str() {
-                    "EX" => n.checked_mul(1000).and_then(|ms| ms.checked_add(now_ms())),
-                    "PX" => n.checked_add(now_ms()),
-                    "EXAT" => n.checked_mul(1000),
-                    _ => Some(n),
-                };
-                if n <= 0 || deadline.is_none() {
-                    return Reply::err("invalid expire time in 'set' command");
-                }
-                expiry = deadline;
+            // The same option again replaces its number; another is an error.
+            "EX" | "PX" | "EXAT" | "PXAT"
+                if expiry.as_ref().is_none_or(|(u, _)| *u == opt)
+                    && !keep
+                    && i + 1 < args.len() =>
+            {
+                expiry = Some((opt, &args[i + 1]));
                 i += 1;
             }
             _ => return Reply::err(SYNTAX),
         }
         i += 1;
     }
+    // A deadline, in ms since the epoch.
+    let expiry = match expiry {
+        None => None,
+        Some((unit, n)) => {
+            let Some(n) = int_arg(n) else {
+                return Reply::err(NOT_INTEGER);
+            };
+            let deadline = match unit.as_str() {
+                "EX" => n.checked_mul(1000).and_then(|ms| ms.checked_add(now_ms())),
+                "PX" => n.checked_add(now_ms()),
+                "EXAT" => n.checked_mul(1000),
+                _ => Some(n),
+            };
+            if n <= 0 || deadline.is_none() {
+                return Reply::err("invalid expire time in 'set' command");
+            }
+            deadline
+        }
+    };
     let _lock = shared.lock(key);
     let old = if get || nx || xx || keep {
         cache.get(key)

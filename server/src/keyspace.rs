@@ -145,11 +145,14 @@ pub(crate) fn getex(shared: &Shared, args: &[Bytes]) -> Reply {
     while i < args.len() {
         let word = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
         match word.as_str() {
-            "EX" | "PX" | "EXAT" | "PXAT" if option.is_none() && i + 1 < args.len() => {
+            // The same option again replaces its number; another is an error.
+            "EX" | "PX" | "EXAT" | "PXAT"
+                if option.as_ref().is_none_or(|(u, _)| *u == word) && i + 1 < args.len() =>
+            {
                 option = Some((word, Some(&args[i + 1])));
                 i += 2;
             }
-            "PERSIST" if option.is_none() => {
+            "PERSIST" if option.as_ref().is_none_or(|(u, _)| u == "PERSIST") => {
                 option = Some((word, None));
                 i += 1;
             }

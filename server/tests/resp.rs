@@ -77,7 +77,7 @@ fn string_commands_answer_as_redis_does() {
     );
     assert_eq!(
         c.call(&["NOSUCH", "x"]),
-        "-ERR unknown command 'NOSUCH', with args beginning with: 'x'"
+        "-ERR unknown command 'NOSUCH', with args beginning with: 'x' "
     );
     assert_eq!(c.call(&["SELECT", "0"]), "+OK");
     assert_eq!(c.call(&["SELECT", "1"]), "-ERR DB index is out of range");
