@@ -1,8 +1,9 @@
 //! `larder serve` as a process: it says where it listens, answers RESP,
 //! refuses bad flags, closes its cache cleanly on SIGTERM (the next start
 //! is warm), and serves unmodified Redis tools (`redis-cli`,
-//! `redis-benchmark`) when they are installed: `.ci/run` installs them and
-//! sets `LARDER_REQUIRE_REDIS_TOOLS=1`, which makes their absence a failure.
+//! `redis-benchmark`, redis-py) when they are installed: `.ci/run` installs
+//! them and sets `LARDER_REQUIRE_REDIS_TOOLS=1` and
+//! `LARDER_REQUIRE_REDIS_PY=1`, which make their absence a failure.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -160,6 +161,31 @@ fn redis_cli_and_redis_benchmark_work_unmodified() {
         "(nil)"
     );
     assert_eq!(run(&cli, &["--no-raw", "GET", "nope"]).trim(), "(nil)");
+    // --scan walks every key once; --hotkeys ranks them by OBJECT FREQ.
+    for i in 0..500 {
+        run(&cli, &["SET", &format!("scan:{i}"), "v"]);
+    }
+    let scanned = run(&cli, &["--scan", "--pattern", "scan:*"]);
+    let mut keys: Vec<&str> = scanned.lines().collect();
+    keys.sort();
+    let mut want: Vec<String> = (0..500).map(|i| format!("scan:{i}")).collect();
+    want.sort();
+    assert_eq!(keys, want, "--scan gives each key once");
+    let gets = "GET scan:7\n".repeat(3_000);
+    let mut piped = Command::new(&cli)
+        .args(["-h", host, "-p", port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    piped.stdin.take().unwrap().write_all(gets.as_bytes()).unwrap();
+    assert!(piped.wait().unwrap().success());
+    let hot = run(&cli, &["--hotkeys"]);
+    let first = hot
+        .lines()
+        .find(|l| l.starts_with("hot key found with counter"))
+        .unwrap_or_else(|| panic!("no hot key in {hot}"));
+    assert!(first.ends_with("\"scan:7\""), "the hottest first: {hot}");
     for pipeline in ["1", "16"] {
         let out = run(
             &bench,
@@ -188,5 +214,39 @@ fn redis_cli_and_redis_benchmark_work_unmodified() {
             "-P {pipeline}: {out}"
         );
     }
+    assert!(server.stop().success());
+}
+
+/// redis-py, from PyPI, unmodified: its default RESP3 and protocol=2,
+/// plain and transactional pipelines (`tests/clients/redis_py.py`). A
+/// failure if `LARDER_REQUIRE_REDIS_PY` is set (as `.ci/run` does) and
+/// redis-py cannot be imported.
+#[test]
+fn redis_py_works_unmodified_in_resp3_and_resp2() {
+    let has = Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            std::env::var_os("LARDER_REQUIRE_REDIS_PY").is_none(),
+            "redis-py is not installed, and LARDER_REQUIRE_REDIS_PY is set"
+        );
+        eprintln!("skipped: redis-py is not installed (pip install redis)");
+        return;
+    }
+    let server = Serving::start(&[]);
+    let (host, port) = server.addr.rsplit_once(':').unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/redis_py.py");
+    let out = Command::new("python3")
+        .args([script, host, port])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("checks passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(server.stop().success());
 }
