@@ -178,7 +178,12 @@ fn redis_cli_and_redis_benchmark_work_unmodified() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    piped.stdin.take().unwrap().write_all(gets.as_bytes()).unwrap();
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(gets.as_bytes())
+        .unwrap();
     assert!(piped.wait().unwrap().success());
     let hot = run(&cli, &["--hotkeys"]);
     let first = hot
