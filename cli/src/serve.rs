@@ -7,6 +7,7 @@ use larder::Cache;
 use larder_server::{Limits, ServeConfig, Shared};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -41,14 +42,29 @@ pub struct Args {
     /// Arguments of one request, at most.
     #[arg(long, default_value_t = 1 << 16)]
     max_args: usize,
+    /// MiB of unanswered requests one connection may hold, at most.
+    #[arg(long, default_value_t = 1024)]
+    max_query_buffer_mib: usize,
+    /// MiB of unanswered requests all connections may hold together, at most.
+    #[arg(long, default_value_t = 2048)]
+    max_input_mib: usize,
+    /// Serve the cache's and the server's metrics at this address
+    /// (`/metrics`, Prometheus text format; refreshed every second).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 pub fn run(args: Args) -> CliResult {
     if args.memory_mib == 0 {
         return Err("--memory-mib must be at least 1".into());
     }
-    if args.max_clients == 0 || args.max_bulk_len == 0 || args.max_args == 0 {
-        return Err("--max-clients, --max-bulk-len and --max-args must be at least 1".into());
+    if args.max_clients == 0
+        || args.max_bulk_len == 0
+        || args.max_args == 0
+        || args.max_query_buffer_mib == 0
+        || args.max_input_mib == 0
+    {
+        return Err("--max-clients, --max-bulk-len, --max-args, --max-query-buffer-mib and --max-input-mib must be at least 1".into());
     }
     // Hot-key detection answers `OBJECT FREQ` (and so `redis-cli --hotkeys`).
     let mut builder = Cache::builder()
@@ -61,7 +77,10 @@ pub fn run(args: Args) -> CliResult {
     }
     let cache = builder.build()?;
     let password = args.requirepass.map(Bytes::from);
-    let shared = Shared::new(cache, password, args.listen.port());
+    let shared = Arc::new(Shared::new(cache, password, args.listen.port()));
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr, Arc::clone(&shared))?;
+    }
     let config = ServeConfig {
         max_clients: args.max_clients,
         idle_timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
@@ -70,8 +89,36 @@ pub fn run(args: Args) -> CliResult {
             max_args: args.max_args,
             ..Limits::default()
         },
+        max_query_buffer: args.max_query_buffer_mib << 20,
+        max_input_total: args.max_input_mib << 20,
     };
     larder_server::run(args.listen, shared, config, |addr| {
         println!("larder serving on {addr}");
     })
+}
+
+/// Installs the Prometheus exporter at `addr` and a thread that publishes
+/// the cache's statistics and the server's counters every second.
+fn serve_metrics(addr: SocketAddr, shared: Arc<Shared>) -> CliResult {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("cannot serve metrics at {addr}: {e}"))?;
+    let publish = move || {
+        shared.cache().publish_metrics();
+        let (clients, connections, commands) = shared.counters();
+        metrics::gauge!("larder_server_connected_clients").set(clients as f64);
+        metrics::counter!("larder_server_connections_total").absolute(connections);
+        metrics::counter!("larder_server_commands_total").absolute(commands);
+    };
+    publish();
+    std::thread::Builder::new()
+        .name("larder-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                publish();
+            }
+        })?;
+    Ok(())
 }

@@ -18,7 +18,12 @@ struct Serving {
 impl Serving {
     fn start(extra: &[&str]) -> Serving {
         let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--memory-mib", "16"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--memory-mib") {
+                &[][..]
+            } else {
+                &["--memory-mib", "16"][..]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -253,5 +258,97 @@ fn redis_py_works_unmodified_in_resp3_and_resp2() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn metrics_addr_serves_the_cache_and_server_metrics_while_serving() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let server = Serving::start(&["--metrics-addr", &metrics]);
+    let replies = server.call(b"SET a 1\r\nGET a\r\nGET nope\r\n");
+    assert_eq!(replies, b"+OK\r\n$1\r\n1\r\n$-1\r\n");
+    // Published every second: wait for a scrape that has seen the commands.
+    let mut body = String::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut s) = TcpStream::connect(&metrics) else {
+            continue;
+        };
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        body.clear();
+        let _ = s.read_to_string(&mut body);
+        if body.contains("larder_misses_total 1") {
+            break;
+        }
+    }
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("larder_misses_total"), 1.0);
+    assert!(
+        value("larder_server_commands_total") >= 4.0,
+        "SET, GET, GET, QUIT"
+    );
+    assert!(value("larder_server_connections_total") >= 1.0);
+    assert!(body.contains("larder_server_connected_clients"));
+    assert!(server.stop().success());
+}
+
+/// The process's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb << 10
+}
+
+#[test]
+fn memory_per_entry_stays_near_the_librarys_through_the_server() {
+    let server = Serving::start(&["--memory-mib", "512"]);
+    let pid = server.child.id();
+    let before = rss(pid);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let value = "v".repeat(64);
+    // 100,000 SETs of 64-byte values, 100 to a write (read together).
+    let mut reply = vec![0; 500];
+    for chunk in 0..1_000 {
+        let mut batch = String::new();
+        for i in 0..100 {
+            let k = chunk * 100 + i;
+            batch.push_str(&format!(
+                "*3\r\n$3\r\nSET\r\n$10\r\nkey:{k:06}\r\n$64\r\n{value}\r\n"
+            ));
+        }
+        s.write_all(batch.as_bytes()).unwrap();
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, b"+OK\r\n".repeat(100));
+    }
+    let grown = rss(pid).saturating_sub(before);
+    let per_entry = grown / 100_000;
+    eprintln!("{per_entry} bytes of RSS per 64-byte entry");
+    // The library's figure is under 200 B per 64-byte entry
+    // (docs/benchmarks.md); 197 B measured here.
+    assert!(per_entry < 300, "{per_entry} bytes of RSS per entry");
     assert!(server.stop().success());
 }

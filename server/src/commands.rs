@@ -26,6 +26,8 @@ pub struct Shared {
     stripes: Vec<Mutex<()>>,
     next_client: AtomicU64,
     pub(crate) clients: AtomicU64,
+    /// Bytes the connections hold of requests not yet whole.
+    pub(crate) buffered: std::sync::atomic::AtomicUsize,
     /// The walks of the `SCAN`s under way.
     pub(crate) scans: crate::scans::Scans,
     /// Connections accepted since the start.
@@ -45,11 +47,27 @@ impl Shared {
             next_client: AtomicU64::new(1),
             clients: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            buffered: Default::default(),
             scans: Default::default(),
             commands: AtomicU64::new(0),
             started: std::time::Instant::now(),
             port,
         }
+    }
+
+    /// Connections open now, connections accepted since the start, and
+    /// commands run since the start.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        (
+            self.clients.load(Ordering::Relaxed),
+            self.connections.load(Ordering::Relaxed),
+            self.commands.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The cache served.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// How long the server has run.
@@ -385,8 +403,8 @@ fn run(shared: &Shared, session: &mut Session, args: &[Bytes]) -> Reply {
             }
             for pair in args[1..].chunks(2) {
                 let _lock = shared.lock(&pair[0]);
-                if let Err(e) = cache.insert(&pair[0], pair[1].clone()) {
-                    return Reply::err(e);
+                if let Err(e) = store(cache, &pair[0], pair[1].clone(), None) {
+                    return e;
                 }
             }
             Reply::Simple("OK")
@@ -467,6 +485,11 @@ pub(crate) fn store(
     value: Bytes,
     ttl: Option<Duration>,
 ) -> Result<(), Reply> {
+    // A value parsed from a request is a slice of the connection's read
+    // buffer: kept as it is, it would hold the whole buffer (and the other
+    // requests read with it) for as long as it is cached. Its own copy
+    // holds only itself.
+    let value = Bytes::copy_from_slice(&value);
     let r = match ttl {
         Some(ttl) => cache.insert_with_ttl(key, value, ttl),
         None => cache.insert(key, value),
@@ -578,5 +601,41 @@ fn set(shared: &Shared, args: &[Bytes]) -> Reply {
         bulk_or_nil(old)
     } else {
         Reply::Simple("OK")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_value_is_its_own_copy_not_a_slice_of_the_request() {
+        let shared = Shared::new(
+            Cache::builder().memory_capacity(1 << 20).build().unwrap(),
+            None,
+            0,
+        );
+        let mut session = Session::new(&shared);
+        for command in [&["SET", "k", "value"][..], &["MSET", "k", "value"]] {
+            // As the parser gives them: slices of one frame of the read buffer.
+            let frame = Bytes::from(command.join(" "));
+            let mut at = 0;
+            let args: Vec<Bytes> = command
+                .iter()
+                .map(|a| {
+                    let arg = frame.slice(at..at + a.len());
+                    at += a.len() + 1;
+                    arg
+                })
+                .collect();
+            let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+            execute(&shared, &mut session, &args);
+            let stored = shared.cache.get(b"k").unwrap();
+            assert_eq!(stored, "value");
+            assert!(
+                !range.contains(&(stored.as_ptr() as usize)),
+                "{command:?}: the value pins the request's buffer"
+            );
+        }
     }
 }

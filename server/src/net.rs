@@ -23,15 +23,63 @@ pub struct ServeConfig {
     pub idle_timeout: Option<Duration>,
     /// Request limits.
     pub limits: Limits,
+    /// Bytes of requests one connection may hold unanswered (read, not yet
+    /// whole), at most: past it the client is told and closed.
+    pub max_query_buffer: usize,
+    /// Bytes of requests all connections together may hold unanswered, at
+    /// most: a read that takes the total past it closes its connection with
+    /// an error, if that connection holds more than 64 KiB. So the server's
+    /// input memory stays bounded (by this, plus 64 KiB per client) however
+    /// many clients send large requests slowly.
+    pub max_input_total: usize,
 }
 
 impl Default for ServeConfig {
+    /// 10,000 clients, no idle timeout, [`Limits::default`], 1 GiB per
+    /// connection (Redis's `client-query-buffer-limit`) and 2 GiB in all.
     fn default() -> Self {
         ServeConfig {
             max_clients: 10_000,
             idle_timeout: None,
             limits: Limits::default(),
+            max_query_buffer: 1 << 30,
+            max_input_total: 2 << 30,
         }
+    }
+}
+
+/// Replies are written out once this many bytes of them are ready, so a
+/// long pipeline does not pile up its replies in memory.
+const WRITE_AT: usize = 1 << 20;
+
+/// A connection holding at most this much input is never refused for the
+/// total: the total is passed by large requests, and it is theirs that are
+/// refused (small ones are bounded by the client limit).
+const SMALL: usize = 64 << 10;
+
+/// A connection's share of the servers' buffered input, given back on drop.
+struct Held<'a> {
+    total: &'a std::sync::atomic::AtomicUsize,
+    mine: usize,
+}
+
+impl Held<'_> {
+    /// Counts `now` bytes held by this connection; false if that takes the
+    /// total past `max`.
+    fn set(&mut self, now: usize, max: usize) -> bool {
+        let total = if now >= self.mine {
+            self.total.fetch_add(now - self.mine, Ordering::Relaxed) + (now - self.mine)
+        } else {
+            self.total.fetch_sub(self.mine - now, Ordering::Relaxed) - (self.mine - now)
+        };
+        self.mine = now;
+        total <= max
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.mine, Ordering::Relaxed);
     }
 }
 
@@ -97,6 +145,10 @@ async fn connection(
     let mut session = Session::new(shared);
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = Vec::with_capacity(16 << 10);
+    let mut held = Held {
+        total: &shared.buffered,
+        mine: 0,
+    };
     loop {
         // Answer every whole request read so far, in order.
         loop {
@@ -107,6 +159,10 @@ async fn connection(
                     if session.quit {
                         stream.write_all(&output).await?;
                         return Ok(());
+                    }
+                    if output.len() >= WRITE_AT {
+                        stream.write_all(&output).await?;
+                        output.clear();
                     }
                 }
                 Ok(None) => break,
@@ -120,6 +176,10 @@ async fn connection(
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
+            output.shrink_to(16 << 10);
+        }
+        if input.is_empty() && input.capacity() > 64 << 10 {
+            input = BytesMut::with_capacity(16 << 10); // give back a big request's room
         }
         if *stop.borrow() {
             return Ok(());
@@ -139,6 +199,18 @@ async fn connection(
         if n == 0 {
             return Ok(()); // closed, or idle past the timeout
         }
+        let refusal = if input.len() > config.max_query_buffer {
+            Some("ERR Protocol error: query buffer limit reached")
+        } else if !held.set(input.capacity(), config.max_input_total) && input.capacity() > SMALL {
+            Some("ERR server input memory limit reached")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            log::warn!("closing a connection: {why}");
+            stream.write_all(format!("-{why}\r\n").as_bytes()).await?;
+            return Ok(());
+        }
     }
 }
 
@@ -147,14 +219,13 @@ async fn connection(
 /// start is warm. Returns the cache's close error, if any.
 pub fn run(
     addr: SocketAddr,
-    shared: Shared,
+    shared: Arc<Shared>,
     config: ServeConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let shared = Arc::new(shared);
     runtime.block_on(async {
         let listener = TcpListener::bind(addr)
             .await
@@ -162,16 +233,12 @@ pub fn run(
         let bound = listener.local_addr()?;
         ready(bound);
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Whatever ends the wait (a signal, or a failure to listen for
+        // one), the server is told to stop, so `join!` never hangs.
         let signals = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
-            tokio::select! {
-                _ = term.recv() => log::info!("SIGTERM: shutting down"),
-                _ = int.recv() => log::info!("SIGINT: shutting down"),
-            }
+            let heard = wait_for_signal().await;
             let _ = stop_tx.send(true);
-            Ok::<(), std::io::Error>(())
+            heard
         };
         let server = serve(
             listener,
@@ -186,5 +253,17 @@ pub fn run(
     })?;
     drop(runtime);
     shared.cache.clone().close()?;
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: shutting down"),
+        _ = int.recv() => log::info!("SIGINT: shutting down"),
+    }
     Ok(())
 }

@@ -203,10 +203,96 @@ fn bad_input_gets_an_error_and_the_server_serves_others() {
     let mut c = server.connect();
     c.w.write_all(b"*2\r\n$3\r\nGET\r\n$10\r\nab").unwrap();
     drop(c);
-    // 200 idle connections do not stop anyone.
-    let idle: Vec<Client> = (0..200).map(|_| server.connect()).collect();
+    // 1,000 idle connections do not stop anyone.
+    let idle: Vec<Client> = (0..1_000).map(|_| server.connect()).collect();
     assert_eq!(healthy.call(&["GET", "k"]), "$1 v");
     drop(idle);
+}
+
+#[test]
+fn a_slow_client_is_served_whole_and_holds_up_no_one() {
+    let server = Server::start(None, ServeConfig::default());
+    let mut healthy = server.connect();
+    let mut slow = server.connect();
+    let value = "s".repeat(100_000);
+    let request = format!("*3\r\n$3\r\nSET\r\n$4\r\nslow\r\n$100000\r\n{value}\r\n");
+    // The request in 200 pieces, others served between them.
+    for (i, piece) in request
+        .as_bytes()
+        .chunks(request.len() / 200 + 1)
+        .enumerate()
+    {
+        slow.w.write_all(piece).unwrap();
+        if i % 20 == 0 {
+            assert_eq!(healthy.call(&["PING"]), "+PONG");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(slow.reply(), "+OK");
+    assert_eq!(healthy.call(&["STRLEN", "slow"]), ":100000");
+}
+
+#[test]
+fn buffered_input_is_bounded_per_connection_and_in_all() {
+    let server = Server::start(
+        None,
+        ServeConfig {
+            max_query_buffer: 256 << 10,
+            max_input_total: 1 << 20,
+            ..ServeConfig::default()
+        },
+    );
+    let mut healthy = server.connect();
+    let start = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n";
+    // One connection past its own limit is told and closed.
+    let mut big = server.connect();
+    big.w.write_all(start).unwrap();
+    big.w.write_all(&vec![b'x'; 300 << 10]).unwrap();
+    assert_eq!(
+        big.reply(),
+        "-ERR Protocol error: query buffer limit reached"
+    );
+    assert!(big.closed());
+    // Many connections, each under its limit, past the total together: the
+    // one that takes it past is told and closed, the others keep theirs.
+    let mut parts: Vec<Client> = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        let mut c = server.connect();
+        c.w.write_all(start).unwrap();
+        let _ = c.w.write_all(&vec![b'x'; 200 << 10]);
+        std::thread::sleep(Duration::from_millis(50));
+        c.r.get_ref().set_nonblocking(true).unwrap();
+        let mut line = String::new();
+        let got = std::io::BufRead::read_line(&mut c.r, &mut line).is_ok();
+        c.r.get_ref().set_nonblocking(false).unwrap();
+        if got {
+            assert_eq!(line.trim_end(), "-ERR server input memory limit reached");
+            refused += 1;
+        } else {
+            parts.push(c);
+        }
+    }
+    assert!(
+        refused >= 3,
+        "only {refused} of 8 refused under a 1 MiB total"
+    );
+    assert!(!parts.is_empty(), "those under the total are kept");
+    assert_eq!(healthy.call(&["SET", "a", "1"]), "+OK");
+    // Their room is given back when they go.
+    drop(parts);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = server.connect();
+    c.w.write_all(start).unwrap();
+    c.w.write_all(&vec![b'x'; 200 << 10]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(healthy.call(&["GET", "a"]), "$1 1");
+    c.r.get_ref().set_nonblocking(true).unwrap();
+    let mut line = String::new();
+    assert!(
+        std::io::BufRead::read_line(&mut c.r, &mut line).is_err(),
+        "not refused once the others left: {line}"
+    );
 }
 
 #[test]
