@@ -18,12 +18,19 @@ pub struct Args {
     /// Memory capacity in MiB.
     #[arg(long, default_value_t = 64)]
     memory_mib: u64,
+    /// Memory capacity as a size (`268435456`, `256MiB`, `1g`: units are
+    /// powers of 1024); instead of `--memory-mib`.
+    #[arg(long, value_parser = parse_size, conflicts_with = "memory_mib")]
+    memory: Option<u64>,
     /// A disk tier in this directory (reopened warm after a clean stop).
-    #[arg(long)]
+    #[arg(long, alias = "dir")]
     disk_dir: Option<PathBuf>,
     /// The disk tier's capacity in MiB.
     #[arg(long, default_value_t = 1024, requires = "disk_dir")]
     disk_mib: u64,
+    /// The disk tier's capacity as a size; instead of `--disk-mib`.
+    #[arg(long, value_parser = parse_size, requires = "disk_dir", conflicts_with = "disk_mib")]
+    disk_capacity: Option<u64>,
     /// Segment size in MiB.
     #[arg(long, default_value_t = 16, requires = "disk_dir")]
     segment_mib: u64,
@@ -55,8 +62,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    if args.memory_mib == 0 {
-        return Err("--memory-mib must be at least 1".into());
+    let memory = args.memory.unwrap_or(args.memory_mib << 20);
+    if memory == 0 {
+        return Err("--memory-mib (or --memory) must be at least 1 MiB".into());
     }
     if args.max_clients == 0
         || args.max_bulk_len == 0
@@ -67,12 +75,10 @@ pub fn run(args: Args) -> CliResult {
         return Err("--max-clients, --max-bulk-len, --max-args, --max-query-buffer-mib and --max-input-mib must be at least 1".into());
     }
     // Hot-key detection answers `OBJECT FREQ` (and so `redis-cli --hotkeys`).
-    let mut builder = Cache::builder()
-        .memory_capacity(args.memory_mib << 20)
-        .track_hot_keys();
+    let mut builder = Cache::builder().memory_capacity(memory).track_hot_keys();
     if let Some(dir) = &args.disk_dir {
         builder = builder
-            .disk(dir, args.disk_mib << 20)
+            .disk(dir, args.disk_capacity.unwrap_or(args.disk_mib << 20))
             .segment_size(args.segment_mib << 20);
     }
     let cache = builder.build()?;
@@ -121,4 +127,26 @@ fn serve_metrics(addr: SocketAddr, shared: Arc<Shared>) -> CliResult {
             }
         })?;
     Ok(())
+}
+
+/// A size in bytes: a number, then optionally a unit (`k`, `m`, `g`, `t`,
+/// each a power of 1024, with an optional `i` and `b`, in any case).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 256MiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("'{other}' is not a unit of size (k, m, g, t)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }

@@ -19,11 +19,13 @@ impl Serving {
     fn start(extra: &[&str]) -> Serving {
         let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(if extra.contains(&"--memory-mib") {
-                &[][..]
-            } else {
-                &["--memory-mib", "16"][..]
-            })
+            .args(
+                if extra.contains(&"--memory-mib") || extra.contains(&"--memory") {
+                    &[][..]
+                } else {
+                    &["--memory-mib", "16"][..]
+                },
+            )
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -74,7 +76,9 @@ fn it_serves_and_a_sigterm_closes_the_cache_so_the_next_start_is_warm() {
     assert_eq!(replies, b"+OK\r\n".repeat(500));
     assert!(server.stop().success(), "a clean exit on SIGTERM");
 
-    let server = Serving::start(&disk);
+    // The same settings spelled as sizes, and `--dir` for `--disk-dir`.
+    let sized = ["--dir", d, "--disk-capacity", "64MiB", "--segment-mib", "1"];
+    let server = Serving::start(&[&sized[..], &["--memory", "16m"]].concat());
     let mut gets = Vec::new();
     let mut expected = Vec::new();
     for i in 0..500 {
@@ -99,6 +103,13 @@ fn bad_flags_are_clear_errors() {
         (&["serve", "--memory-mib", "0"][..], "--memory-mib"),
         (&["serve", "--max-clients", "0"][..], "--max-clients"),
         (&["serve", "--disk-mib", "64"][..], "--disk-dir"),
+        (&["serve", "--memory", "lots"][..], "not a size"),
+        (&["serve", "--memory", "5q"][..], "not a unit"),
+        (&["serve", "--memory", "0"][..], "at least 1 MiB"),
+        (
+            &["serve", "--memory", "1m", "--memory-mib", "2"][..],
+            "cannot be used with",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_larder"))
             .args(args)
