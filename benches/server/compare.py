@@ -67,9 +67,12 @@ class Server:
             self.proc.kill()
 
 
+LARDER_ARGS = []
+
+
 def larder(path, tmp, name, disk):
     port = free_port()
-    argv = [path, "serve", "--listen", f"127.0.0.1:{port}", "--memory-mib", "2048"]
+    argv = [path, "serve", "--listen", f"127.0.0.1:{port}", "--memory-mib", "2048"] + LARDER_ARGS
     if disk:
         argv += ["--disk-dir", os.path.join(tmp, name), "--disk-mib", "4096"]
     return Server(name, argv, port, tmp)
@@ -115,7 +118,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer requests, one round")
     ap.add_argument("--larder", default=os.path.join(ROOT, "target/release/larder"))
+    ap.add_argument("--larder-args", default="", help="more flags for every larder serve")
     args = ap.parse_args()
+    LARDER_ARGS.extend(args.larder_args.split())
     rounds = 1 if args.quick else args.rounds
     scale = 10 if args.quick else 1
     tmp = tempfile.mkdtemp(prefix="larder-compare-")

@@ -37,6 +37,9 @@ pub struct Args {
     /// Clients must `AUTH` with this password first.
     #[arg(long)]
     requirepass: Option<String>,
+    /// Threads serving connections (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Connections at once, at most.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
@@ -66,6 +69,9 @@ pub fn run(args: Args) -> CliResult {
     if memory == 0 {
         return Err("--memory-mib (or --memory) must be at least 1 MiB".into());
     }
+    if args.threads == Some(0) {
+        return Err("--threads must be at least 1".into());
+    }
     if args.max_clients == 0
         || args.max_bulk_len == 0
         || args.max_args == 0
@@ -89,6 +95,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let config = ServeConfig {
         max_clients: args.max_clients,
+        threads: args.threads,
         idle_timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
         limits: Limits {
             max_bulk: args.max_bulk_len,

@@ -103,6 +103,7 @@ fn bad_flags_are_clear_errors() {
         (&["serve", "--memory-mib", "0"][..], "--memory-mib"),
         (&["serve", "--max-clients", "0"][..], "--max-clients"),
         (&["serve", "--disk-mib", "64"][..], "--disk-dir"),
+        (&["serve", "--threads", "0"][..], "--threads"),
         (&["serve", "--memory", "lots"][..], "not a size"),
         (&["serve", "--memory", "5q"][..], "not a unit"),
         (&["serve", "--memory", "0"][..], "at least 1 MiB"),

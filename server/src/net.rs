@@ -19,6 +19,8 @@ use tokio::sync::watch;
 pub struct ServeConfig {
     /// Connections at once, at most (more are told so and closed).
     pub max_clients: usize,
+    /// Threads serving connections (`None`: one per CPU), for [`run`].
+    pub threads: Option<usize>,
     /// A connection idle this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// Request limits.
@@ -40,6 +42,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             max_clients: 10_000,
+            threads: None,
             idle_timeout: None,
             limits: Limits::default(),
             max_query_buffer: 1 << 30,
@@ -223,9 +226,11 @@ pub fn run(
     config: ServeConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         let listener = TcpListener::bind(addr)
             .await
