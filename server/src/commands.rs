@@ -221,8 +221,11 @@ fn unknown(args: &[Bytes]) -> Reply {
 /// where its keys are (Redis's first key, last key (negative: from the
 /// end) and step; 0, 0, 0: none).
 pub struct Spec {
+    /// The name, in capitals.
     pub name: &'static str,
+    /// Arguments with the name: exactly this many, or at least `-arity`.
     pub arity: i32,
+    /// First key, last key (negative: counted from the end), step.
     pub keys: (i32, i32, i32),
 }
 
