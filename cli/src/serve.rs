@@ -37,6 +37,10 @@ pub struct Args {
     /// Clients must `AUTH` with this password first.
     #[arg(long)]
     requirepass: Option<String>,
+    /// With a disk tier: sync it every this many seconds, so a crash or a
+    /// power loss loses at most about that much (0: only at close).
+    #[arg(long, default_value_t = 1)]
+    sync_every: u64,
     /// Threads serving connections (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> CliResult {
     let config = ServeConfig {
         max_clients: args.max_clients,
         threads: args.threads,
+        sync_every: (args.sync_every > 0).then(|| Duration::from_secs(args.sync_every)),
         idle_timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
         limits: Limits {
             max_bulk: args.max_bulk_len,

@@ -364,3 +364,45 @@ fn memory_per_entry_stays_near_the_librarys_through_the_server() {
     assert!(per_entry < 300, "{per_entry} bytes of RSS per entry");
     assert!(server.stop().success());
 }
+
+/// An `INFO persistence` field's number.
+fn persistence(server: &Serving, field: &str) -> u64 {
+    let info = String::from_utf8(server.call(b"INFO persistence\r\n")).unwrap();
+    info.split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {info}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_disk_tier_is_synced_every_second_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let server = Serving::start(&["--disk-dir", d, "--disk-mib", "64", "--segment-mib", "1"]);
+    assert_eq!(server.call(b"SET k v\r\n"), b"+OK\r\n");
+    std::thread::sleep(Duration::from_millis(3_500));
+    let syncs = persistence(&server, "larder_syncs");
+    assert!((2..=4).contains(&syncs), "{syncs} syncs in 3.5 s");
+    assert_eq!(persistence(&server, "larder_syncs_failed"), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now - persistence(&server, "larder_last_sync_time") <= 2);
+    assert!(server.stop().success());
+
+    let server = Serving::start(&[
+        "--disk-dir",
+        d,
+        "--disk-mib",
+        "64",
+        "--segment-mib",
+        "1",
+        "--sync-every",
+        "0",
+    ]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(persistence(&server, "larder_syncs"), 0);
+    assert!(server.stop().success());
+}

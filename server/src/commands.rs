@@ -26,6 +26,8 @@ pub struct Shared {
     stripes: Vec<Mutex<()>>,
     next_client: AtomicU64,
     pub(crate) clients: AtomicU64,
+    /// The periodic syncs: how many, and whether the last one succeeded.
+    pub(crate) syncs: Syncs,
     /// Bytes the connections hold of requests not yet whole.
     pub(crate) buffered: std::sync::atomic::AtomicUsize,
     /// The walks of the `SCAN`s under way.
@@ -47,6 +49,7 @@ impl Shared {
             next_client: AtomicU64::new(1),
             clients: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            syncs: Default::default(),
             buffered: Default::default(),
             scans: Default::default(),
             commands: AtomicU64::new(0),
@@ -78,6 +81,29 @@ impl Shared {
     pub(crate) fn lock(&self, key: &[u8]) -> std::sync::MutexGuard<'_, ()> {
         let i = (larder::hash_key(key) >> 32) as usize % STRIPES;
         self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The periodic syncs' record, for `INFO persistence`.
+#[derive(Default)]
+pub(crate) struct Syncs {
+    pub(crate) done: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// When the last one succeeded, in seconds since the epoch.
+    pub(crate) last_ok_unix: AtomicU64,
+}
+
+impl Syncs {
+    pub(crate) fn record(&self, ok: bool) {
+        if ok {
+            self.done.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.last_ok_unix.store(now, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -53,11 +53,15 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> String {
         let _ = write!(
             out,
             "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:0\r\naof_enabled:0\r\n\
-             larder_disk_tier:{}\r\nlarder_disk_entries:{}\r\nlarder_disk_bytes_written:{}\r\nlarder_disk_healthy:{}\r\n\r\n",
+             larder_disk_tier:{}\r\nlarder_disk_entries:{}\r\nlarder_disk_bytes_written:{}\r\nlarder_disk_healthy:{}\r\n\
+             larder_syncs:{}\r\nlarder_syncs_failed:{}\r\nlarder_last_sync_time:{}\r\n\r\n",
             u8::from(disk.is_some()),
             disk.map_or(0, |d| d.entries),
             disk.map_or(0, |d| d.bytes_written),
             u8::from(disk.is_none_or(|d| d.healthy())),
+            shared.syncs.done.load(Ordering::Relaxed),
+            shared.syncs.failed.load(Ordering::Relaxed),
+            shared.syncs.last_ok_unix.load(Ordering::Relaxed),
         );
     }
     if want("stats") {

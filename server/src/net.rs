@@ -21,6 +21,10 @@ pub struct ServeConfig {
     pub max_clients: usize,
     /// Threads serving connections (`None`: one per CPU), for [`run`].
     pub threads: Option<usize>,
+    /// With a disk tier: `sync()` the cache this often (`None`: never but at
+    /// close), so a crash or power loss loses at most about this much of
+    /// the acknowledged writes (Redis's `appendfsync everysec` is 1 s).
+    pub sync_every: Option<Duration>,
     /// A connection idle this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// Request limits.
@@ -43,6 +47,7 @@ impl Default for ServeConfig {
         ServeConfig {
             max_clients: 10_000,
             threads: None,
+            sync_every: Some(Duration::from_secs(1)),
             idle_timeout: None,
             limits: Limits::default(),
             max_query_buffer: 1 << 30,
@@ -86,6 +91,27 @@ impl Drop for Held<'_> {
     }
 }
 
+/// Syncs the cache every `every` until `stop` turns true (each sync on a
+/// blocking thread: it waits for `fdatasync`).
+async fn sync_every(shared: Arc<Shared>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is at once
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let s = Arc::clone(&shared);
+        let synced = tokio::task::spawn_blocking(move || s.cache.sync()).await;
+        let ok = matches!(synced, Ok(Ok(())));
+        if let Ok(Err(e)) = &synced {
+            log::warn!("sync failed: {e}");
+        }
+        shared.syncs.record(ok);
+    }
+}
+
 /// Serves `shared` on `listener` until `stop` turns true; then waits (up to
 /// `drain`) for the connections to finish what they have read.
 pub async fn serve(
@@ -96,6 +122,12 @@ pub async fn serve(
     drain: Duration,
 ) {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    if let Some(every) = config
+        .sync_every
+        .filter(|_| shared.cache.stats().disk.is_some())
+    {
+        tokio::spawn(sync_every(Arc::clone(&shared), every, stop.clone()));
+    }
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
