@@ -7,8 +7,7 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{CAPACITY, PEERS, VALUE_LEN, build, run, streams};
+use common::{CAPACITY, PEERS, VALUE_LEN, Value, build, run, streams};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use std::time::Duration;
 const OPS: usize = 250_000;
 
 fn throughput(c: &mut Criterion) {
-    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let value = Value::new(vec![7u8; VALUE_LEN]);
     for (workload, get_percent) in [("W1 90get", 90), ("W2 50get", 50)] {
         for threads in [1u64, 2] {
             let streams = streams(threads, OPS, get_percent);

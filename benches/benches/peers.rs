@@ -14,13 +14,12 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{CAPACITY, PEERS, VALUE_LEN, build, run, streams, zipf_keys};
+use common::{CAPACITY, PEERS, VALUE_LEN, Value, build, run, streams, zipf_keys};
 
 const OPS_PER_THREAD: usize = 500_000;
 
 /// Operations per second of one run of `streams`.
-fn ops_per_sec(cache: &dyn common::Peer, streams: &[Vec<(u64, bool)>], value: &Bytes) -> f64 {
+fn ops_per_sec(cache: &dyn common::Peer, streams: &[Vec<(u64, bool)>], value: &Value) -> f64 {
     let ops: usize = streams.iter().map(Vec::len).sum();
     ops as f64 / run(cache, streams, value).as_secs_f64()
 }
@@ -37,34 +36,49 @@ fn rounds() -> usize {
         .unwrap_or(15)
 }
 
+/// Runs `peers` in alternating rounds on `streams`: each one's Mops/s in
+/// every round.
+fn rounds_of(
+    peers: &[&str],
+    streams: &[Vec<(u64, bool)>],
+    value: &Value,
+    rounds: usize,
+) -> Vec<Vec<f64>> {
+    let caches: Vec<_> = peers.iter().map(|p| build(p, CAPACITY)).collect();
+    for c in &caches {
+        run(c.as_ref(), streams, value); // fill
+    }
+    let mut speed = vec![Vec::new(); caches.len()];
+    for _ in 0..rounds {
+        for (i, c) in caches.iter().enumerate() {
+            speed[i].push(ops_per_sec(c.as_ref(), streams, value) / 1e6);
+        }
+    }
+    speed
+}
+
+/// The median, least and greatest of `a[i] / b[i]` over the rounds.
+fn ratio(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+    let (lo, hi) = r
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    (median(&mut r), lo, hi)
+}
+
 /// Runs `peers` in alternating rounds on `streams`: each one's median
 /// Mops/s, and the median, least and greatest of peers[0] / peers[1] over
 /// the paired rounds.
 fn paired(
     peers: &[&str],
     streams: &[Vec<(u64, bool)>],
-    value: &Bytes,
+    value: &Value,
     rounds: usize,
 ) -> (Vec<f64>, f64, f64, f64) {
-    let caches: Vec<_> = peers.iter().map(|p| build(p, CAPACITY)).collect();
-    for c in &caches {
-        run(c.as_ref(), streams, value); // fill
-    }
-    let mut speed = vec![Vec::new(); caches.len()];
-    let mut ratios = Vec::new();
-    for _ in 0..rounds {
-        for (i, c) in caches.iter().enumerate() {
-            speed[i].push(ops_per_sec(c.as_ref(), streams, value) / 1e6);
-        }
-        let n = speed[0].len() - 1;
-        ratios.push(speed[0][n] / speed[1][n]);
-    }
-    let (lo, hi) = ratios
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
-    let ratio = median(&mut ratios);
+    let mut speed = rounds_of(peers, streams, value, rounds);
+    let (r, lo, hi) = ratio(&speed[0], &speed[1]);
     let m = speed.iter_mut().map(|s| median(s)).collect();
-    (m, ratio, lo, hi)
+    (m, r, lo, hi)
 }
 
 /// The typed layer (`TypedCache<u64, Bytes>`, raw codec) against the bytes
@@ -73,7 +87,7 @@ fn paired(
 /// makes one (the other tables insert one shared `Bytes` everywhere).
 fn typed() {
     let rounds = rounds();
-    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let value = Value::new(vec![7u8; VALUE_LEN]);
     println!(
         "## Typed layer over the bytes core (Mops/s, median of {rounds} alternating rounds)\n"
     );
@@ -98,7 +112,7 @@ fn typed() {
 /// Hot-key detection on against off, same keys and values, paired rounds.
 fn hot_keys() {
     let rounds = rounds();
-    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let value = Value::new(vec![7u8; VALUE_LEN]);
     println!("## Hot-key detection (Mops/s, median of {rounds} alternating rounds)\n");
     println!("| cell | larder | larder, hot keys tracked | tracked / not | range |");
     println!("|---|---|---|---|---|");
@@ -115,21 +129,34 @@ fn hot_keys() {
     println!();
 }
 
+/// Every peer on the same keys; larder against quick_cache holding the
+/// same `Bytes`, and, given the caller's `Arc<[u8]>` values, larder's
+/// cheapest insert of them against quick_cache holding `Arc<[u8]>`.
 fn throughput() {
     let rounds = rounds();
-    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let value = Value::new(vec![7u8; VALUE_LEN]);
+    let peers = [
+        "larder",
+        "quick_cache",
+        "larder-arc",
+        "quick_cache-arc",
+        "moka",
+    ];
     println!("## Throughput (Mops/s, median of {rounds} alternating rounds)\n");
     println!(
-        "| cell | larder | quick_cache | moka | larder / quick_cache (median of paired rounds) | range |"
+        "| cell | larder | quick_cache | larder / quick_cache (Bytes) | range | larder, from Arc | quick_cache, Arc | larder / quick_cache (Arc<[u8]>) | range | moka |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
         for threads in [1u64, 2] {
             let streams = streams(threads, OPS_PER_THREAD, get_percent);
-            let (m, ratio, lo, hi) = paired(&PEERS, &streams, &value, rounds);
+            let mut speed = rounds_of(&peers, &streams, &value, rounds);
+            let (r, lo, hi) = ratio(&speed[0], &speed[1]);
+            let (ra, loa, hia) = ratio(&speed[2], &speed[3]);
+            let m: Vec<f64> = speed.iter_mut().map(|s| median(s)).collect();
             println!(
-                "| {workload} {threads}T | {:.2} | {:.2} | {:.2} | **{ratio:.2}x** | {lo:.2}..{hi:.2} |",
-                m[0], m[1], m[2]
+                "| {workload} {threads}T | {:.2} | {:.2} | **{r:.2}x** | {lo:.2}..{hi:.2} | {:.2} | {:.2} | **{ra:.2}x** | {loa:.2}..{hia:.2} | {:.2} |",
+                m[0], m[1], m[2], m[3], m[4]
             );
         }
     }
@@ -143,7 +170,7 @@ fn hit_ratio() {
     println!("| capacity | larder | quick_cache | moka |");
     println!("|---|---|---|---|");
     let keys = zipf_keys(7, 2_000_000);
-    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let value = Value::new(vec![7u8; VALUE_LEN]);
     for capacity in [10_000u64, 100_000] {
         let row: Vec<String> = PEERS
             .iter()
@@ -152,9 +179,9 @@ fn hit_ratio() {
                 let hits = keys
                     .iter()
                     .filter(|&&k| {
-                        let hit = cache.get(k).is_some();
+                        let hit = cache.get(k);
                         if !hit {
-                            cache.insert(k, value.clone());
+                            cache.insert(k, &value);
                         }
                         hit
                     })
@@ -182,22 +209,43 @@ fn memory_child(name: &str) {
     const N: u64 = 1_000_000;
     let before = rss_bytes();
     let cache = build(name, N);
+    let arc = name.ends_with("-arc");
+    let empty: std::sync::Arc<[u8]> = std::sync::Arc::from(Vec::new());
     for i in 0..N {
-        cache.insert(i, Bytes::from(vec![i as u8; VALUE_LEN]));
+        // Each value its own allocation, in the form this peer holds.
+        let v = vec![i as u8; VALUE_LEN];
+        let value = if arc {
+            Value {
+                bytes: bytes::Bytes::new(),
+                arc: std::sync::Arc::from(v),
+            }
+        } else {
+            Value {
+                bytes: bytes::Bytes::from(v),
+                arc: empty.clone(),
+            }
+        };
+        cache.insert(i, &value);
     }
-    let held = (0..N).filter(|&k| cache.get(k).is_some()).count() as u64;
+    let held = (0..N).filter(|&k| cache.get(k)).count() as u64;
     let after = rss_bytes();
     println!("{held} {}", (after - before) / held.max(1));
 }
 
 fn memory() {
     println!(
-        "## Memory (RSS growth per entry held, 1,000,000 distinct u64 keys, 64-byte `Bytes` values)\n"
+        "## Memory (RSS growth per entry held, 1,000,000 distinct u64 keys, 64-byte values: `Bytes`, or `Arc<[u8]>` for the -arc rows)\n"
     );
     println!("| cache | entries held | bytes per entry (values included) |");
     println!("|---|---|---|");
     let exe = std::env::current_exe().unwrap();
-    for p in PEERS {
+    for p in [
+        "larder",
+        "quick_cache",
+        "larder-arc",
+        "quick_cache-arc",
+        "moka",
+    ] {
         let out = std::process::Command::new(&exe)
             .args(["memory-child", p])
             .output()
@@ -212,7 +260,7 @@ fn memory() {
 
 /// One cache, one cell, 20 rounds: for `perf stat` and profilers.
 fn solo(name: &str, get_percent: u32, threads: u64) {
-    let value = Bytes::from(vec![7u8; VALUE_LEN]);
+    let value = Value::new(vec![7u8; VALUE_LEN]);
     let streams = streams(threads, OPS_PER_THREAD, get_percent);
     let cache = build(name, CAPACITY);
     let rounds = std::env::var("SOLO_ROUNDS")

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Zipf};
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -17,18 +18,55 @@ pub const VALUE_LEN: usize = 64;
 /// The caches compared, in the order of every table.
 pub const PEERS: [&str; 3] = ["larder", "quick_cache", "moka"];
 
-/// The operations a benchmarked cache supports.
+/// A value in the forms the peers hold: each peer stores a clone of its own
+/// form (a reference count, no copy), so every peer holds the same bytes.
+pub struct Value {
+    pub bytes: Bytes,
+    pub arc: Arc<[u8]>,
+}
+
+impl Value {
+    pub fn new(v: Vec<u8>) -> Value {
+        Value {
+            bytes: Bytes::from(v.clone()),
+            arc: Arc::from(v),
+        }
+    }
+}
+
+/// The operations a benchmarked cache supports: a get says whether it hit
+/// (the value itself goes through `black_box`).
 pub trait Peer: Sync {
-    fn get(&self, key: u64) -> Option<Bytes>;
-    fn insert(&self, key: u64, value: Bytes);
+    fn get(&self, key: u64) -> bool;
+    fn insert(&self, key: u64, value: &Value);
+}
+
+fn found<T>(v: Option<T>) -> bool {
+    std::hint::black_box(v).is_some()
 }
 
 impl Peer for larder::Cache {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        larder::Cache::get(self, &key.to_le_bytes())
+    fn get(&self, key: u64) -> bool {
+        found(larder::Cache::get(self, &key.to_le_bytes()))
     }
-    fn insert(&self, key: u64, value: Bytes) {
-        larder::Cache::insert(self, &key.to_le_bytes(), value).expect("benchmark entries fit");
+    fn insert(&self, key: u64, value: &Value) {
+        larder::Cache::insert(self, &key.to_le_bytes(), value.bytes.clone())
+            .expect("benchmark entries fit");
+    }
+}
+
+/// larder given the caller's `Arc<[u8]>`, the cheapest way it takes one:
+/// `Bytes::from_owner` (one allocation per insert, no copy).
+pub struct LarderArc(pub larder::Cache);
+
+impl Peer for LarderArc {
+    fn get(&self, key: u64) -> bool {
+        found(self.0.get(&key.to_le_bytes()))
+    }
+    fn insert(&self, key: u64, value: &Value) {
+        self.0
+            .insert(&key.to_le_bytes(), Bytes::from_owner(value.arc.clone()))
+            .expect("benchmark entries fit");
     }
 }
 
@@ -37,11 +75,11 @@ impl Peer for larder::Cache {
 pub struct CoreCopying(pub larder::Cache);
 
 impl Peer for CoreCopying {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        self.0.get(&key.to_be_bytes())
+    fn get(&self, key: u64) -> bool {
+        found(self.0.get(&key.to_be_bytes()))
     }
-    fn insert(&self, key: u64, value: Bytes) {
-        let own = Bytes::copy_from_slice(&value);
+    fn insert(&self, key: u64, value: &Value) {
+        let own = Bytes::copy_from_slice(&value.bytes);
         self.0
             .insert(&key.to_be_bytes(), own)
             .expect("benchmark entries fit");
@@ -51,29 +89,38 @@ impl Peer for CoreCopying {
 /// The typed layer with the raw codec: the key as its 8 big-endian bytes,
 /// the value behind a 4-byte tag (one copy per insert).
 impl Peer for larder::TypedCache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        larder::TypedCache::get(self, &key)
+    fn get(&self, key: u64) -> bool {
+        found(larder::TypedCache::get(self, &key))
     }
-    fn insert(&self, key: u64, value: Bytes) {
-        larder::TypedCache::insert(self, &key, &value).expect("benchmark entries fit");
+    fn insert(&self, key: u64, value: &Value) {
+        larder::TypedCache::insert(self, &key, &value.bytes).expect("benchmark entries fit");
     }
 }
 
 impl Peer for quick_cache::sync::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        quick_cache::sync::Cache::get(self, &key)
+    fn get(&self, key: u64) -> bool {
+        found(quick_cache::sync::Cache::get(self, &key))
     }
-    fn insert(&self, key: u64, value: Bytes) {
-        quick_cache::sync::Cache::insert(self, key, value);
+    fn insert(&self, key: u64, value: &Value) {
+        quick_cache::sync::Cache::insert(self, key, value.bytes.clone());
+    }
+}
+
+impl Peer for quick_cache::sync::Cache<u64, Arc<[u8]>> {
+    fn get(&self, key: u64) -> bool {
+        found(quick_cache::sync::Cache::get(self, &key))
+    }
+    fn insert(&self, key: u64, value: &Value) {
+        quick_cache::sync::Cache::insert(self, key, value.arc.clone());
     }
 }
 
 impl Peer for moka::sync::Cache<u64, Bytes> {
-    fn get(&self, key: u64) -> Option<Bytes> {
-        moka::sync::Cache::get(self, &key)
+    fn get(&self, key: u64) -> bool {
+        found(moka::sync::Cache::get(self, &key))
     }
-    fn insert(&self, key: u64, value: Bytes) {
-        moka::sync::Cache::insert(self, key, value);
+    fn insert(&self, key: u64, value: &Value) {
+        moka::sync::Cache::insert(self, key, value.bytes.clone());
     }
 }
 
@@ -109,7 +156,17 @@ pub fn build(name: &str, capacity: u64) -> Box<dyn Peer> {
                 .build()
                 .expect("valid configuration"),
         )),
+        "larder-arc" => Box::new(LarderArc(
+            larder::Cache::builder()
+                .memory_capacity(capacity)
+                .unit_weight()
+                .build()
+                .expect("valid configuration"),
+        )),
         "quick_cache" => Box::new(quick_cache::sync::Cache::<u64, Bytes>::new(
+            capacity as usize,
+        )),
+        "quick_cache-arc" => Box::new(quick_cache::sync::Cache::<u64, Arc<[u8]>>::new(
             capacity as usize,
         )),
         "moka" => Box::new(moka::sync::Cache::<u64, Bytes>::new(capacity)),
@@ -138,7 +195,7 @@ pub fn streams(threads: u64, ops: usize, get_percent: u32) -> Vec<Vec<(u64, bool
 }
 
 /// Runs each thread's stream once, one thread per stream; returns the wall time.
-pub fn run(cache: &dyn Peer, streams: &[Vec<(u64, bool)>], value: &Bytes) -> Duration {
+pub fn run(cache: &dyn Peer, streams: &[Vec<(u64, bool)>], value: &Value) -> Duration {
     let start = Instant::now();
     std::thread::scope(|s| {
         for ops in streams {
@@ -147,7 +204,7 @@ pub fn run(cache: &dyn Peer, streams: &[Vec<(u64, bool)>], value: &Bytes) -> Dur
                     if is_get {
                         std::hint::black_box(cache.get(key));
                     } else {
-                        cache.insert(key, value.clone());
+                        cache.insert(key, value);
                     }
                 }
             });
