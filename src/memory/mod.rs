@@ -11,13 +11,14 @@
 //!   leaves the shard (evicted entries, overwritten values) is collected under
 //!   the lock and dropped, or handed to a lower tier, after it is released.
 
+mod counters;
 mod shard;
 
 pub(crate) use shard::{Admit, DIRTY, Evictions, Held, Lookup, SLIDE, Shard};
 
 use crate::key::{KeyBuf, Probe};
 use crate::policy::Counts;
-use crate::sync::{Ordering, RwLock, ShardLockNote};
+use crate::sync::{RwLock, ShardLockNote};
 use crate::time::Clock;
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
@@ -78,6 +79,8 @@ pub(crate) struct MemoryTier {
     clock: Clock,
     /// The time to idle of sliding entries, in nanoseconds (0: none).
     idle: u64,
+    /// Hits and misses of `get`.
+    lookups: counters::Lookups,
 }
 
 impl MemoryTier {
@@ -94,6 +97,7 @@ impl MemoryTier {
             mask: shards - 1,
             clock,
             idle: 0,
+            lookups: Default::default(),
         }
     }
 
@@ -172,8 +176,14 @@ impl MemoryTier {
     /// found is left for the caller to remove (under the write lock).
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Lookup {
-        self.read(hash)
-            .get(hash, &Probe::new(key), || self.clock.now(), self.idle)
+        let found = self
+            .read(hash)
+            .get(hash, &Probe::new(key), || self.clock.now(), self.idle);
+        match found {
+            Lookup::Hit(_) => self.lookups.hit(),
+            _ => self.lookups.miss(),
+        }
+        found
     }
 
     /// Like [`get`](Self::get) but not counted and not an access.
@@ -222,10 +232,9 @@ impl MemoryTier {
 
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
+        (s.hits, s.misses) = self.lookups.sum();
         for cell in self.cells.iter() {
             let shard = cell.read();
-            s.hits += shard.hits.load(Ordering::Relaxed);
-            s.misses += shard.misses.load(Ordering::Relaxed);
             let c = shard.writes();
             s.inserts += c.inserts;
             s.updates += c.updates;

@@ -3,7 +3,7 @@
 
 use crate::key::{KeyBuf, Probe};
 use crate::policy::{ClockPro, Counts, Evicted, Idx};
-use crate::sync::{AtomicU64, Ordering};
+
 use crate::time::{EXTENDED, disk_deadline, sliding_deadline};
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -95,16 +95,9 @@ pub(crate) struct Writes {
     pub(crate) expirations: u64,
 }
 
-/// One shard: CLOCK-Pro over [`Payload`]s.
-///
-/// `repr(C)` puts the lookup counters first, in the cache line of the lock word
-/// that every lookup already writes.
-#[repr(C)]
+/// One shard: CLOCK-Pro over [`Payload`]s. Its lookups are counted by the
+/// tier (`counters.rs`), not here.
 pub(crate) struct Shard {
-    /// Lookups that found a live value, counted under the shared lock.
-    pub(crate) hits: AtomicU64,
-    /// Lookups that found nothing.
-    pub(crate) misses: AtomicU64,
     /// Closed (the cache was closed): lookups find nothing, writes are
     /// refused. Set under the exclusive lock, never cleared.
     closed: bool,
@@ -123,8 +116,6 @@ const SWEEP_SLOTS: usize = 8;
 impl Shard {
     pub(crate) fn new(capacity: u64) -> Self {
         Shard {
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
             closed: false,
             policy: ClockPro::new(capacity),
             writes: Writes::default(),
@@ -201,7 +192,7 @@ impl Shard {
             && expired(self.policy.deadline(idx), now)
     }
 
-    /// Looks `key` up and counts the lookup; a hit sets its reference bit.
+    /// Looks `key` up; a hit sets its reference bit.
     /// Takes `&self`: runs under the shared lock.
     #[inline]
     /// A hit on a sliding entry moves its deadline to `idle` (ns) after now
@@ -221,7 +212,6 @@ impl Shard {
                 let deadline = self.policy.deadline(idx);
                 let now = now();
                 if expired(deadline, || now) {
-                    self.misses.fetch_add(1, Ordering::Relaxed);
                     return Lookup::Expired;
                 }
                 if self.policy.resident(idx).flags & SLIDE != 0 && idle != 0 {
@@ -230,19 +220,14 @@ impl Shard {
                         self.policy.slide_deadline(idx, moved);
                     }
                 }
-                self.hits.fetch_add(1, Ordering::Relaxed);
                 self.policy.touch(idx);
                 Lookup::Hit(self.policy.resident(idx).payload.value.clone())
             }
             Some(idx) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
                 self.policy.touch(idx);
                 Lookup::Hit(self.policy.resident(idx).payload.value.clone())
             }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                Lookup::Miss
-            }
+            None => Lookup::Miss,
         }
     }
 
