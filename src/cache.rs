@@ -307,6 +307,26 @@ impl Cache {
     /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), the value is over
     /// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN), or the entry weighs more than
     /// one shard can hold.
+    ///
+    /// The value is kept as the [`Bytes`] it converts to, never copied:
+    /// a `Bytes` as it is; a `Vec<u8>`, `Box<[u8]>` or `String` without a
+    /// copy (its first clone, at the first `get`, allocates its reference
+    /// count once); values the caller keeps in an `Arc<[u8]>` (or another
+    /// owner) through [`Bytes::from_owner`], one small allocation and no
+    /// copy (docs/benchmarks.md §15 measures what that allocation costs).
+    ///
+    /// ```
+    /// use larder::{Bytes, Cache};
+    /// use std::sync::Arc;
+    ///
+    /// let cache = Cache::builder().memory_capacity(1 << 20).build()?;
+    /// cache.insert(b"a", Bytes::from_static(b"static"))?;
+    /// cache.insert(b"b", vec![1u8, 2, 3])?;
+    /// let shared: Arc<[u8]> = Arc::from(&b"kept elsewhere too"[..]);
+    /// cache.insert(b"c", Bytes::from_owner(Arc::clone(&shared)))?;
+    /// assert_eq!(cache.get(b"c").as_deref(), Some(&shared[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insert(&self, key: &[u8], value: impl Into<Bytes>) -> Result<(), Error> {
         self.insert_inner(key, value.into(), None)
     }
