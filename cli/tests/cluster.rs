@@ -267,7 +267,7 @@ fn keys_spread_tags_stay_together_a_dead_node_is_ejected_and_a_restart_is_warm()
     // The proxy retries an ejected node after a second: wait until a read
     // of node 1's key reaches node 1 again (hit or miss).
     let k1 = &keys[owner.iter().position(|&n| n == 1).unwrap()];
-    let back = (0..100).any(|_| {
+    let back = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         c.proxy().call(&["GET", k1]);
         let mut node = c.node(1);
@@ -286,7 +286,7 @@ fn keys_spread_tags_stay_together_a_dead_node_is_ejected_and_a_restart_is_warm()
     // the first request, or answer errors until it has: either way the key
     // is served again within a few tries.
     let mut failed = 0;
-    let remapped = (0..100).any(|_| {
+    let remapped = (0..200).any(|_| {
         let ok = c.proxy().call(&["SET", &victim, "after"]) == "+OK";
         if !ok {
             failed += 1;
@@ -312,7 +312,7 @@ fn keys_spread_tags_stay_together_a_dead_node_is_ejected_and_a_restart_is_warm()
     }
     // Started again, node 2 gets its keys back from the proxy.
     c.run(&["restart", "2"]);
-    let routed = (0..100).any(|_| {
+    let routed = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         c.proxy().call(&["SET", &victim, "back"]);
         c.node(2).call(&["GET", &victim]) == "$back"

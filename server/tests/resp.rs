@@ -255,13 +255,18 @@ fn buffered_input_is_bounded_per_connection_and_in_all() {
     assert!(big.closed());
     // Many connections, each under its limit, past the total together: the
     // one that takes it past is told and closed, the others keep theirs.
-    let mut parts: Vec<Client> = Vec::new();
-    let mut refused = 0;
+    let mut sent: Vec<Client> = Vec::new();
     for _ in 0..8 {
         let mut c = server.connect();
         c.w.write_all(start).unwrap();
         let _ = c.w.write_all(&vec![b'x'; 200 << 10]);
-        std::thread::sleep(Duration::from_millis(50));
+        sent.push(c);
+    }
+    // Time for the server to read them all (generous, for a loaded machine).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut parts: Vec<Client> = Vec::new();
+    let mut refused = 0;
+    for mut c in sent {
         c.r.get_ref().set_nonblocking(true).unwrap();
         let mut line = String::new();
         let got = std::io::BufRead::read_line(&mut c.r, &mut line).is_ok();
