@@ -86,7 +86,7 @@ impl<P: Default> ClockPro<P> {
         let meta = self.meta(c);
         let (hash, weight, in_test) = (meta.hash, meta.weight, meta.in_test());
         let proved_reuse = self.referenced(c) || meta.state & PROVED != 0;
-        let deadline = *self.deadline[c as usize].get_mut();
+        let deadline = self.deadline(c);
         if in_test {
             let g = self.alloc_ghost(Meta::new(hash, weight, TEST));
             self.replace(c, g);

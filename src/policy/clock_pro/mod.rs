@@ -155,7 +155,9 @@ pub(crate) struct ClockPro<P> {
     slots: Vec<Resident<P>>,
     /// ... their policy part, same index ...
     slot_meta: Vec<Meta>,
-    /// ... and the owner's deadline for it (nanoseconds, 0 = none; the policy never reads it).
+    /// ... and the owner's deadline for it (nanoseconds, 0 = none; the policy
+    /// never reads it). Empty until a deadline is first set (8 bytes an entry
+    /// saved where nothing expires); from then on as long as `slots`.
     deadline: Vec<AtomicU64>,
     free_resident: Idx,
     ghosts: Vec<Meta>,
@@ -274,10 +276,19 @@ impl<P: Default> ClockPro<P> {
     /// The owner's word for a resident entry.
     #[inline]
     pub(crate) fn deadline(&self, idx: Idx) -> u64 {
-        self.deadline[idx as usize].load(Ordering::Relaxed)
+        self.deadline
+            .get(idx as usize)
+            .map_or(0, |d| d.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set_deadline(&mut self, idx: Idx, value: u64) {
+        if self.deadline.is_empty() {
+            if value == 0 {
+                return;
+            }
+            self.deadline
+                .resize_with(self.slots.len(), || AtomicU64::new(0));
+        }
         *self.deadline[idx as usize].get_mut() = value;
     }
 
@@ -292,8 +303,8 @@ impl<P: Default> ClockPro<P> {
         out: &mut impl Extend<(Idx, u64)>,
     ) -> usize {
         let len = self.slots.len();
-        if len == 0 {
-            return 0;
+        if len == 0 || self.deadline.is_empty() {
+            return from;
         }
         let mut i = from % len;
         for _ in 0..n.min(len) {
@@ -312,7 +323,10 @@ impl<P: Default> ClockPro<P> {
     /// Moves a resident entry's deadline under the shared lock (a read of a
     /// sliding entry); the owner decides when.
     pub(crate) fn slide_deadline(&self, idx: Idx, value: u64) {
-        self.deadline[idx as usize].store(value, Ordering::Relaxed);
+        // Only an entry with a deadline slides, so the words exist.
+        if let Some(d) = self.deadline.get(idx as usize) {
+            d.store(value, Ordering::Relaxed);
+        }
     }
 
     /// Records a hit on resident entry `idx`: sets its reference bit, unless it

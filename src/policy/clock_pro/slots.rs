@@ -151,14 +151,18 @@ impl<P: Default> ClockPro<P> {
             self.free_resident = self.slot_meta[i].next;
             self.slot_meta[i] = meta;
             self.slots[i] = resident;
-            *self.deadline[i].get_mut() = 0;
+            if let Some(d) = self.deadline.get_mut(i) {
+                *d.get_mut() = 0;
+            }
             idx
         } else {
             let idx = self.slots.len() as Idx;
             assert!(idx < GHOST, "more than 2^31 entries in one shard");
             self.slots.push(resident);
             self.slot_meta.push(meta);
-            self.deadline.push(AtomicU64::new(0));
+            if !self.deadline.is_empty() {
+                self.deadline.push(AtomicU64::new(0));
+            }
             idx
         }
     }

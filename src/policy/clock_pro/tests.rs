@@ -81,3 +81,29 @@ fn random_weighted_sequences_keep_invariants() {
         }
     }
 }
+
+#[test]
+fn deadline_words_exist_only_once_a_deadline_is_set() {
+    let mut p = ClockPro::<u64>::new(1_000);
+    for key in 0..100 {
+        access(&mut p, key, 1);
+    }
+    assert!(p.deadline.is_empty(), "no deadline, no words");
+    let idx = |p: &ClockPro<u64>, k: u64| p.find_resident(k, |&x| x == k).unwrap();
+    assert_eq!(p.deadline(idx(&p, 7)), 0);
+    let i = idx(&p, 7);
+    p.set_deadline(i, 0);
+    assert!(p.deadline.is_empty(), "setting none keeps none");
+    p.set_deadline(i, 42);
+    assert_eq!(p.deadline.len(), p.slots.len());
+    assert_eq!(p.deadline(i), 42);
+    assert_eq!(p.deadline(idx(&p, 8)), 0, "the others have none");
+    // Entries admitted later get their words, and an expiry scan finds it.
+    for key in 100..200 {
+        access(&mut p, key, 1);
+    }
+    assert_eq!(p.deadline.len(), p.slots.len());
+    let mut found = Vec::new();
+    p.expired_in(0, p.slots.len(), 50, &mut found);
+    assert_eq!(found, vec![(i, 7)]);
+}
