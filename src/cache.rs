@@ -376,7 +376,21 @@ impl Cache {
     /// else the cache's time to live (fixed), else its time to idle
     /// (sliding); 0: none; and whether it slides. `None`: expired on arrival
     /// (the hook said zero).
+    #[inline]
     fn deadline(&self, ttl: Option<Duration>, key: &[u8], value: &Bytes) -> Option<(u64, bool)> {
+        let e = &self.inner.expiry;
+        if ttl.is_none()
+            && e.time_to_live.is_none()
+            && e.time_to_idle.is_none()
+            && e.expire_after.is_none()
+        {
+            return Some((0, false));
+        }
+        self.deadline_of(ttl, key, value)
+    }
+
+    #[inline(never)]
+    fn deadline_of(&self, ttl: Option<Duration>, key: &[u8], value: &Bytes) -> Option<(u64, bool)> {
         let clock = self.inner.tiers.memory().clock();
         let e = &self.inner.expiry;
         let ttl = ttl

@@ -179,6 +179,7 @@ impl Tiers {
     }
 
     /// Inserts or overwrites. `weight` must not exceed [`max_weight`](Self::max_weight).
+    #[inline]
     pub(crate) fn insert(
         &self,
         hash: u64,
@@ -188,33 +189,57 @@ impl Tiers {
         deadline: u64,
         sliding: bool,
     ) -> Result<(), Refusal> {
-        let owned = Probe::new(key).into_owned();
         let admit = |hot| Admit {
             weight,
             deadline,
             flags: DIRTY | if sliding { SLIDE } else { 0 },
             hot,
         };
-        let mut evictions = Evictions::new();
         let Some(lower) = &self.lower else {
+            // Memory only: the whole write is this, inlined into the caller.
+            let mut evictions = Evictions::new();
             let mut shard = self.memory.write(hash);
             if shard.is_closed() {
                 return Err(Refusal::Closed);
             }
             shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
-            let old = shard.insert(hash, owned, value, admit(false), &mut evictions);
+            let old = shard.insert(hash, key, value, admit(false), &mut evictions);
             drop(shard);
-            self.report_memory_only(key, old, &evictions);
+            if self.listener.is_some() {
+                self.report_memory_only(key, old, &evictions);
+            }
             return Ok(());
         };
+        self.insert_tiered(
+            lower,
+            hash,
+            key,
+            value,
+            admit,
+            disk_deadline(deadline, sliding),
+        )
+    }
+
+    /// [`insert`](Self::insert) with a lower tier.
+    fn insert_tiered(
+        &self,
+        lower: &Lower,
+        hash: u64,
+        key: &[u8],
+        value: Bytes,
+        admit: impl Fn(bool) -> Admit,
+        disk_deadline: u64,
+    ) -> Result<(), Refusal> {
+        let weight = admit(false).weight;
+        let mut evictions = Evictions::new();
         // Anything slow (compression, waiting for the flusher) before the lock.
         let prepared = lower
-            .prepare_insert(key, &value, disk_deadline(deadline, sliding))
+            .prepare_insert(key, &value, disk_deadline)
             .map_err(|(len, max)| Refusal::TooLarge { len, max })?;
         let hot = lower.disk().recall(hash);
         let (mut shard, prior) = self.lock_with_prior(lower, hash, key, false)?;
         shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
-        let old = shard.insert(hash, owned, value, admit(hot), &mut evictions);
+        let old = shard.insert(hash, key, value, admit(hot), &mut evictions);
         let replaced = match prepared.as_ref().map(|p| lower.commit_insert(key, hash, p)) {
             Some(Ok(replaced)) => {
                 shard.set_clean(hash, &Probe::new(key));
@@ -286,7 +311,7 @@ impl Tiers {
             hot: false,
         };
         shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
-        shard.insert(hash, probe.into_owned(), value, clean, &mut evictions);
+        shard.insert(hash, key, value, clean, &mut evictions);
         let mut gone = Gone::new();
         let demotions = self.demote(lower, &shard, &evictions, &mut gone);
         drop(shard);

@@ -457,10 +457,15 @@ impl<P: Default> ClockPro<P> {
 
     /// Changes the weight of a resident entry (an overwrite) and makes room if it grew.
     /// The entry itself may be evicted by that.
+    #[inline]
     pub(crate) fn reweigh(&mut self, idx: Idx, weight: u32, evicted: &mut impl FnMut(Evicted<P>)) {
-        if self.slots[idx as usize].weight == weight {
-            return;
+        // The common overwrite (same weight) reads only the entry's hot line.
+        if self.slots[idx as usize].weight != weight {
+            self.reweigh_to(idx, weight, evicted);
         }
+    }
+
+    fn reweigh_to(&mut self, idx: Idx, weight: u32, evicted: &mut impl FnMut(Evicted<P>)) {
         self.slots[idx as usize].weight = weight;
         let meta = self.meta_mut(idx);
         let (old, hot) = (u64::from(meta.weight), meta.is_hot());
