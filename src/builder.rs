@@ -103,6 +103,7 @@ struct DiskSettings {
     backpressure: Option<Backpressure>,
     flush_interval: Option<Duration>,
     compress_above: Option<usize>,
+    compression_budget: Option<f64>,
     /// The I/O backend; `None`: the default one. Tests inject faults here.
     io: Option<Arc<dyn Io>>,
     direct: Option<bool>,
@@ -119,6 +120,7 @@ impl DiskSettings {
             (self.backpressure.is_some(), "disk_backpressure"),
             (self.flush_interval.is_some(), "flush_interval"),
             (self.compress_above.is_some(), "compress_above"),
+            (self.compression_budget.is_some(), "compression_budget"),
             (self.direct.is_some(), "direct_writes"),
             (self.read_path.is_some(), "read_path"),
             (self.max_maps.is_some(), "max_maps"),
@@ -127,6 +129,10 @@ impl DiskSettings {
         .find_map(|(set, name)| set.then_some(name))
     }
 }
+
+/// The default [`compression_budget`](CacheBuilder::compression_budget):
+/// a quarter of one core.
+pub const DEFAULT_COMPRESSION_BUDGET: f64 = 0.25;
 
 /// The default segment size.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -418,6 +424,39 @@ impl CacheBuilder {
         self
     }
 
+    /// The share of one core that inserts may spend compressing values while
+    /// the disk tier keeps up (default [`DEFAULT_COMPRESSION_BUDGET`]).
+    ///
+    /// zstd compresses text at a fraction of the rate the flusher writes, so
+    /// compressing every value would make compressible values the slowest
+    /// to insert. Within each 50 ms, the inserting threads together may
+    /// spend this share of one core compressing; past it, values are stored
+    /// raw until the next 50 ms (counted in
+    /// [`DiskTierStats::compression_paced`](crate::DiskTierStats::compression_paced)).
+    /// An insert that finds the flusher behind (and so must wait for it)
+    /// compresses its value before waiting, outside the budget: that costs
+    /// it nothing, and cuts what the flusher writes. A trickle of inserts
+    /// stays within any budget and is compressed whole.
+    ///
+    /// `f64::INFINITY` compresses every value that shrinks (space before
+    /// speed); `0.0` compresses only while the flusher is behind. A negative
+    /// or NaN share is refused by `build()`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let cache = larder::Cache::builder()
+    ///     .memory_capacity(1 << 20)
+    ///     .disk(dir.path(), 64 << 20)
+    ///     .segment_size(16 << 20)
+    ///     .compression_budget(f64::INFINITY)
+    ///     .build()?;
+    /// # Ok::<(), larder::BuildError>(())
+    /// ```
+    pub fn compression_budget(mut self, share: f64) -> Self {
+        self.disk_settings.compression_budget = Some(share);
+        self
+    }
+
     /// Write segment files with `O_DIRECT`, bypassing the page cache (default
     /// off). Writing costs less CPU (the kernel copies nothing into its page
     /// cache), and the page cache then holds what is read from the disk tier
@@ -467,6 +506,7 @@ impl CacheBuilder {
             segment_size,
             flush_interval: d.flush_interval.unwrap_or(Duration::from_millis(100)),
             compress_above: d.compress_above.unwrap_or(512),
+            compression_budget: d.compression_budget.unwrap_or(DEFAULT_COMPRESSION_BUDGET),
             backpressure: d
                 .backpressure
                 .unwrap_or(Backpressure::Wait(Duration::from_millis(100))),

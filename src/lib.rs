@@ -127,7 +127,9 @@ mod time;
 #[cfg(feature = "serde")]
 pub use api::Postcard;
 pub use api::{AsKey, Codec, CodecError, Iter, Key, OffThread, Raw, TAG_LEN, TypedCache};
-pub use builder::{CacheBuilder, DEFAULT_SEGMENT_SIZE, ENTRY_OVERHEAD, MAX_SHARDS};
+pub use builder::{
+    CacheBuilder, DEFAULT_COMPRESSION_BUDGET, DEFAULT_SEGMENT_SIZE, ENTRY_OVERHEAD, MAX_SHARDS,
+};
 pub use bytes::Bytes;
 pub use cache::{Cache, MAX_ABSENT_KEYS};
 pub use disk::verify::VerifyReport;

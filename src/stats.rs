@@ -78,6 +78,10 @@ pub struct DiskTierStats {
     pub flush_interval: std::time::Duration,
     /// Values at least this long are compressed when that shrinks them.
     pub compress_above: usize,
+    /// Values stored raw, though they may have shrunk, because compression
+    /// had used its share of the writers' time (see
+    /// [`compression_budget`](crate::CacheBuilder::compression_budget)).
+    pub compression_paced: u64,
     /// What an insert does when the flusher is behind.
     pub backpressure: crate::Backpressure,
     /// Bytes written to segment files (records, summaries, trailers, headers).

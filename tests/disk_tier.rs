@@ -586,3 +586,47 @@ fn verify_counts_expired_entries_apart() {
     );
     assert!(report.is_clean(), "{report:?}");
 }
+
+/// Compression within its budget: with none (and a flusher that keeps up),
+/// compressible values are stored raw and counted as paced; with no limit,
+/// they are stored compressed. Either way every value reads back whole,
+/// from the disk tier, after a restart.
+#[test]
+fn compression_keeps_to_its_budget_and_values_read_back_either_way() {
+    let text = |i: u32| format!("entry {i}: larder keeps hot data close. ").repeat(100);
+    for (share, compressed) in [(0.0, false), (f64::INFINITY, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Cache::builder()
+                .memory_capacity(64 << 10)
+                .disk(dir.path(), 48 << 20)
+                .segment_size(16 << 20)
+                .compression_budget(share)
+                .build()
+                .unwrap()
+        };
+        let cache = open();
+        for i in 0..200u32 {
+            cache.insert(&i.to_be_bytes(), text(i)).unwrap();
+        }
+        cache.sync().unwrap();
+        let d = cache.stats().disk.unwrap();
+        let ratio = d.value_bytes_stored as f64 / d.value_bytes_in as f64;
+        if compressed {
+            assert!(ratio < 0.2, "share {share}: ratio {ratio}");
+            assert_eq!(d.compression_paced, 0);
+        } else {
+            assert!(ratio > 0.99, "share {share}: ratio {ratio}");
+            assert!(d.compression_paced >= 150, "{}", d.compression_paced);
+        }
+        drop(cache);
+        let cache = open();
+        for i in 0..200u32 {
+            assert_eq!(
+                cache.get(&i.to_be_bytes()).as_deref(),
+                Some(text(i).as_bytes()),
+                "share {share}, key {i}"
+            );
+        }
+    }
+}

@@ -41,6 +41,9 @@
 //! The disk tier's directory is under `L2_BENCH_DIR` (default: the system's
 //! temporary directory). Results: docs/benchmarks.md §6.
 
+#[path = "disk_tier/compressible.rs"]
+mod compressible;
+
 use bytes::Bytes;
 use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder};
 use larder::{Backpressure, Cache, WritePolicy};
@@ -268,6 +271,9 @@ struct Run {
     /// larder only: MiB of memory in its segment images and spare chunks
     /// after the timed phase (`stats().disk.buffer_bytes`).
     buffers: Option<f64>,
+    /// larder only: value bytes stored per value byte inserted in the timed
+    /// phase, and the values stored raw because compression's budget was spent.
+    stored: Option<(f64, u64)>,
 }
 
 fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
@@ -277,6 +283,17 @@ fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
 }
 
 fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
+    larder_run_with(
+        dir,
+        keys,
+        values,
+        direct,
+        larder::DEFAULT_COMPRESSION_BUDGET,
+    )
+}
+
+/// [`larder_run`] with a compression budget.
+fn larder_run_with(dir: &Path, keys: u64, values: &[Bytes], direct: bool, budget: f64) -> Run {
     let cache = Cache::builder()
         .memory_capacity(MEMORY)
         .disk(
@@ -288,6 +305,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         .write_policy(WritePolicy::WriteBehind)
         // Measure what the disk sustains: wait for the flusher, never refuse.
         .disk_backpressure(Backpressure::Wait(Duration::from_secs(30)))
+        .compression_budget(budget)
         .build()
         .unwrap();
     let insert = |keys: std::ops::Range<u64>| {
@@ -320,6 +338,11 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
     let flusher = Some((
         in_writes.as_secs_f64() / elapsed.as_secs_f64(),
         written / in_writes.as_secs_f64(),
+    ));
+    let stored = Some((
+        (after.value_bytes_stored - before.value_bytes_stored) as f64
+            / (after.value_bytes_in - before.value_bytes_in) as f64,
+        after.compression_paced - before.compression_paced,
     ));
     let refused = cache.stats().disk.unwrap().refused_writes;
     assert_eq!(refused, 0, "larder refused writes");
@@ -362,6 +385,7 @@ fn larder_run(dir: &Path, keys: u64, values: &[Bytes], direct: bool) -> Run {
         flusher,
         inserter: Some((cpu * 1e9 / keys as f64, cpu / loop_s)),
         buffers,
+        stored,
     }
 }
 
@@ -428,6 +452,7 @@ fn foyer_run(rt: &tokio::runtime::Runtime, dir: &Path, keys: u64, values: &[Byte
             flusher: None,
             inserter: None,
             buffers: None,
+            stored: None,
         }
     })
 }
@@ -550,6 +575,10 @@ fn main() {
     }
     if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("memory") {
         memory_per_l2_entry(&base);
+        return;
+    }
+    if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("compressible") {
+        compressible::run(&base, mib, rounds, keys, &values);
         return;
     }
     if std::env::var("L2_BENCH_ONLY").as_deref() == Ok("larder") {

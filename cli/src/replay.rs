@@ -170,6 +170,7 @@ pub(crate) fn run(args: Args) -> CliResult {
             "value_bytes_in": d.value_bytes_in,
             "value_bytes_stored": d.value_bytes_stored,
             "compression_ratio": d.compression_ratio(),
+            "compression_paced": d.compression_paced,
             "refused_writes": d.refused_writes,
             "corrupt_records": d.corrupt_records,
             "reclaimed_segments": d.reclaimed_segments,

@@ -122,6 +122,7 @@ fn the_prometheus_endpoint_serves_the_documented_metrics_with_their_values() {
         "larder_disk_bytes_written_total",
         "larder_disk_records_written_total",
         "larder_disk_refused_writes_total",
+        "larder_disk_compression_paced_total",
         "larder_disk_faulted_segments_total",
         "larder_disk_reclaimed_segments_total",
         "larder_disk_queued_segments",

@@ -22,6 +22,7 @@
 //! | `larder_disk_records_written_total` | counter | | records it wrote |
 //! | `larder_disk_refused_writes_total` | counter | | writes it refused (its flusher was behind) |
 //! | `larder_disk_corrupt_records_total` | counter | | records that failed their checks when read |
+//! | `larder_disk_compression_paced_total` | counter | | values stored raw because compression had used its budget |
 //! | `larder_disk_faulted_segments_total` | counter | | segments dropped after a fault under their map |
 //! | `larder_disk_reclaimed_segments_total` | counter | | segments reclaim emptied |
 //! | `larder_disk_queued_segments` | gauge | | sealed segments waiting for the flusher (the write queue's depth) |
@@ -83,6 +84,7 @@ fn publish(s: &Stats) {
     counter!("larder_disk_records_written_total").absolute(d.records_written);
     counter!("larder_disk_refused_writes_total").absolute(d.refused_writes);
     counter!("larder_disk_corrupt_records_total").absolute(d.corrupt_records);
+    counter!("larder_disk_compression_paced_total").absolute(d.compression_paced);
     counter!("larder_disk_faulted_segments_total").absolute(d.faulted_segments);
     counter!("larder_disk_reclaimed_segments_total").absolute(d.reclaimed_segments);
     gauge!("larder_disk_queued_segments").set(d.queued_segments as f64);

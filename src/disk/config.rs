@@ -29,6 +29,9 @@ pub(crate) struct DiskConfig {
     pub(crate) flush_interval: Duration,
     /// Values at least this long are zstd-compressed when that shrinks them.
     pub(crate) compress_above: usize,
+    /// The share of one core the writers may spend compressing while the
+    /// flusher keeps up (`f64::INFINITY`: no limit; see `compression::Pace`).
+    pub(crate) compression_budget: f64,
     pub(crate) backpressure: Backpressure,
     /// Full segments that may wait, in memory, to be written.
     pub(crate) max_frozen: usize,
@@ -129,6 +132,12 @@ impl DiskConfig {
             return Err(DiskError::Config(
                 "the flush interval must be greater than zero".into(),
             ));
+        }
+        if self.compression_budget.is_nan() || self.compression_budget < 0.0 {
+            return Err(DiskError::Config(format!(
+                "the compression budget {} must be zero or more",
+                self.compression_budget
+            )));
         }
         if self.max_frozen == 0 {
             return Err(DiskError::Config("max_frozen must be at least 1".into()));

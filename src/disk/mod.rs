@@ -235,7 +235,7 @@ impl DiskTier {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             counters: Counters::default(),
-            compression: compression::Gate::default(),
+            compression: compression::Gate::new(config.compression_budget),
             maps: maps::Maps::new(config.max_maps),
             #[cfg(test)]
             before_active: Mutex::new(None),
@@ -386,6 +386,7 @@ impl DiskTier {
             segment_size: sh.config.segment_size,
             flush_interval: sh.config.flush_interval,
             compress_above: sh.config.compress_above,
+            compression_paced: sh.compression.paced(),
             backpressure: sh.config.backpressure,
             write_policy: crate::WritePolicy::default(),
             recovery: sh.recovery.clone(),

@@ -57,20 +57,22 @@ impl DiskTier {
         assert_no_shard_lock("compression");
         let sh = &*self.shared;
         self.check_failed()?;
-        if wait {
-            if let Err(e) = self.wait_for_space() {
-                if matches!(e, DiskError::Refused) {
-                    add(&sh.counters.refused_writes, 1);
-                }
-                return Err(e);
-            }
-        } else if sh.frozen.read().len() >= sh.config.max_frozen {
+        let full = sh.frozen.read().len() >= sh.config.max_frozen;
+        if full && !wait {
             add(&sh.counters.refused_writes, 1);
             return Err(DiskError::Refused);
         }
+        // With the flusher behind, this writer is about to wait for it:
+        // compressing first costs it nothing, so it is not budgeted.
         let compressed = (value.len() >= sh.config.compress_above)
-            .then(|| sh.compression.compress(value))
+            .then(|| sh.compression.compress(value, full))
             .flatten();
+        if full && let Err(e) = self.wait_for_space() {
+            if matches!(e, DiskError::Refused) {
+                add(&sh.counters.refused_writes, 1);
+            }
+            return Err(e);
+        }
         Ok(Prepared {
             compressed: compressed.is_some(),
             stored: compressed.map_or_else(|| value.clone(), Bytes::from),

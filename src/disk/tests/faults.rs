@@ -633,3 +633,63 @@ fn dropping_the_last_handle_leaves_the_close_to_a_thread_of_its_own() {
     }
     cache.close().unwrap();
 }
+
+/// With no compression budget, values are stored raw while the flusher
+/// keeps up, and compressed when a writer is about to wait for a flusher
+/// that is behind (compressing then costs it nothing); every value reads
+/// back whole either way.
+#[test]
+fn with_no_budget_only_a_writer_about_to_wait_compresses() {
+    let text = |key: u32| format!("{key:08} larder keeps hot data close. ").repeat(30);
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(Faulty::new(test_io()));
+    let tier = Arc::new(
+        DiskTier::open(DiskConfig {
+            io: io.clone(),
+            compression_budget: 0.0,
+            backpressure: Backpressure::Wait(Duration::MAX),
+            max_frozen: 1,
+            ..config(dir.path(), 64)
+        })
+        .unwrap(),
+    );
+    // The flusher keeps up: nothing is compressed.
+    for key in 0..50u32 {
+        tier.put(&k(key), text(key).as_bytes(), 0).unwrap();
+    }
+    let s = tier.stats();
+    assert_eq!(s.value_bytes_stored, s.value_bytes_in, "{s:?}");
+    assert_eq!(s.compression_paced, 50);
+
+    // The flusher stalls: the writer fills the queue, then compresses the
+    // value it is about to wait with.
+    io.stall(true);
+    struct Release(Arc<Faulty>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.stall(false);
+        }
+    }
+    let release = Release(io.clone());
+    let writer = {
+        let (tier, text) = (Arc::clone(&tier), text);
+        std::thread::spawn(move || {
+            for key in 50..2000u32 {
+                tier.put(&k(key), text(key).as_bytes(), 0).unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !writer.is_finished(),
+        "it waits while the flusher is stalled"
+    );
+    drop(release);
+    writer.join().unwrap();
+    tier.sync().unwrap();
+    let s = tier.stats();
+    assert!(s.value_bytes_stored < s.value_bytes_in, "{s:?}");
+    for key in 0..2000u32 {
+        assert_eq!(tier.get(&k(key), 0).unwrap(), text(key).as_bytes());
+    }
+}

@@ -43,6 +43,7 @@ pub(super) fn config(dir: &std::path::Path, segments: u64) -> DiskConfig {
         segment_size: SEG,
         flush_interval: Duration::from_millis(5),
         compress_above: 256,
+        compression_budget: f64::INFINITY,
         backpressure: Backpressure::Wait(Duration::from_secs(10)),
         max_frozen: 2,
         io: test_io(),
