@@ -263,6 +263,14 @@ fn solo(name: &str, get_percent: u32, threads: u64) {
     let value = Value::new(vec![7u8; VALUE_LEN]);
     let streams = streams(threads, OPS_PER_THREAD, get_percent);
     let cache = build(name, CAPACITY);
+    if std::env::var_os("SOLO_FILL").is_some() {
+        // Filled first (a W2 stream), so a run of gets only has hits.
+        run(
+            cache.as_ref(),
+            &common::streams(threads, OPS_PER_THREAD, 50),
+            &value,
+        );
+    }
     let rounds = std::env::var("SOLO_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

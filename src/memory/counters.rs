@@ -15,12 +15,14 @@ use crossbeam_utils::CachePadded;
 /// Threads with a slot of their own, in the order they first count.
 pub(crate) const SLOTS: usize = 32;
 
+/// A thread that has not counted yet.
+const UNSET: usize = usize::MAX;
+
 thread_local! {
-    /// This thread's slot (`SLOTS`: the shared one).
-    static SLOT: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed).min(SLOTS)
-    };
+    /// This thread's slot: `SLOTS` for the shared one, [`UNSET`] before its
+    /// first count. Initialised as a constant, so reading it costs no
+    /// initialisation check.
+    static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(UNSET) };
 }
 
 #[derive(Default)]
@@ -29,18 +31,18 @@ struct Pair {
     misses: AtomicU64,
 }
 
-/// Hits and misses, a slot per thread.
 pub(crate) struct Lookups {
-    /// `SLOTS` own slots, then the shared one.
-    slots: Box<[CachePadded<Pair>]>,
+    /// The slots of the first `SLOTS` threads.
+    own: Box<[CachePadded<Pair>; SLOTS]>,
+    /// The slot every later thread shares.
+    shared: CachePadded<Pair>,
 }
 
 impl Default for Lookups {
     fn default() -> Self {
         Lookups {
-            slots: (0..=SLOTS)
-                .map(|_| CachePadded::new(Pair::default()))
-                .collect(),
+            own: Box::new(std::array::from_fn(|_| CachePadded::new(Pair::default()))),
+            shared: CachePadded::new(Pair::default()),
         }
     }
 }
@@ -48,14 +50,28 @@ impl Default for Lookups {
 impl Lookups {
     #[inline]
     fn add(&self, pick: impl Fn(&Pair) -> &AtomicU64) {
-        let slot = SLOT.with(|s| *s);
-        let counter = pick(&self.slots[slot]);
-        if slot < SLOTS {
-            // The slot's one writer: a plain add.
-            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        } else {
-            counter.fetch_add(1, Ordering::Relaxed);
+        match self.own.get(SLOT.get()) {
+            Some(own) => {
+                // The slot's one writer: a plain add.
+                let counter = pick(own);
+                counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            None => self.add_shared_or_first(pick),
         }
+    }
+
+    /// A count by a thread with no slot of its own, or by one counting for
+    /// the first time (it takes a slot, then counts).
+    #[cold]
+    fn add_shared_or_first(&self, pick: impl Fn(&Pair) -> &AtomicU64) {
+        if SLOT.get() == UNSET {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            SLOT.set(NEXT.fetch_add(1, Ordering::Relaxed).min(SLOTS));
+            if SLOT.get() < SLOTS {
+                return self.add(pick);
+            }
+        }
+        pick(&self.shared).fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
@@ -70,12 +86,15 @@ impl Lookups {
 
     /// Hits and misses so far.
     pub(crate) fn sum(&self) -> (u64, u64) {
-        self.slots.iter().fold((0, 0), |(h, m), p| {
-            (
-                h + p.hits.load(Ordering::Relaxed),
-                m + p.misses.load(Ordering::Relaxed),
-            )
-        })
+        self.own
+            .iter()
+            .chain(std::iter::once(&self.shared))
+            .fold((0, 0), |(h, m), p| {
+                (
+                    h + p.hits.load(Ordering::Relaxed),
+                    m + p.misses.load(Ordering::Relaxed),
+                )
+            })
     }
 }
 
