@@ -62,10 +62,12 @@ impl DiskTier {
             add(&sh.counters.refused_writes, 1);
             return Err(DiskError::Refused);
         }
-        // With the flusher behind, this writer is about to wait for it:
-        // compressing first costs it nothing, so it is not budgeted.
+        // With the flusher behind, this writer is about to wait for it
+        // (unless it is to be refused at once): compressing first costs it
+        // nothing, so it is not budgeted.
+        let waits = full && sh.config.backpressure != Backpressure::Refuse;
         let compressed = (value.len() >= sh.config.compress_above)
-            .then(|| sh.compression.compress(value, full))
+            .then(|| sh.compression.compress(value, waits))
             .flatten();
         if full && let Err(e) = self.wait_for_space() {
             if matches!(e, DiskError::Refused) {
