@@ -8,6 +8,7 @@
 //! cargo bench -p larder-benches --bench peers -- hit-ratio     # 2M requests, insert on miss, 10k and 100k entries
 //! cargo bench -p larder-benches --bench peers -- memory        # RSS per entry, 1M entries of 64-byte values
 //! cargo bench -p larder-benches --bench peers -- typed         # TypedCache<u64, Bytes> over the bytes core
+//! cargo bench -p larder-benches --bench peers -- byte-keys     # against quick_cache keyed by Vec<u8>
 //! ```
 //! Environment: `PEERS_ROUNDS` (default 15) rounds per throughput cell.
 //! Results: docs/benchmarks.md.
@@ -163,6 +164,33 @@ fn throughput() {
     println!();
 }
 
+/// larder against quick_cache keyed by byte strings (`Vec<u8>`, looked up
+/// by `&[u8]`): what a byte key costs quick_cache, same values, paired rounds.
+fn byte_keys() {
+    let rounds = rounds();
+    let value = Value::new(vec![7u8; VALUE_LEN]);
+    println!("## Byte keys (Mops/s, median of {rounds} alternating rounds)\n");
+    println!(
+        "| cell | larder | quick_cache<Vec<u8>, Bytes> | quick_cache<u64, Bytes> | larder / byte-keyed | range | larder / u64-keyed |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (workload, get_percent) in [("W1 90/10", 90), ("W2 50/50", 50)] {
+        for threads in [1u64, 2] {
+            let streams = streams(threads, OPS_PER_THREAD, get_percent);
+            let peers = ["larder", "quick_cache-bytes", "quick_cache"];
+            let mut speed = rounds_of(&peers, &streams, &value, rounds);
+            let (r, lo, hi) = ratio(&speed[0], &speed[1]);
+            let (ru, _, _) = ratio(&speed[0], &speed[2]);
+            let m: Vec<f64> = speed.iter_mut().map(|s| median(s)).collect();
+            println!(
+                "| {workload} {threads}T | {:.2} | {:.2} | {:.2} | **{r:.2}x** | {lo:.2}..{hi:.2} | {ru:.2}x |",
+                m[0], m[1], m[2]
+            );
+        }
+    }
+    println!();
+}
+
 fn hit_ratio() {
     println!(
         "## Hit ratio (1 thread, get then insert on miss, 2,000,000 requests, Zipf 0.99 over 1M keys)\n"
@@ -244,6 +272,7 @@ fn memory() {
         "quick_cache",
         "larder-arc",
         "quick_cache-arc",
+        "quick_cache-bytes",
         "moka",
     ] {
         let out = std::process::Command::new(&exe)
@@ -293,6 +322,7 @@ fn main() {
         Some("hit-ratio") => hit_ratio(),
         Some("memory") => memory(),
         Some("typed") => typed(),
+        Some("byte-keys") => byte_keys(),
         Some("hot-keys") => hot_keys(),
         _ => {
             throughput();

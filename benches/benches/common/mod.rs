@@ -115,6 +115,18 @@ impl Peer for quick_cache::sync::Cache<u64, Arc<[u8]>> {
     }
 }
 
+/// quick_cache keyed by bytes, as larder is: the key's 8 bytes in a `Vec`
+/// (one allocation per insert, as a service keyed by byte strings makes),
+/// looked up by `&[u8]`.
+impl Peer for quick_cache::sync::Cache<Vec<u8>, Bytes> {
+    fn get(&self, key: u64) -> bool {
+        found(quick_cache::sync::Cache::get(self, &key.to_le_bytes()[..]))
+    }
+    fn insert(&self, key: u64, value: &Value) {
+        quick_cache::sync::Cache::insert(self, key.to_le_bytes().to_vec(), value.bytes.clone());
+    }
+}
+
 impl Peer for moka::sync::Cache<u64, Bytes> {
     fn get(&self, key: u64) -> bool {
         found(moka::sync::Cache::get(self, &key))
@@ -167,6 +179,9 @@ pub fn build(name: &str, capacity: u64) -> Box<dyn Peer> {
             capacity as usize,
         )),
         "quick_cache-arc" => Box::new(quick_cache::sync::Cache::<u64, Arc<[u8]>>::new(
+            capacity as usize,
+        )),
+        "quick_cache-bytes" => Box::new(quick_cache::sync::Cache::<Vec<u8>, Bytes>::new(
             capacity as usize,
         )),
         "moka" => Box::new(moka::sync::Cache::<u64, Bytes>::new(capacity)),
