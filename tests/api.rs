@@ -277,6 +277,20 @@ fn builder_settings_in_any_order_build_the_same_cache() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("disk(dir, capacity)"), "{err}");
+    let err = Cache::builder()
+        .memory_capacity(1 << 20)
+        .compression_budget(0.5)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            larder::BuildError::DiskSettingWithoutDisk {
+                setting: "compression_budget"
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// A small disk with the default segment size works: the segment size
