@@ -276,6 +276,18 @@ struct Run {
     stored: Option<(f64, u64)>,
 }
 
+/// Removes a dropped cache's directory: the cache finishes closing on its
+/// own thread, so its files may still be changing for a moment.
+fn remove_closed(dir: &Path) {
+    for _ in 0..100 {
+        if std::fs::remove_dir_all(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("cannot remove {}", dir.display());
+}
+
 fn percentiles(mut ns: Vec<u64>) -> (f64, f64) {
     ns.sort_unstable();
     let at = |p: f64| ns[((ns.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
@@ -621,7 +633,7 @@ fn main() {
         let larder = |direct| {
             settle(dir.path(), 0); // larder_run settles before its timed phase
             let run = larder_run(dir.path(), keys, &values, direct);
-            std::fs::remove_dir_all(dir.path().join("larder")).unwrap();
+            remove_closed(&dir.path().join("larder"));
             run
         };
         // Each larder run between its own baseline's writers, measured just

@@ -2,11 +2,10 @@
 //! text-like values at three compression budgets against incompressible
 //! values and the device. Results: docs/benchmarks.md §16.
 
-use super::{BUFFERED, VALUE, device_mib_s, larder_run_with, median, settle};
+use super::{BUFFERED, VALUE, device_mib_s, larder_run_with, median, remove_closed, settle};
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::Path;
-use std::time::Duration;
 
 /// 256 distinct text-like values (JSON records from a small vocabulary with
 /// random numbers), which zstd level 1 shrinks about 4 times.
@@ -66,15 +65,7 @@ pub fn run(base: &Path, mib: u64, rounds: usize, keys: u64, noise: &[Bytes]) {
         let larder = |values: &[Bytes], budget| {
             settle(dir.path(), 0);
             let run = larder_run_with(dir.path(), keys, values, false, budget);
-            // A dropped cache finishes closing on its own thread: wait for it.
-            let larder = dir.path().join("larder");
-            for _ in 0..100 {
-                if std::fs::remove_dir_all(&larder).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            assert!(!larder.exists(), "cannot remove {}", larder.display());
+            remove_closed(&dir.path().join("larder"));
             run
         };
         let before: Vec<f64> = BUFFERED.iter().map(|&w| device(w)).collect();
