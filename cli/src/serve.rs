@@ -34,6 +34,11 @@ pub struct Args {
     /// Segment size in MiB.
     #[arg(long, default_value_t = 16, requires = "disk_dir")]
     segment_mib: u64,
+    /// The share of one core that writes may spend compressing values while
+    /// the disk tier keeps up (default 0.25; `inf`: every value that
+    /// shrinks; 0: only while the disk tier is behind).
+    #[arg(long, requires = "disk_dir", allow_negative_numbers = true)]
+    compression_budget: Option<f64>,
     /// Clients must `AUTH` with this password first.
     #[arg(long)]
     requirepass: Option<String>,
@@ -90,6 +95,9 @@ pub fn run(args: Args) -> CliResult {
         builder = builder
             .disk(dir, args.disk_capacity.unwrap_or(args.disk_mib << 20))
             .segment_size(args.segment_mib << 20);
+        if let Some(share) = args.compression_budget {
+            builder = builder.compression_budget(share);
+        }
     }
     let cache = builder.build()?;
     let password = args.requirepass.map(Bytes::from);

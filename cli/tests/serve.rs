@@ -62,6 +62,17 @@ impl Serving {
     }
 }
 
+/// A test that fails before `stop` leaves no server behind (a running one
+/// holds the test's inherited stderr, and the test run would wait on it).
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn it_serves_and_a_sigterm_closes_the_cache_so_the_next_start_is_warm() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,6 +122,17 @@ fn bad_flags_are_clear_errors() {
             &["serve", "--memory", "1m", "--memory-mib", "2"][..],
             "cannot be used with",
         ),
+        (&["serve", "--compression-budget", "0.5"][..], "--disk-dir"),
+        (
+            &[
+                "serve",
+                "--disk-dir",
+                "/tmp/x",
+                "--compression-budget",
+                "lots",
+            ][..],
+            "invalid float",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_larder"))
             .args(args)
@@ -121,6 +143,19 @@ fn bad_flags_are_clear_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    // A budget the library refuses, named in the error.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--memory-mib", "16"])
+        .arg("--disk-dir")
+        .arg(dir.path())
+        .args(["--disk-mib", "64", "--compression-budget", "-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("compression budget"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     // A port in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -317,6 +352,79 @@ fn metrics_addr_serves_the_cache_and_server_metrics_while_serving() {
     assert!(value("larder_server_connections_total") >= 1.0);
     assert!(body.contains("larder_server_connected_clients"));
     assert!(server.stop().success());
+}
+
+/// `--compression-budget` reaches the disk tier: with none, compressible
+/// values are stored raw (counted as paced in the metrics); with the
+/// default, a trickle of them is compressed (none paced).
+#[test]
+fn compression_budget_reaches_the_disk_tier() {
+    for (budget, paced) in [(Some("0"), true), (None, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let metrics = format!("127.0.0.1:{port}");
+        let disk = dir.path().to_str().unwrap();
+        let mut args = vec![
+            "--disk-dir",
+            disk,
+            "--disk-mib",
+            "64",
+            "--metrics-addr",
+            &metrics,
+        ];
+        if let Some(b) = budget {
+            args.extend(["--compression-budget", b]);
+        }
+        let server = Serving::start(&args);
+        let value = "larder keeps hot data close. ".repeat(140);
+        let mut request = Vec::new();
+        for i in 0..20 {
+            let key = format!("k{i:02}");
+            write!(
+                request,
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+                key.len(),
+                value.len()
+            )
+            .unwrap();
+        }
+        assert_eq!(server.call(&request), b"+OK\r\n".repeat(20));
+        // Published every second: wait for a scrape that has seen the writes.
+        let mut seen = None;
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            let Ok(mut s) = TcpStream::connect(&metrics) else {
+                continue;
+            };
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            let count = |name: &str| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            if count("larder_inserts_total") == Some(20.0) {
+                seen = count("larder_disk_compression_paced_total");
+                break;
+            }
+        }
+        let seen = seen.expect("no scrape saw the 20 writes");
+        if paced {
+            assert_eq!(seen, 20.0, "budget {budget:?}");
+        } else {
+            assert_eq!(seen, 0.0, "budget {budget:?}");
+        }
+        assert!(server.stop().success());
+    }
 }
 
 /// The process's resident memory, in bytes.
