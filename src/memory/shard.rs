@@ -275,7 +275,7 @@ impl Shard {
     pub(crate) fn insert(
         &mut self,
         hash: u64,
-        key: &[u8],
+        key: KeyBuf,
         value: Bytes,
         admit: Admit,
         departed: &mut Evictions,
@@ -295,7 +295,7 @@ impl Shard {
     fn upsert(
         &mut self,
         hash: u64,
-        key: &[u8],
+        key: KeyBuf,
         value: Bytes,
         Admit {
             weight,
@@ -307,8 +307,7 @@ impl Shard {
     ) -> Option<(Bytes, u64)> {
         let ttl_bit = if deadline != 0 { HAS_DEADLINE } else { 0 };
         self.deadlines_seen |= deadline != 0;
-        let probe = Probe::new(key);
-        if let Some(idx) = self.find(hash, &probe) {
+        if let Some(idx) = self.policy.find_resident(hash, |p| p.key == key) {
             let old_deadline = self.policy.deadline(idx);
             let r = self.policy.resident_mut(idx);
             let old = std::mem::replace(&mut r.payload.value, value);
@@ -336,10 +335,7 @@ impl Shard {
                 });
             }
         }
-        let payload = Payload {
-            key: probe.into_owned(),
-            value,
-        };
+        let payload = Payload { key, value };
         self.policy
             .insert(hash, weight, flags | ttl_bit, payload, hot, &mut |e| {
                 departed.push(e)
@@ -513,6 +509,10 @@ mod tests {
         }
     }
 
+    fn k(key: &[u8]) -> KeyBuf {
+        KeyBuf::new(key)
+    }
+
     fn p(key: &[u8]) -> Probe<'_> {
         Probe::new(key)
     }
@@ -522,13 +522,13 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Evictions::new();
         assert!(
-            s.insert(7, b"a", Bytes::from_static(b"1"), dirty(1, 0), &mut d)
+            s.insert(7, k(b"a"), Bytes::from_static(b"1"), dirty(1, 0), &mut d)
                 .is_none()
         );
-        let old = s.insert(7, b"a", Bytes::from_static(b"2"), dirty(1, 0), &mut d);
+        let old = s.insert(7, k(b"a"), Bytes::from_static(b"2"), dirty(1, 0), &mut d);
         assert_eq!(old.map(|(v, _)| v).as_deref(), Some(&b"1"[..]));
         // Same hash, other key: the old key goes.
-        s.insert(7, b"b", Bytes::from_static(b"3"), dirty(1, 0), &mut d);
+        s.insert(7, k(b"b"), Bytes::from_static(b"3"), dirty(1, 0), &mut d);
         assert_eq!(d.len(), 1);
         assert!(matches!(s.get(7, &p(b"a"), || 0, 0), Lookup::Miss));
         assert!(matches!(s.get(7, &p(b"b"), || 0, 0), Lookup::Hit(v) if v == "3"));
@@ -539,11 +539,11 @@ mod tests {
     fn deadlines_follow_the_entry() {
         let mut s = Shard::new(1000);
         let mut d = Evictions::new();
-        s.insert(1, b"t", Bytes::from_static(b"v"), dirty(1, 50), &mut d);
+        s.insert(1, k(b"t"), Bytes::from_static(b"v"), dirty(1, 50), &mut d);
         assert!(matches!(s.get(1, &p(b"t"), || 49, 0), Lookup::Hit(_)));
         assert!(matches!(s.get(1, &p(b"t"), || 50, 0), Lookup::Expired));
         // An overwrite without a TTL clears the deadline.
-        s.insert(1, b"t", Bytes::from_static(b"w"), dirty(1, 0), &mut d);
+        s.insert(1, k(b"t"), Bytes::from_static(b"w"), dirty(1, 0), &mut d);
         assert!(matches!(s.get(1, &p(b"t"), || u64::MAX, 0), Lookup::Hit(_)));
         let gone = s.remove(1, &p(b"t")).unwrap();
         assert_eq!((gone.deadline, &gone.payload.value[..]), (0, &b"w"[..]));
@@ -554,12 +554,12 @@ mod tests {
         let mut s = Shard::new(1000);
         let mut d = Evictions::new();
         let v = Bytes::from_static(b"v");
-        s.insert(1, b"k", v.clone(), dirty(1, 0), &mut d);
+        s.insert(1, k(b"k"), v.clone(), dirty(1, 0), &mut d);
         let idx = s.find(1, &p(b"k")).unwrap();
         assert!(s.holds(1, &p(b"k")));
         s.set_clean(1, &p(b"k"));
         assert_eq!(s.policy.resident(idx).flags & DIRTY, 0);
-        s.insert(1, b"k", Bytes::from_static(b"w"), dirty(1, 0), &mut d);
+        s.insert(1, k(b"k"), Bytes::from_static(b"w"), dirty(1, 0), &mut d);
         assert_eq!(s.policy.resident(idx).flags & DIRTY, DIRTY);
     }
 }

@@ -28,7 +28,7 @@ pub(crate) use restart::{CloseState, Refill};
 pub(crate) use walk::Walk;
 
 use crate::builder::Weigher;
-use crate::key::Probe;
+use crate::key::{KeyBuf, Probe};
 use crate::latency::{Latencies, sampled_disk};
 use crate::listener::{Notifier, RemovalCause};
 use crate::memory::{Admit, DIRTY, Evictions, Lookup, MemoryTier, SLIDE, ShardWrite};
@@ -189,12 +189,14 @@ impl Tiers {
         deadline: u64,
         sliding: bool,
     ) -> Result<(), Refusal> {
-        let admit = |hot| Admit {
+        let admit = Admit {
             weight,
             deadline,
             flags: DIRTY | if sliding { SLIDE } else { 0 },
-            hot,
+            hot: false,
         };
+        // The owned key (a long one is an allocation) before any lock.
+        let owned = Probe::new(key).into_owned();
         let Some(lower) = &self.lower else {
             // Memory only: the whole write is this, inlined into the caller.
             let mut evictions = Evictions::new();
@@ -203,21 +205,14 @@ impl Tiers {
                 return Err(Refusal::Closed);
             }
             shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
-            let old = shard.insert(hash, key, value, admit(false), &mut evictions);
+            let old = shard.insert(hash, owned, value, admit, &mut evictions);
             drop(shard);
             if self.listener.is_some() {
                 self.report_memory_only(key, old, &evictions);
             }
             return Ok(());
         };
-        self.insert_tiered(
-            lower,
-            hash,
-            key,
-            value,
-            admit,
-            disk_deadline(deadline, sliding),
-        )
+        self.insert_tiered(lower, hash, key, owned, value, admit)
     }
 
     /// [`insert`](Self::insert) with a lower tier.
@@ -226,20 +221,25 @@ impl Tiers {
         lower: &Lower,
         hash: u64,
         key: &[u8],
+        owned: KeyBuf,
         value: Bytes,
-        admit: impl Fn(bool) -> Admit,
-        disk_deadline: u64,
+        admit: Admit,
     ) -> Result<(), Refusal> {
-        let weight = admit(false).weight;
         let mut evictions = Evictions::new();
         // Anything slow (compression, waiting for the flusher) before the lock.
+        let sliding = admit.flags & SLIDE != 0;
         let prepared = lower
-            .prepare_insert(key, &value, disk_deadline)
+            .prepare_insert(key, &value, disk_deadline(admit.deadline, sliding))
             .map_err(|(len, max)| Refusal::TooLarge { len, max })?;
         let hot = lower.disk().recall(hash);
         let (mut shard, prior) = self.lock_with_prior(lower, hash, key, false)?;
-        shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
-        let old = shard.insert(hash, key, value, admit(hot), &mut evictions);
+        shard.sweep_expired(
+            admit.weight,
+            hash,
+            || self.memory.clock().now(),
+            &mut evictions,
+        );
+        let old = shard.insert(hash, owned, value, Admit { hot, ..admit }, &mut evictions);
         let replaced = match prepared.as_ref().map(|p| lower.commit_insert(key, hash, p)) {
             Some(Ok(replaced)) => {
                 shard.set_clean(hash, &Probe::new(key));
@@ -311,7 +311,7 @@ impl Tiers {
             hot: false,
         };
         shard.sweep_expired(weight, hash, || self.memory.clock().now(), &mut evictions);
-        shard.insert(hash, key, value, clean, &mut evictions);
+        shard.insert(hash, probe.into_owned(), value, clean, &mut evictions);
         let mut gone = Gone::new();
         let demotions = self.demote(lower, &shard, &evictions, &mut gone);
         drop(shard);
