@@ -224,15 +224,17 @@ fn extremes_that_are_valid_build_and_work() {
 /// with an error naming it; any other share builds a cache that works.
 #[test]
 fn compression_budgets_below_zero_or_nan_are_refused() {
-    for share in [-1e-9, -1.0, f64::NEG_INFINITY, f64::NAN] {
-        let dir = tempfile::tempdir().unwrap();
-        let built = Cache::builder()
+    let build = |dir: &std::path::Path, share| {
+        Cache::builder()
             .memory_capacity(1 << 20)
-            .disk(dir.path(), 48 << 20)
+            .disk(dir, 48 << 20)
             .segment_size(16 << 20)
             .compression_budget(share)
-            .build();
-        match built {
+            .build()
+    };
+    for share in [-1e-9, -1.0, f64::NEG_INFINITY, f64::NAN] {
+        let dir = tempfile::tempdir().unwrap();
+        match build(dir.path(), share) {
             Err(larder::BuildError::Disk(e)) => {
                 assert!(e.to_string().contains("compression budget"), "{e}")
             }
@@ -242,13 +244,7 @@ fn compression_budgets_below_zero_or_nan_are_refused() {
     }
     for share in [0.0, 1e-9, 0.25, 4.0, f64::MAX, f64::INFINITY] {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::builder()
-            .memory_capacity(1 << 20)
-            .disk(dir.path(), 48 << 20)
-            .segment_size(16 << 20)
-            .compression_budget(share)
-            .build()
-            .unwrap_or_else(|e| panic!("share {share}: {e}"));
+        let cache = build(dir.path(), share).unwrap_or_else(|e| panic!("share {share}: {e}"));
         cache.insert(b"k", vec![7u8; 4096]).unwrap();
         cache.sync().unwrap();
         assert_eq!(cache.get(b"k").as_deref(), Some(&[7u8; 4096][..]));

@@ -308,22 +308,23 @@ fn redis_py_works_unmodified_in_resp3_and_resp2() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn metrics_addr_serves_the_cache_and_server_metrics_while_serving() {
+/// An address on a free local port, for `--metrics-addr`.
+fn free_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let metrics = format!("127.0.0.1:{port}");
-    let server = Serving::start(&["--metrics-addr", &metrics]);
-    let replies = server.call(b"SET a 1\r\nGET a\r\nGET nope\r\n");
-    assert_eq!(replies, b"+OK\r\n$1\r\n1\r\n$-1\r\n");
-    // Published every second: wait for a scrape that has seen the commands.
+    format!("127.0.0.1:{port}")
+}
+
+/// Scrapes `/metrics` at `addr` until a body satisfies `ready` (the server
+/// publishes every second; at most 5 s); returns the last body.
+fn scrape_until(addr: &str, ready: impl Fn(&str) -> bool) -> String {
     let mut body = String::new();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
-        let Ok(mut s) = TcpStream::connect(&metrics) else {
+        let Ok(mut s) = TcpStream::connect(addr) else {
             continue;
         };
         write!(
@@ -333,17 +334,28 @@ fn metrics_addr_serves_the_cache_and_server_metrics_while_serving() {
         .unwrap();
         body.clear();
         let _ = s.read_to_string(&mut body);
-        if body.contains("larder_misses_total 1") {
+        if ready(&body) {
             break;
         }
     }
-    let value = |name: &str| -> f64 {
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-            .parse()
-            .unwrap()
-    };
+    body
+}
+
+/// The value of series `name` in a metrics body.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_addr_serves_the_cache_and_server_metrics_while_serving() {
+    let metrics = free_addr();
+    let server = Serving::start(&["--metrics-addr", &metrics]);
+    let replies = server.call(b"SET a 1\r\nGET a\r\nGET nope\r\n");
+    assert_eq!(replies, b"+OK\r\n$1\r\n1\r\n$-1\r\n");
+    let body = scrape_until(&metrics, |b| b.contains("larder_misses_total 1"));
+    let value = |name: &str| metric(&body, name).unwrap_or_else(|| panic!("no {name} in {body}"));
     assert_eq!(value("larder_misses_total"), 1.0);
     assert!(
         value("larder_server_commands_total") >= 4.0,
@@ -359,14 +371,9 @@ fn metrics_addr_serves_the_cache_and_server_metrics_while_serving() {
 /// default, a trickle of them is compressed (none paced).
 #[test]
 fn compression_budget_reaches_the_disk_tier() {
-    for (budget, paced) in [(Some("0"), true), (None, false)] {
+    for (budget, paced) in [(Some("0"), 20.0), (None, 0.0)] {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let metrics = format!("127.0.0.1:{port}");
+        let metrics = free_addr();
         let disk = dir.path().to_str().unwrap();
         let mut args = vec![
             "--disk-dir",
@@ -393,36 +400,19 @@ fn compression_budget_reaches_the_disk_tier() {
             .unwrap();
         }
         assert_eq!(server.call(&request), b"+OK\r\n".repeat(20));
-        // Published every second: wait for a scrape that has seen the writes.
-        let mut seen = None;
-        for _ in 0..50 {
-            std::thread::sleep(Duration::from_millis(100));
-            let Ok(mut s) = TcpStream::connect(&metrics) else {
-                continue;
-            };
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            let count = |name: &str| {
-                body.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                    .and_then(|v| v.parse::<f64>().ok())
-            };
-            if count("larder_inserts_total") == Some(20.0) {
-                seen = count("larder_disk_compression_paced_total");
-                break;
-            }
-        }
-        let seen = seen.expect("no scrape saw the 20 writes");
-        if paced {
-            assert_eq!(seen, 20.0, "budget {budget:?}");
-        } else {
-            assert_eq!(seen, 0.0, "budget {budget:?}");
-        }
+        let body = scrape_until(&metrics, |b| {
+            metric(b, "larder_inserts_total") == Some(20.0)
+        });
+        assert_eq!(
+            metric(&body, "larder_inserts_total"),
+            Some(20.0),
+            "no scrape saw the 20 writes: {body}"
+        );
+        assert_eq!(
+            metric(&body, "larder_disk_compression_paced_total"),
+            Some(paced),
+            "budget {budget:?}"
+        );
         assert!(server.stop().success());
     }
 }

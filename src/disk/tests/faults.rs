@@ -156,6 +156,16 @@ fn backpressure_refuses_and_counts_when_the_flusher_is_behind() {
     assert!(s.refused_writes > 0 || s.failure.is_some(), "{s:?}");
 }
 
+/// Ends a stall of `Faulty` writes however a test ends, or the tier's drop
+/// would wait forever for its flusher.
+struct Release(Arc<Faulty>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.stall(false);
+    }
+}
+
 /// A wait for the flusher as long as the clock allows (`Duration::MAX`) is
 /// a wait without a deadline, not an overflow: the producer waits out a
 /// stalled flusher and goes on once it moves.
@@ -173,13 +183,6 @@ fn an_unbounded_backpressure_wait_waits_for_the_flusher() {
         .unwrap(),
     );
     io.stall(true);
-    // Released however the test ends, or the tier's drop would wait forever.
-    struct Release(Arc<Faulty>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.stall(false);
-        }
-    }
     let release = Release(io.clone());
     let writer = {
         let tier = Arc::clone(&tier);
@@ -664,12 +667,6 @@ fn with_no_budget_only_a_writer_about_to_wait_compresses() {
     // The flusher stalls: the writer fills the queue, then compresses the
     // value it is about to wait with.
     io.stall(true);
-    struct Release(Arc<Faulty>);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            self.0.stall(false);
-        }
-    }
     let release = Release(io.clone());
     let writer = {
         let (tier, text) = (Arc::clone(&tier), text);
